@@ -8,6 +8,20 @@ from .gaussian import operator_matrix as operator_matrix
 from .sde import SDE as SDE
 from .sde import VPSDE as VPSDE
 from .sde import append_dims as append_dims
+from .unet import UNet1d as UNet1d
+from .unet import timestep_embedding as timestep_embedding
+from .sampling import ddpm_sample as ddpm_sample
+from .sampling import dopri5 as dopri5
+from .sampling import fixed_step_solve as fixed_step_solve
+from .sampling import karras_times as karras_times
+from .sampling import ode_sample as ode_sample
+from .sampling import ode_sample_adaptive as ode_sample_adaptive
+from .likelihood import ode_log_likelihood as ode_log_likelihood
+from .diffusion import PRESETS as PRESETS
+from .diffusion import DiffusionPrior as DiffusionPrior
+from .diffusion import build_prior as build_prior
+from .train import DSMObjective as DSMObjective
+from .train import train_prior as train_prior
 
 __all__ = [
     "SDE",
@@ -18,4 +32,18 @@ __all__ = [
     "GaussianPrior",
     "linear_gaussian_posterior",
     "operator_matrix",
+    "UNet1d",
+    "timestep_embedding",
+    "DiffusionPrior",
+    "build_prior",
+    "PRESETS",
+    "DSMObjective",
+    "train_prior",
+    "ddpm_sample",
+    "ode_sample",
+    "ode_sample_adaptive",
+    "karras_times",
+    "dopri5",
+    "fixed_step_solve",
+    "ode_log_likelihood",
 ]

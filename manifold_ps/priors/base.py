@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +86,65 @@ class ScorePrior(nn.Module):
         alpha = append_dims(self.sde.alpha(t), x.ndim)
         var = append_dims(self.sde.std(t) ** 2, x.ndim)
         return (alpha * self.denoise(x, t) - x) / var
+
+    def reference_device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        """Device and floating dtype of the prior's parameters or buffers (CPU / default dtype if none)."""
+        for tensor in [*self.parameters(), *self.buffers()]:
+            if tensor.is_floating_point():
+                return tensor.device, tensor.dtype
+        return torch.device("cpu"), torch.get_default_dtype()
+
+    # -- sampling and exact likelihood ----------------------------------------------------------
+    def sample(
+        self,
+        n: int,
+        *,
+        steps: int | None = None,
+        method: Literal["ddpm", "ode", "ode_adaptive"] = "ddpm",
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """Draw ``n`` samples of the prior.
+
+        Args:
+            n: Number of samples.
+            steps: DDPM steps (default 1000) or fixed ODE solver steps (default 18); ignored by
+                ``"ode_adaptive"``.
+            method: ``"ddpm"`` (ancestral), ``"ode"`` (probability flow, fixed-step Heun unless
+                ``solver=`` says otherwise) or ``"ode_adaptive"`` (RK45, ``rtol``/``atol``).
+            generator: Source of randomness.
+            device: Device of the samples (default: the prior's).
+            dtype: Dtype of the samples (default: the prior's).
+            **kwargs: Passed to :func:`~manifold_ps.priors.sampling.ddpm_sample`,
+                :func:`~manifold_ps.priors.sampling.ode_sample` or
+                :func:`~manifold_ps.priors.sampling.ode_sample_adaptive`.
+
+        Returns:
+            ``(n, C, V)`` samples.
+        """
+        from . import sampling
+
+        common: dict[str, Any] = dict(generator=generator, device=device, dtype=dtype, **kwargs)
+        if method == "ddpm":
+            return sampling.ddpm_sample(self, n, steps=steps or 1000, **common)
+        if method == "ode":
+            return sampling.ode_sample(self, n, steps=steps or 18, **common)
+        if method == "ode_adaptive":
+            return sampling.ode_sample_adaptive(self, n, **common)
+        raise ValueError(f"method must be 'ddpm', 'ode' or 'ode_adaptive', got {method!r}")
+
+    def ode_log_likelihood(self, x0: Tensor, **kwargs: Any) -> Tensor:
+        """Log-likelihood in nats by the probability-flow ODE; see
+        :func:`~manifold_ps.priors.likelihood.ode_log_likelihood` for the options.
+
+        Shapes:
+            x0: ``(B, C, V)``; returns ``(B,)``.
+        """
+        from .likelihood import ode_log_likelihood
+
+        return ode_log_likelihood(self, x0, **kwargs)
 
     def _check_t(self, x: Tensor, t: Tensor) -> Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
