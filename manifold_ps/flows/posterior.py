@@ -1,0 +1,330 @@
+"""A trained amortized posterior sampler: flow + how to condition it, saved as one file.
+
+:class:`AmortizedPosterior` implements the :class:`~manifold_ps.sampling.PosteriorSampler`
+protocol with one flow evaluation per sample (``nfe = 1``), all samples of all measurements in
+one batched pass. It turns ``(y, operator)`` into the flow's condition and location:
+
+* ``condition="operator"``: ``operator.condition(y)`` (for masking ``y`` and the mask), plus the
+  reconstruction if there is one;
+* ``condition="measurement"`` (blind mode): ``y`` only -- the flow never sees the operator;
+* ``condition="none"``: an unconditional flow fitted to one measurement (Feng et al.).
+
+:meth:`AmortizedPosterior.save` writes the flow architecture and weights, the reconstruction
+(with its stiffness matrix), the training operator's description, the data normalisation and the
+geometry fingerprint; :meth:`AmortizedPosterior.load` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_signal
+from ..operators.base import Operator
+from .realnvp import ConditionalRealNVP
+from .reconstruct import Reconstruction, reconstruction_from_config
+
+__all__ = ["AmortizedPosterior", "POSTERIOR_FORMAT", "condition_channels"]
+
+POSTERIOR_FORMAT = "manifold_ps.AmortizedPosterior/1"
+"""Value of the ``"format"`` key of a saved sampler."""
+
+ConditionMode = Literal["operator", "measurement", "none"]
+
+
+def condition_channels(
+    channels: int, operator: Operator | None, *, condition: ConditionMode = "operator", reconstruct: bool = False
+) -> int:
+    """Number of condition channels ``Cc`` the flow needs for this conditioning.
+
+    Example:
+        >>> from manifold_ps.operators import Inpainting
+        >>> condition_channels(1, Inpainting(torch.ones(4, dtype=torch.bool), 0.1), reconstruct=True)
+        3
+    """
+    if condition == "none":
+        return 0
+    if condition == "measurement":
+        base = channels
+    elif condition == "operator":
+        if operator is None:
+            raise ValueError("condition='operator' needs the operator to count its condition channels")
+        base = operator.condition_channels(channels)
+    else:
+        raise ValueError(f"condition must be 'operator', 'measurement' or 'none', got {condition!r}")
+    return base + (channels if reconstruct else 0)
+
+
+class AmortizedPosterior(nn.Module):
+    """Posterior sampler ``x ~ q(x | y)`` backed by a :class:`ConditionalRealNVP`.
+
+    Args:
+        flow: The flow; its ``cond_channels`` must match the conditioning (see
+            :func:`condition_channels`).
+        condition: How the flow is conditioned (see the module docstring).
+        reconstruct: Optional cheap reconstruction ``rec(y, operator)`` used as the flow's
+            location (and as extra condition channels when ``condition != "none"``). To be saved
+            it must be a :class:`~manifold_ps.flows.reconstruct.Reconstruction`.
+        operator_config: Description of the training operator (``Operator.config()``), stored
+            for reference (e.g. the noise level and missing fraction).
+        normalisation: How signals were normalised (e.g. ``{"kind": "minmax", "low": 180.0,
+            "high": 330.0, "unit": "K"}``), stored for users.
+        fingerprint: Fingerprint of the geometry the flow was trained on.
+        metadata: Any other plain data to keep with the sampler (training profile, timings...).
+
+    Attributes:
+        nfe: Flow evaluations per sample of the last :meth:`sample` call (always 1).
+
+    Example:
+        >>> from manifold_ps.geometry import VertexLayout
+        >>> from manifold_ps.operators import Inpainting
+        >>> op = Inpainting(torch.tensor([True, False] * 5), sigma=0.1)
+        >>> flow = ConditionalRealNVP(1, VertexLayout(10), cond_channels=2, steps=2, hidden=8)
+        >>> post = AmortizedPosterior(flow)
+        >>> post.sample(torch.zeros(3, 1, 10), op, 4).shape, post.nfe
+        (torch.Size([3, 4, 1, 10]), 1)
+    """
+
+    def __init__(
+        self,
+        flow: ConditionalRealNVP,
+        *,
+        condition: ConditionMode = "operator",
+        reconstruct: nn.Module | None = None,
+        operator_config: dict[str, Any] | None = None,
+        normalisation: dict[str, Any] | None = None,
+        fingerprint: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if condition not in ("operator", "measurement", "none"):
+            raise ValueError(f"condition must be 'operator', 'measurement' or 'none', got {condition!r}")
+        if condition == "none" and flow.cond_channels:
+            raise ValueError("condition='none' needs an unconditional flow (cond_channels=0)")
+        if condition != "none" and not flow.cond_channels:
+            raise ValueError(f"condition={condition!r} needs a flow with cond_channels > 0")
+        self.flow = flow
+        self.condition = condition
+        self.reconstruct = reconstruct
+        self.operator_config = operator_config
+        self.normalisation = dict(normalisation or {})
+        self.fingerprint = str(fingerprint)
+        self.metadata = dict(metadata or {})
+        self.nfe = 1
+
+    @property
+    def channels(self) -> int:
+        """Signal channels ``C``."""
+        return self.flow.channels
+
+    @property
+    def num_vertices(self) -> int:
+        """Number of vertices ``V``."""
+        return self.flow.num_vertices
+
+    # -- conditioning ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, y: Tensor, operator: Operator | None) -> tuple[Tensor | None, Tensor | None]:
+        """The flow's condition and location for measurements ``y``.
+
+        Args:
+            y: Measurements ``(B, C, V)``.
+            operator: The operator of ``y`` (ignored in blind mode without a reconstruction).
+
+        Returns:
+            ``(cond (B, Cc, V) or None, loc (B, C, V) or None)``.
+        """
+        check_signal(y, self.num_vertices, "y", channels=self.channels)
+        y = y.to(self.flow.layout.valid.device)
+        loc = self.reconstruct(y, operator) if self.reconstruct is not None else None
+        if self.condition == "none":
+            return None, loc
+        if self.condition == "operator":
+            if operator is None:
+                raise ValueError("this sampler is conditioned on the operator: pass it")
+            cond = operator.to(y.device).condition(y)
+        else:
+            cond = y
+        if loc is not None:
+            cond = torch.cat([cond, loc], dim=1)
+        if cond.shape[1] != self.flow.cond_channels:
+            raise ValueError(
+                f"the condition has {cond.shape[1]} channels but the flow expects {self.flow.cond_channels}; "
+                "is this the operator type the sampler was trained for?"
+            )
+        return cond, loc
+
+    def forward(
+        self,
+        cond: Tensor | None,
+        n: int = 1,
+        *,
+        loc: Tensor | None = None,
+        z: Tensor | None = None,
+        batch: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The flow's generative pass on prepared inputs: ``(x (B, n, C, V), log|det| (B, n))``."""
+        return self.flow(cond, n, loc=loc, z=z, batch=batch, generator=generator)
+
+    # -- the sampler protocol ------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self, y: Tensor, operator: Operator | None = None, n: int = 1, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` posterior samples per measurement in one batched flow pass.
+
+        Returns:
+            ``(B, n, C, V)`` in natural vertex order.
+        """
+        cond, loc = self.prepare(y, operator)
+        x, _ = self.flow(cond, n, loc=loc, batch=y.shape[0], generator=generator)
+        self.nfe = 1
+        return x
+
+    @torch.no_grad()
+    def posterior_mean_std(
+        self,
+        y: Tensor,
+        operator: Operator | None = None,
+        n: int = 128,
+        *,
+        chunk: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Posterior mean and per-vertex standard deviation from ``n`` samples.
+
+        Args:
+            y: Measurements ``(B, C, V)``.
+            operator: Their operator.
+            n: Samples per measurement.
+            chunk: Draw at most this many samples per measurement per pass (memory bound).
+            generator: Source of randomness.
+
+        Returns:
+            ``(mean, std)``, each ``(B, C, V)``.
+        """
+        if n < 2:
+            raise ValueError(f"n must be >= 2 for a standard deviation, got {n}")
+        cond, loc = self.prepare(y, operator)
+        step = n if chunk is None else max(1, int(chunk))
+        total = sq = None
+        done = 0
+        while done < n:
+            m = min(step, n - done)
+            x, _ = self.flow(cond, m, loc=loc, batch=y.shape[0], generator=generator)
+            s, s2 = x.sum(1), x.square().sum(1)
+            total = s if total is None else total + s
+            sq = s2 if sq is None else sq + s2
+            done += m
+        mean = total / n
+        var = (sq - n * mean.square()).clamp_min(0) / (n - 1)
+        self.nfe = 1
+        return mean, var.sqrt()
+
+    def log_prob(self, x: Tensor, y: Tensor, operator: Operator | None = None) -> Tensor:
+        """Exact ``log q(x | y)`` (the flow is invertible).
+
+        Shapes:
+            x ``(B, C, V)`` -> ``(B,)``, or ``(B, n, C, V)`` -> ``(B, n)``; y ``(B, C, V)``.
+        """
+        cond, loc = self.prepare(y, operator)
+        single = x.ndim == 3
+        lp = self.flow.log_prob(x[:, None] if single else x, cond, loc=loc)
+        return lp[:, 0] if single else lp
+
+    # -- persistence -----------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the complete sampler to one file (atomically)."""
+        if self.reconstruct is not None and not isinstance(self.reconstruct, Reconstruction):
+            raise ValueError("only a Reconstruction (e.g. HarmonicFill) can be saved with the sampler")
+        blob = {
+            "format": POSTERIOR_FORMAT,
+            "flow_class": type(self.flow).__name__,
+            "flow_config": self.flow.config(),
+            "flow_state": {k: v.detach().cpu() for k, v in self.flow.state_dict().items()},
+            "condition": self.condition,
+            "reconstruct": self.reconstruct.config() if self.reconstruct is not None else None,
+            "operator": _to_cpu(self.operator_config),
+            "normalisation": self.normalisation,
+            "fingerprint": self.fingerprint,
+            "metadata": self.metadata,
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(blob, handle)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        fingerprint: str | None = None,
+        map_location: torch.device | str = "cpu",
+    ) -> "AmortizedPosterior":
+        """Load a sampler written by :meth:`save` (in eval mode).
+
+        Args:
+            path: The file.
+            fingerprint: If given, the geometry fingerprint the sampler must have been trained on.
+            map_location: Device to load onto.
+
+        Raises:
+            ValueError: if the file is missing, unreadable, not a sampler, or made for another
+                geometry.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"no sampler file at {path}")
+        try:
+            blob = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # truncated / corrupt / not a torch file
+            raise ValueError(f"{path} is not a readable sampler file ({type(err).__name__}: {err})") from err
+        if not isinstance(blob, dict) or blob.get("format") != POSTERIOR_FORMAT:
+            raise ValueError(f"{path} is not an AmortizedPosterior file (format {blob.get('format') if isinstance(blob, dict) else None!r})")
+        if fingerprint is not None and blob["fingerprint"] != fingerprint:
+            raise ValueError(
+                f"{path} was trained on the geometry with fingerprint {blob['fingerprint']!r}, "
+                f"not {fingerprint!r}: the vertex order and count would not match"
+            )
+        if blob["flow_class"] != "ConditionalRealNVP":
+            raise ValueError(f"{path}: unknown flow class {blob['flow_class']!r}")
+        try:
+            flow = ConditionalRealNVP.from_config(blob["flow_config"])
+            flow.load_state_dict(blob["flow_state"])
+        except (RuntimeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: the flow weights do not match its architecture ({err})") from err
+        post = cls(
+            flow,
+            condition=blob["condition"],
+            reconstruct=reconstruction_from_config(blob["reconstruct"]),
+            operator_config=blob["operator"],
+            normalisation=blob["normalisation"],
+            fingerprint=blob["fingerprint"],
+            metadata=blob["metadata"],
+        )
+        return post.to(map_location).eval()
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_cpu(v) for v in value]
+    return value
