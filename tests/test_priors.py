@@ -13,6 +13,7 @@ from manifold_ps.geometry import ImageGrid, VertexLayout
 from manifold_ps.priors import (
     DiffusionPrior,
     GaussianPrior,
+    MLPDenoiser,
     UNet1d,
     bits_per_dim,
     build_prior,
@@ -137,6 +138,7 @@ UNET_CONFIGS = {
     "flat": dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention=False),
     "deep-attn": dict(base_channels=8, channel_mults=(1, 2, 2), num_res_blocks=2, attention=True, attention_heads=2),
     "patch": dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, patch_size=2),
+    "mlp": dict(hidden=32, depth=2, time_embedding_dim=16),
 }
 
 
@@ -144,10 +146,15 @@ def _make_prior(parameterization: str, features: bool, config: str, *, channels:
     torch.manual_seed(0)
     kwargs = UNET_CONFIGS[config]
     k = 3 if features else 0
-    multiple = int(kwargs.get("patch_size", 1)) * 2 ** (len(kwargs["channel_mults"]) - 1)  # type: ignore[call-overload]
-    layout = VertexLayout(V, perm=torch.randperm(V), multiple=multiple)
     feats = torch.randn(V, k) if features else None
-    return DiffusionPrior(UNet1d(channels + k, channels, **kwargs), layout, channels=channels,  # type: ignore[arg-type]
+    if config == "mlp":
+        layout = VertexLayout(V, perm=torch.randperm(V), multiple=4)
+        net: nn.Module = MLPDenoiser(channels + k, channels, layout.length, **kwargs)  # type: ignore[arg-type]
+    else:
+        multiple = int(kwargs.get("patch_size", 1)) * 2 ** (len(kwargs["channel_mults"]) - 1)  # type: ignore[call-overload]
+        layout = VertexLayout(V, perm=torch.randperm(V), multiple=multiple)
+        net = UNet1d(channels + k, channels, **kwargs)  # type: ignore[arg-type]
+    return DiffusionPrior(net, layout, channels=channels,  # type: ignore[arg-type]
                           parameterization=parameterization, geometry_features=feats,  # type: ignore[arg-type]
                           fingerprint="toy-geometry", data_mean=0.2, data_std=0.4)
 
@@ -297,3 +304,16 @@ def test_build_prior_on_grid_geometry() -> None:
     assert prior.layout.length % 2 == 0 and prior.layout.length >= 42
     x = torch.rand(2, 1, 42)
     assert prior.dsm_loss(x, torch.Generator().manual_seed(0)).shape == (2,)
+
+
+def test_build_prior_mlp_network_round_trip(tmp_path: Path) -> None:
+    grid = ImageGrid(5, 6)
+    prior = build_prior(grid, channels=1, preset="tiny", network="mlp")
+    assert isinstance(prior.network, MLPDenoiser) and prior.layout.length == 30
+    _randomize(prior.network)
+    x, t = torch.rand(2, 1, 30), torch.tensor([0.1, 0.9])
+    prior.save(tmp_path / "mlp.pt")
+    loaded = DiffusionPrior.load(tmp_path / "mlp.pt", geometry=grid)
+    torch.testing.assert_close(loaded.denoise(x, t), prior.denoise(x, t), atol=0.0, rtol=0.0)
+    with pytest.raises(ValueError, match="network must be"):
+        build_prior(grid, network="transformer")  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from .gaussian import operator_matrix as operator_matrix
 from .sde import SDE as SDE
 from .sde import VPSDE as VPSDE
 from .sde import append_dims as append_dims
+from .mlp import MLPDenoiser as MLPDenoiser
 from .unet import UNet1d as UNet1d
 from .unet import timestep_embedding as timestep_embedding
 from .sampling import ddpm_sample as ddpm_sample
@@ -17,6 +18,7 @@ from .sampling import karras_times as karras_times
 from .sampling import ode_sample as ode_sample
 from .sampling import ode_sample_adaptive as ode_sample_adaptive
 from .likelihood import ode_log_likelihood as ode_log_likelihood
+from .diffusion import MLP_PRESETS as MLP_PRESETS
 from .diffusion import PRESETS as PRESETS
 from .diffusion import DiffusionPrior as DiffusionPrior
 from .diffusion import build_prior as build_prior
@@ -33,10 +35,12 @@ __all__ = [
     "linear_gaussian_posterior",
     "operator_matrix",
     "UNet1d",
+    "MLPDenoiser",
     "timestep_embedding",
     "DiffusionPrior",
     "build_prior",
     "PRESETS",
+    "MLP_PRESETS",
     "DSMObjective",
     "train_prior",
     "ddpm_sample",
