@@ -132,7 +132,11 @@ class Operator(nn.Module):
 
 
 class LinearOperator(Operator):
-    """Operator whose noiseless part is linear; adds the adjoint ``A_adjoint``."""
+    """Operator whose noiseless part is linear; adds the adjoint ``A_adjoint``.
+
+    Shapes:
+        ``A``: ``(B, C, V) -> (B, C, M)``; ``A_adjoint``: ``(B, C, M) -> (B, C, V)``.
+    """
 
     linear: ClassVar[bool] = True
 
