@@ -1,0 +1,71 @@
+"""Figures render to non-blank PNGs of the expected size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+from manifold_ps.geometry import ImageGrid, Mesh, SphereGrid
+from manifold_ps.viz import plot_image, plot_mesh_signal, plot_sphere_map, posterior_row_figure
+
+
+def _check_png(fig, path: Path, dpi: int = 50) -> None:
+    fig.savefig(path, dpi=dpi)
+    img = imread(path)
+    w, h = fig.get_size_inches() * dpi
+    assert img.shape[:2] == (round(h), round(w))
+    assert float(img[..., :3].std()) > 0.01, "the figure is blank"
+
+
+@pytest.fixture(scope="module")
+def bunny(data_dir: Path) -> Mesh:
+    return Mesh.from_file(data_dir / "bunny" / "bun_zipper_res3.ply")
+
+
+@pytest.mark.data
+def test_mesh_signal(bunny: Mesh, tmp_path: Path) -> None:
+    values = bunny.positions[:, 1].clone()
+    values[::5] = float("nan")  # missing vertices are drawn grey
+    _check_png(plot_mesh_signal(bunny.positions, bunny.faces, values), tmp_path / "mesh.png")
+    with pytest.raises(ValueError, match="values"):
+        plot_mesh_signal(bunny.positions, bunny.faces, values[:10])
+
+
+def test_sphere_map(tmp_path: Path) -> None:
+    g = SphereGrid.gasp()
+    z = g.positions[:, 2]
+    _check_png(plot_sphere_map(z, g.latitudes, g.longitudes), tmp_path / "map.png")
+    _check_png(plot_sphere_map(z.reshape(46, 90), g.latitudes, g.longitudes, coastlines=False), tmp_path / "m2.png")
+
+
+def test_image(tmp_path: Path) -> None:
+    _check_png(plot_image(torch.rand(64)), tmp_path / "img.png")
+    with pytest.raises(ValueError, match="shape"):
+        plot_image(torch.rand(10))
+
+
+@pytest.mark.parametrize("kind", ["mesh", "sphere", "image"])
+def test_posterior_row(kind: str, tmp_path: Path, data_dir: Path) -> None:
+    if kind == "mesh":
+        geo = Mesh.from_file(data_dir / "bunny" / "bun_zipper_res4.ply")
+        kw = dict(vertices=geo.positions, faces=geo.faces)
+    elif kind == "sphere":
+        geo = SphereGrid.gasp()
+        kw = dict(latitudes=geo.latitudes, longitudes=geo.longitudes)
+    else:
+        geo = ImageGrid(8, 6)
+        kw = dict(image_shape=(8, 6))
+    v = geo.num_vertices
+    truth = torch.rand(v, generator=torch.Generator().manual_seed(0))
+    observed = torch.rand(v) > 0.3
+    fig = posterior_row_figure(truth, truth * observed, torch.rand(4, v), truth, torch.rand(v) * 0.1, kind=kind,
+                               observed=observed, title=kind, **kw)
+    assert len(fig.axes) == 6  # truth, measurement, 2 samples, mean, std
+    _check_png(fig, tmp_path / f"row_{kind}.png")
+    with pytest.raises(ValueError, match=kind):
+        posterior_row_figure(truth, truth, truth[None], truth, truth, kind=kind)
+
