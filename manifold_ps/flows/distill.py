@@ -146,6 +146,9 @@ def prepare_data(
     """Precompute the flow inputs of a training set once: ``{"y", "index", "cond"?, "loc"?}``.
 
     The reconstruction (e.g. a harmonic fill) is computed once per measurement here, not per step.
+
+    Shapes:
+        ``y``: ``(N, C, V)``; ``cond``: ``(N, Cc, V)``; ``loc``: ``(N, C, V)``; ``index``: ``(N,)``.
     """
     conds, locs = [], []
     for start in range(0, y.shape[0], chunk):
@@ -196,6 +199,7 @@ def train_amortized(
     lr: float = 1e-3,
     seed: int = 0,
     data: dict[str, Tensor] | None = None,
+    callback: Any = None,
     **trainer_kwargs: Any,
 ) -> Trainer:
     """Train ``posterior`` on measurements only, amortized over ``y`` (resumes from ``out_dir``).
@@ -217,6 +221,8 @@ def train_amortized(
         lr: Peak learning rate.
         seed: Seeds the batches, the draws and the ActNorm initialisation.
         data: Precomputed :func:`prepare_data` output (computed here when omitted).
+        callback: Passed to :meth:`~manifold_ps.training.Trainer.fit` (return ``True`` to stop,
+            e.g. at a wall-clock budget; a checkpoint is written first).
         **trainer_kwargs: Forwarded to :class:`~manifold_ps.training.Trainer` (``ema_decay``,
             ``spike_guard``, ``warmup_steps``, ``lr_schedule``, ``grad_clip``, ``amp``,
             ``checkpoint_every``, ``log_every``, ``progress``, ``device``, ``config``,
@@ -242,7 +248,7 @@ def train_amortized(
     trainer = Trainer(posterior, loss_fn, data, out_dir=out_dir, batch_size=batch_size, max_steps=max_steps,
                       lr=lr, seed=seed, **trainer_kwargs)
     prior.to(trainer.device)
-    trainer.fit()
+    trainer.fit(callback=callback)
     return trainer
 
 

@@ -46,6 +46,9 @@ class Reconstruction(nn.Module):
 class AdjointFill(Reconstruction):
     """``A^T y`` for linear operators (for masking: the observed values, zeros elsewhere).
 
+    Shapes:
+        ``y``: ``(B, C, M)`` -> ``(B, C, V)``.
+
     Example:
         >>> from manifold_ps.operators import Inpainting
         >>> op = Inpainting(torch.tensor([True, False, True]), sigma=0.1)

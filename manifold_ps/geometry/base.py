@@ -26,6 +26,7 @@ from .layout import VertexLayout
 __all__ = ["Geometry", "OrderingMethod"]
 
 OrderingMethod = Literal["auto", "spectral", "hilbert", "identity", "serpentine"]
+"""Names of the vertex orderings accepted by :meth:`Geometry.ordering`."""
 
 _DENSE_EIGEN_LIMIT = 600  # below this many vertices a dense generalized eigensolve is faster and exact
 

@@ -48,6 +48,9 @@ def check_permutation(perm: Tensor, num_vertices: int, name: str = "perm") -> Te
 def invert_permutation(perm: Tensor) -> Tensor:
     """Inverse permutation: ``inv[perm[i]] = i``.
 
+    Shapes:
+        ``perm``: ``(V,)`` -> ``(V,)``.
+
     Example:
         >>> invert_permutation(torch.tensor([2, 0, 1]))
         tensor([1, 2, 0])
@@ -59,7 +62,11 @@ def invert_permutation(perm: Tensor) -> Tensor:
 
 
 def identity_ordering(num_vertices: int) -> Tensor:
-    """The natural order ``0..V-1``."""
+    """The natural order ``0..V-1``.
+
+    Shapes:
+        Returns ``(V,)``.
+    """
     return torch.arange(num_vertices)
 
 
@@ -68,6 +75,9 @@ def spectral_ordering(geometry: Geometry) -> Tensor:
 
     Ties are broken by vertex index (stable sort), and the eigenvector's sign is fixed by
     :meth:`Geometry.eigenbasis`, so the result is deterministic.
+
+    Shapes:
+        Returns ``(V,)``: entry ``i`` is the vertex at position ``i``.
     """
     _, evecs = geometry.eigenbasis(2)
     return torch.from_numpy(np.argsort(evecs[:, 1].numpy(), kind="stable"))

@@ -26,8 +26,11 @@ from .mesh import Mesh
 __all__ = ["SphereGrid", "Icosphere", "MESH_DIR", "GASP_LATITUDES", "GASP_LONGITUDES"]
 
 MESH_DIR = Path(__file__).resolve().parents[2] / "meshes"
+"""Folder of the meshes the project ships (icosphere levels, manifest); absent in a wheel."""
 GASP_LATITUDES = np.linspace(90.0, -90.0, 46)
+"""Latitudes of the GASP/ERA5 4-degree grid, 90 to -90 (46 rows)."""
 GASP_LONGITUDES = np.linspace(0.0, 356.0, 90)
+"""Longitudes of the GASP/ERA5 4-degree grid, 0 to 356 (90 columns)."""
 _POLE_TIE = 1.0  # spring weight between two copies of a pole (cap-to-row couplings are ~0.03)
 
 

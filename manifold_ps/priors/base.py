@@ -35,6 +35,9 @@ __all__ = ["ScorePrior", "bits_per_dim"]
 def bits_per_dim(log_likelihood: Tensor, num_dims: int) -> Tensor:
     """Convert a log-density in nats to bits per dimension: ``-log p / (d ln 2)``.
 
+    Shapes:
+        ``log_likelihood``: ``(B,)`` -> ``(B,)``.
+
     Example:
         >>> bits_per_dim(torch.tensor([-2 * math.log(2.0)]), 2)
         tensor([1.])

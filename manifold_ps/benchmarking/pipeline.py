@@ -1,0 +1,334 @@
+"""End-to-end benchmark of one workload: prior -> measurements -> amortized flow -> every sampler.
+
+Every stage writes into ``out`` and is skipped or resumed on a rerun (Ctrl-C, then the same
+command): the prior and the flows resume from their checkpoints, the measurements are generated
+once with a fixed seed and stored, and the evaluation is recomputed from the stored samplers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..flows import AdjointFill, AmortizedPosterior, ConditionalRealNVP, HarmonicFill, condition_channels
+from ..flows import prepare_data, train_amortized
+from ..operators import Operator, operator_from_config
+from ..priors import DiffusionPrior, build_prior, train_prior
+from ..sampling import PosteriorSampler
+from .evaluate import run_sampler, score_estimate
+from .profiles import Profile
+from .results import BenchmarkResults, MethodResult, environment_versions, write_results
+from .workloads import EvalSet, Task, Workload
+
+__all__ = ["run_workload", "stage_prior", "stage_measurements", "stage_flow", "build_baselines"]
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _deadline_callback(minutes: float | None) -> Any:
+    if minutes is None:
+        return None
+    end = time.monotonic() + 60.0 * minutes
+
+    def callback(trainer: Any, step: int, logs: dict[str, float]) -> bool:
+        return time.monotonic() > end
+
+    return callback
+
+
+# -- stage 1: the prior --------------------------------------------------------------------------------
+def stage_prior(workload: Workload, profile: Profile, out: Path, *, device: torch.device, seed: int,
+                progress: bool) -> DiffusionPrior:
+    """Train (or resume, or load) the workload's diffusion prior in ``out/prior``."""
+    folder = out / "prior"
+    done = folder / "prior.pt"
+    if done.is_file() and (folder / "complete").is_file():
+        _log(f"prior: loading {done}")
+        return DiffusionPrior.load(done, geometry=workload.geometry, map_location=device)
+    torch.manual_seed(seed)
+    overrides: dict[str, Any] = {}
+    if profile.prior_network == "mlp" and profile.prior_preset != "tiny":
+        # the MLP must be wider than the signal (the prototype's lesson)
+        overrides["hidden"] = max(2048, 1 << math.ceil(math.log2(workload.geometry.num_vertices * workload.channels)))
+    prior = build_prior(workload.geometry, channels=workload.channels, preset=profile.prior_preset,
+                        network=profile.prior_network, **overrides)
+    _log(f"prior: training {sum(p.numel() for p in prior.parameters()) / 1e6:.1f}M parameters on "
+         f"{workload.prior_train.shape[0]} signals for {profile.prior_steps} steps"
+         + (f" (cap {profile.prior_minutes} min)" if profile.prior_minutes else ""))
+    tic = time.perf_counter()
+    trained = train_prior(prior, workload.prior_train, out_dir=folder, steps=profile.prior_steps,
+                          batch_size=profile.prior_batch, lr=profile.prior_lr, seed=seed, device=device,
+                          warmup_steps=min(200, profile.prior_steps // 10), lr_schedule="cosine",
+                          ema_decay=0.999 if profile.prior_steps >= 1000 else 0.9, progress=progress,
+                          checkpoint_every=max(1, min(500, profile.prior_steps)),
+                          callback=_deadline_callback(profile.prior_minutes),
+                          config={"workload": workload.name, "profile": profile.to_dict()})
+    (folder / "complete").write_text(json.dumps({"seconds_last_invocation": time.perf_counter() - tic}))
+    return trained.to(device).eval()
+
+
+# -- stage 2: measurements -----------------------------------------------------------------------------
+@dataclass
+class Measured:
+    """Clean signals, their measurements and operator (one evaluation or training set)."""
+
+    x: Tensor
+    y: Tensor
+    operator: Operator
+
+
+def _simulate(task: Task, x: Tensor, generator: torch.Generator) -> Measured:
+    op = task.make_operator(x.shape[0], generator)
+    return Measured(x, op(x, generator=generator), op)
+
+
+def stage_measurements(workload: Workload, task: Task, profile: Profile, out: Path, *, seed: int
+                       ) -> tuple[Measured, dict[str, Measured]]:
+    """Simulate (once, seeded) or load the task's training and evaluation measurements.
+
+    Returns:
+        ``(train, evals)`` where ``evals`` maps ``"paper"`` (the first ``n_eval`` training
+        measurements: the flow is evaluated on what it trained on) and each eval set's name.
+    """
+    path = out / task.name / "measurements.pt"
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("fingerprint") != workload.geometry.fingerprint():
+            raise ValueError(f"{path} was made for another geometry; delete it or use another --out")
+        sets = {k: Measured(v["x"], v["y"], operator_from_config(v["operator"])) for k, v in blob["sets"].items()}
+    else:
+        g = torch.Generator().manual_seed(seed)
+        sets = {"train": _simulate(task, workload.flow_train, g)}
+        for ev in workload.eval_sets:
+            sets[ev.name] = _simulate(task, ev.x, g)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {"seed": seed, "fingerprint": workload.geometry.fingerprint(),
+                "sets": {k: {"x": m.x, "y": m.y, "operator": m.operator.config()} for k, m in sets.items()}}
+        tmp = path.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(path)
+    train = sets.pop("train")
+    n = min(profile.n_eval, train.x.shape[0])
+    idx = torch.arange(n)
+    evals = {"paper": Measured(train.x[:n], train.y[:n], train.operator.select(idx))}
+    evals.update(sets)
+    return train, evals
+
+
+# -- stage 3: the amortized flow ------------------------------------------------------------------------
+def _new_posterior(workload: Workload, task: Task, profile: Profile, prior: DiffusionPrior, train: Measured,
+                   seed: int) -> AmortizedPosterior:
+    reconstruct: Any = None
+    if task.reconstruct == "harmonic":
+        reconstruct = HarmonicFill.from_geometry(workload.geometry)
+    elif task.reconstruct == "adjoint":
+        reconstruct = AdjointFill()
+    _, evecs = workload.geometry.eigenbasis(9)
+    cond = condition_channels(workload.channels, train.operator, condition=task.condition,
+                              reconstruct=reconstruct is not None)
+    flow = ConditionalRealNVP(
+        workload.channels, prior.layout, cond, steps=profile.flow_steps, hidden=profile.flow_hidden,
+        blocks=profile.flow_blocks, context_channels=profile.flow_context, encoder_hidden=profile.flow_encoder_hidden,
+        geometry_features=evecs[:, 1:].to(torch.get_default_dtype()), init_scale=profile.flow_init_scale, seed=seed,
+    )
+    op_cfg = {k: v for k, v in train.operator.config().items() if k != "mask"}
+    return AmortizedPosterior(flow, condition=task.condition, reconstruct=reconstruct,
+                              operator_config={**op_cfg, **task.description}, normalisation=workload.normalisation,
+                              fingerprint=workload.geometry.fingerprint(),
+                              metadata={"workload": workload.name, "task": task.name, "profile": profile.name})
+
+
+def stage_flow(workload: Workload, task: Task, profile: Profile, prior: DiffusionPrior, train: Measured, out: Path,
+               *, device: torch.device, seed: int, progress: bool) -> AmortizedPosterior:
+    """Distil the prior into the task's amortized flow (or resume / load it) in ``out/<task>``."""
+    folder = out / task.name
+    done = folder / "posterior.pt"
+    if done.is_file() and (folder / "complete").is_file():
+        _log(f"{task.name}: loading {done}")
+        return AmortizedPosterior.load(done, fingerprint=workload.geometry.fingerprint()).to(device).eval()
+    posterior = _new_posterior(workload, task, profile, prior, train, seed).to(device)
+    data = prepare_data(posterior, train.y.to(device), train.operator.to(device))
+    _log(f"{task.name}: distilling into a {profile.flow_steps}-step flow "
+         f"({sum(p.numel() for p in posterior.parameters()) / 1e6:.2f}M parameters) on {train.y.shape[0]} measurements "
+         f"for {profile.flow_train_steps} steps" + (f" (cap {profile.flow_minutes} min)" if profile.flow_minutes else ""))
+    tic = time.perf_counter()
+    steps = profile.flow_train_steps
+    trainer = train_amortized(
+        posterior, prior, train.y, train.operator, out_dir=folder, data=data, n_z=profile.flow_n_z,
+        t_min=profile.flow_t_min, batch_size=min(profile.flow_batch, train.y.shape[0]), max_steps=steps,
+        lr=profile.flow_lr, seed=seed, warmup_steps=min(100, steps // 10), lr_schedule="cosine", grad_clip=1.0,
+        ema_decay=0.999 if steps >= 1000 else 0.9, spike_guard=10.0, checkpoint_every=max(1, min(250, steps)),
+        log_every=max(1, min(50, steps)), progress=progress, device=device,
+        config={"workload": workload.name, "task": task.name, "profile": profile.to_dict()},
+        callback=_deadline_callback(profile.flow_minutes),
+    )
+    final = trainer.ema_model.eval()
+    final.metadata["train_steps"] = trainer.step
+    final.save(done)
+    (folder / "complete").write_text(json.dumps({"seconds_last_invocation": time.perf_counter() - tic,
+                                                 "steps": trainer.step, "skipped": trainer.skipped_steps}))
+    trainer.close()
+    return final.to(device)
+
+
+# -- stage 4: evaluation ---------------------------------------------------------------------------------
+def build_baselines(workload: Workload, task: Task, profile: Profile, prior: DiffusionPrior,
+                    smoothing: float = 0.0) -> dict[str, PosteriorSampler]:
+    """The baselines that apply to the task, configured by the profile."""
+    from ..baselines import DPS, MCG, HarmonicInterpolation, REDDiff, TweedieDenoiser
+
+    out: dict[str, PosteriorSampler] = {}
+    for name in task.baselines:
+        if name == "dps":
+            out["dps"] = DPS(prior, steps=profile.dps_steps, zeta=profile.dps_zeta)
+        elif name == "mcg":
+            out["mcg"] = MCG(prior, steps=profile.dps_steps, zeta=profile.dps_zeta)
+        elif name == "harmonic":
+            out["harmonic"] = HarmonicInterpolation(workload.geometry)
+            if smoothing > 0:
+                out["harmonic_tikhonov"] = HarmonicInterpolation(workload.geometry, smoothing=smoothing)
+        elif name == "reddiff":
+            out["reddiff"] = REDDiff(prior, steps=profile.reddiff_steps)
+        elif name == "tweedie":
+            out["tweedie"] = TweedieDenoiser(prior)
+        else:
+            raise ValueError(f"unknown baseline {name!r}")
+    return out
+
+
+def _tune_smoothing(workload: Workload, m: Measured) -> float:
+    """Tikhonov weight of the harmonic baseline, tuned on truth (favours the baseline)."""
+    from ..baselines import HarmonicInterpolation
+    from ..metrics import psnr
+
+    best, best_p = 0.0, -math.inf
+    for s in (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0):
+        est = HarmonicInterpolation(workload.geometry, smoothing=s).sample(m.y, m.operator, 1)[:, 0]
+        p = float(psnr(est.double(), m.x.double()).mean())
+        if p > best_p:
+            best, best_p = s, p
+    return best
+
+
+def _evaluate_set(workload: Workload, task: Task, profile: Profile, posterior: AmortizedPosterior,
+                  baselines: dict[str, PosteriorSampler], m: Measured, *, device: torch.device, seed: int,
+                  figures: Path | None) -> dict[str, MethodResult]:
+    g = torch.Generator(device).manual_seed(seed + 7)
+    x, y, op = m.x.to(device), m.y.to(device), m.operator.to(device)
+    results: dict[str, MethodResult] = {}
+    outputs: dict[str, Any] = {}
+    img = workload.image_shape
+
+    one = run_sampler(posterior, y, op, n=1, batch_size=profile.eval_batch, generator=g)
+    many = run_sampler(posterior, y, op, n=profile.n_posterior, batch_size=profile.eval_batch,
+                       keep=profile.n_posterior, generator=g)
+    results["aps_n1"] = score_estimate(one.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1, image_shape=img)
+    # "aps_n128" is the posterior mean of profile.n_posterior samples (128 except in smoke runs)
+    results["aps_n128"] = score_estimate(
+        many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=1, image_shape=img, samples=many.kept,
+        extra={"seconds_per_estimate": many.seconds_per_sample * profile.n_posterior})
+    outputs["aps"] = many
+    n_base = x.shape[0] if profile.baseline_eval is None else min(profile.baseline_eval, x.shape[0])
+    sub = torch.arange(n_base, device=device)
+    for name, sampler in baselines.items():
+        _log(f"  {name} on {n_base} measurements")
+        out = run_sampler(sampler, y[sub], op.select(sub), n=1, batch_size=profile.eval_batch, generator=g)
+        results[name] = score_estimate(out.first, x[sub], seconds_per_sample=out.seconds_per_sample, nfe=out.nfe,
+                                       image_shape=img)
+        outputs[name] = out
+    if figures is not None:
+        _figures(workload, m, outputs, figures)
+    return results
+
+
+def _figures(workload: Workload, m: Measured, outputs: dict[str, Any], folder: Path) -> None:
+    from ..viz import posterior_row_figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    geo = workload.geometry
+    kw: dict[str, Any] = {"kind": workload.kind}
+    if workload.kind == "mesh":
+        kw.update(vertices=geo.positions.numpy(), faces=geo.faces.numpy())
+    elif workload.kind == "sphere":
+        kw.update(latitudes=geo.latitudes, longitudes=geo.longitudes)
+    else:
+        kw.update(image_shape=workload.image_shape)
+    y0 = m.y[:1]
+    measured = m.operator.select(torch.arange(1)).measured(y0)
+    observed = measured.expand_as(y0)[0, 0].cpu() if measured.ndim else None
+    meas_vertex = y0[0, 0].cpu() if y0.shape[-1] == geo.num_vertices else None
+    for name, out in outputs.items():
+        fig = posterior_row_figure(
+            m.x[0, 0].cpu(), meas_vertex if meas_vertex is not None else out.first[0, 0].cpu() * 0,
+            out.kept[0, :, 0].cpu(), out.mean[0, 0].cpu(), out.std[0, 0].cpu(), observed=observed, title=name, **kw)
+        fig.savefig(folder / f"{name}.png", dpi=80)
+
+
+def run_workload(workload: Workload, profile: Profile, out: str | Path, *, device: str | torch.device | None = None,
+                 seed: int = 0, progress: bool = True, figures: bool = True) -> dict[str, Any]:
+    """Run every stage of a workload and write ``results.json`` / ``results.md`` into ``out``.
+
+    Returns:
+        The written results document.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tic = time.perf_counter()
+    prior = stage_prior(workload, profile, out, device=dev, seed=seed, progress=progress)
+    timings: dict[str, float] = {"prior_done_s": time.perf_counter() - tic}
+    evaluations: list[BenchmarkResults] = []
+    set_info = {ev.name: ev for ev in workload.eval_sets}
+    for task in workload.tasks:
+        train, evals = stage_measurements(workload, task, profile, out, seed=seed)
+        posterior = stage_flow(workload, task, profile, prior, train, out, device=dev, seed=seed, progress=progress)
+        timings[f"{task.name}_flow_done_s"] = time.perf_counter() - tic
+        smoothing = _tune_smoothing(workload, evals["paper"]) if "harmonic" in task.baselines else 0.0
+        baselines = build_baselines(workload, task, profile, prior, smoothing)
+        for set_name, m in evals.items():
+            _log(f"{task.name}: evaluating on '{set_name}' ({m.x.shape[0]} measurements)")
+            methods = _evaluate_set(workload, task, profile, posterior, baselines, m, device=dev, seed=seed,
+                                    figures=(out / "figures" / task.name / set_name) if figures else None)
+            ev = set_info.get(set_name)
+            protocol = {
+                "task": task.name, **task.description,
+                "evaluation": "paper (flow trained on these measurements)" if set_name == "paper" else set_name,
+                "dataset": workload.flow_dataset if ev is None else ev.dataset,
+                "measurements": int(m.x.shape[0]), "n_posterior": profile.n_posterior,
+                "blind": task.condition == "measurement",
+            }
+            if ev is not None and ev.note:
+                protocol["note"] = ev.note
+            if smoothing:
+                protocol["harmonic_tikhonov_smoothing"] = smoothing
+            evaluations.append(BenchmarkResults(
+                workload=workload.name, profile=profile.name, device=_device_name(dev), protocol=protocol,
+                methods=methods, config={"profile": profile.to_dict(), "seed": seed, "notes": workload.notes},
+                versions=environment_versions()))
+    timings["total_s"] = time.perf_counter() - tic
+    for e in evaluations:
+        e.config["timings"] = timings
+    doc = write_results(evaluations, out, title=f"{workload.name} ({profile.name} profile)")
+    if workload.notes:
+        with open(out / "results.md", "a") as fh:
+            fh.write("\n" + "\n".join(f"> {n}" for n in workload.notes) + "\n")
+    _log(f"done in {timings['total_s'] / 60:.1f} min; results in {out / 'results.md'}")
+    print((out / "results.md").read_text())
+    return doc
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,113 @@
+"""Benchmark profiles: how long each stage trains and how much is evaluated.
+
+``smoke`` runs in well under a minute (CI), ``cpu`` is the default and fits in about 30 minutes
+of a 2-core CPU, ``paper`` uses the paper's appendix hyper-parameters (for a GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+__all__ = ["Profile", "PROFILES", "get_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and budgets of a benchmark run (all stages).
+
+    Attributes:
+        name: Profile name.
+        prior_network: ``"mlp"`` or ``"unet"`` (see :func:`manifold_ps.priors.build_prior`).
+        prior_preset: Network size preset.
+        prior_steps: Prior optimizer steps.
+        prior_batch: Prior batch size.
+        prior_lr: Prior peak learning rate.
+        prior_train_size: Clean training signals used (``None``: the whole split).
+        prior_minutes: Wall-clock cap of the prior training (``None``: none); the run stops at
+            the cap with a checkpoint, and a rerun continues.
+        flow_steps: Flow steps (each: ActNorm + two couplings).
+        flow_hidden: Coupling-network width.
+        flow_blocks: Residual blocks per coupling network.
+        flow_context: Condition-encoder output channels.
+        flow_encoder_hidden: Condition-encoder width.
+        flow_train_steps: Flow optimizer steps.
+        flow_batch: Measurements per flow step.
+        flow_n_z: Flow draws per measurement per step.
+        flow_lr: Flow peak learning rate.
+        flow_t_min: Lower time limit of the ELBO.
+        flow_init_scale: Initial scale of the flow's base noise around the reconstruction.
+        flow_train_size: Measurements the flow trains on (``None``: the whole split).
+        flow_minutes: Wall-clock cap of the flow training.
+        n_eval: Measurements evaluated per protocol.
+        n_posterior: Samples for the posterior mean (the paper's N = 128).
+        dps_steps: DPS / MCG steps (NFE).
+        dps_zeta: DPS / MCG step size (residual-norm convention).
+        reddiff_steps: RED-diff optimisation steps.
+        eval_batch: Measurements per sampler call.
+        baseline_eval: Measurements evaluated for the slow baselines (``None``: ``n_eval``).
+    """
+
+    name: str
+    prior_network: Literal["mlp", "unet"] = "mlp"
+    prior_preset: Literal["tiny", "cpu", "paper"] = "cpu"
+    prior_steps: int = 2000
+    prior_batch: int = 64
+    prior_lr: float = 5e-4
+    prior_train_size: int | None = None
+    prior_minutes: float | None = None
+    flow_steps: int = 8
+    flow_hidden: int = 32
+    flow_blocks: int = 1
+    flow_context: int = 16
+    flow_encoder_hidden: int = 32
+    flow_train_steps: int = 3000
+    flow_batch: int = 16
+    flow_n_z: int = 2
+    flow_lr: float = 5e-4
+    flow_t_min: float = 0.03
+    flow_init_scale: float = 0.1
+    flow_train_size: int | None = None
+    flow_minutes: float | None = None
+    n_eval: int = 64
+    n_posterior: int = 128
+    dps_steps: int = 1000
+    dps_zeta: float = 10.0
+    reddiff_steps: int = 500
+    eval_batch: int = 64
+    baseline_eval: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke", prior_preset="tiny", prior_steps=30, prior_batch=16, prior_lr=2e-3, prior_train_size=256,
+        flow_steps=2, flow_hidden=8, flow_context=8, flow_encoder_hidden=8, flow_train_steps=10, flow_batch=8,
+        flow_lr=1e-3, flow_train_size=32, n_eval=4, n_posterior=8, dps_steps=10, reddiff_steps=10, eval_batch=4,
+    ),
+    "cpu": Profile(name="cpu", prior_minutes=11.0, flow_minutes=11.0),
+    "paper": Profile(
+        name="paper", prior_network="unet", prior_preset="paper", prior_steps=360_000, prior_batch=128,
+        prior_lr=2e-4, flow_steps=24, flow_hidden=64, flow_blocks=2, flow_context=32, flow_encoder_hidden=64,
+        flow_train_steps=315_000, flow_batch=64, flow_n_z=1, flow_lr=1e-5, n_eval=1000, eval_batch=128,
+        baseline_eval=256,
+    ),
+}
+"""The three profiles of every benchmark script."""
+
+
+def get_profile(name: str, **overrides: Any) -> Profile:
+    """A profile by name, with fields overridden (``None`` values are ignored).
+
+    Raises:
+        ValueError: for an unknown profile or field.
+    """
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    fields = set(Profile.__dataclass_fields__)
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown profile fields {sorted(unknown)}")
+    return replace(PROFILES[name], **{k: v for k, v in overrides.items() if v is not None})

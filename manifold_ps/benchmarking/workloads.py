@@ -1,0 +1,245 @@
+"""The paper's workloads as data: geometry, clean signals per split, and inverse problems.
+
+A :class:`Workload` says *what* is benchmarked; :mod:`manifold_ps.benchmarking.pipeline` says
+*how* (train the prior, distil the flow, run every sampler, write results). Builders here read
+the real data through :mod:`manifold_ps.datasets`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from ..geometry import Geometry, ImageGrid, Mesh, SphereGrid
+from ..operators import Inpainting, Operator, RandomInpainting
+from .profiles import Profile
+
+__all__ = ["EvalSet", "Task", "Workload", "bunny_mnist", "sphere_temperature", "image_restoration"]
+
+OperatorFactory = Callable[[int, torch.Generator], Operator]
+
+
+@dataclass
+class EvalSet:
+    """Clean signals on which measurements are simulated for evaluation.
+
+    Attributes:
+        name: Short key (``"heldout"``, ``"era5-real"``, ...).
+        dataset: Human-readable name of the data set the numbers come from.
+        x: Clean signals ``(N, C, V)``.
+        note: Caveat printed with the table (e.g. "stand-in, not comparable with the paper").
+    """
+
+    name: str
+    dataset: str
+    x: Tensor
+    note: str = ""
+
+
+@dataclass
+class Task:
+    """One inverse problem (one operator family) and so one amortized flow.
+
+    Attributes:
+        name: Short key (``"inpainting"``, ``"denoising"``...).
+        make_operator: ``(N, generator) -> operator`` with per-measurement parameters.
+        description: For the results' ``protocol`` field.
+        reconstruct: Cheap reconstruction the flow starts from: ``"harmonic"`` (masking),
+            ``"adjoint"`` or ``None``.
+        condition: What the flow sees: ``"operator"`` (y and the operator's features) or
+            ``"measurement"`` (y only: blind mode).
+        baselines: Which baselines apply (``dps``, ``mcg``, ``harmonic``, ``reddiff``, ``tweedie``).
+    """
+
+    name: str
+    make_operator: OperatorFactory
+    description: dict[str, Any]
+    reconstruct: Literal["harmonic", "adjoint"] | None = "harmonic"
+    condition: Literal["operator", "measurement"] = "operator"
+    baselines: tuple[str, ...] = ("dps", "mcg", "harmonic", "reddiff")
+
+
+@dataclass
+class Workload:
+    """Everything a benchmark needs about one workload.
+
+    Attributes:
+        name: Workload key written to ``results.json``.
+        geometry: The discretisation.
+        kind: ``"mesh"``, ``"sphere"`` or ``"image"`` (figures, SSIM).
+        prior_train: Clean signals the prior trains on ``(N, C, V)``.
+        flow_train: Clean signals whose *measurements* the flow trains on (the paper's protocol
+            evaluates on the first of them; the flow never sees the clean signals).
+        flow_dataset: Name of the data set of ``flow_train``.
+        eval_sets: Held-out and cross-dataset evaluation sets.
+        tasks: The inverse problems.
+        image_shape: ``(H, W)`` when vertices form a row-major grid (SSIM is reported).
+        normalisation: How values were normalised (stored with the sampler).
+        notes: Lines printed under the results table.
+    """
+
+    name: str
+    geometry: Geometry
+    kind: Literal["mesh", "sphere", "image"]
+    prior_train: Tensor
+    flow_train: Tensor
+    flow_dataset: str
+    eval_sets: list[EvalSet]
+    tasks: list[Task]
+    image_shape: tuple[int, int] | None = None
+    normalisation: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def channels(self) -> int:
+        return int(self.prior_train.shape[1])
+
+
+def _masking(num_vertices: int, missing: float | tuple[float, float], sigma: float) -> OperatorFactory:
+    rng = (missing, missing) if isinstance(missing, float) else tuple(missing)
+
+    def make(n: int, generator: torch.Generator) -> Operator:
+        return RandomInpainting(num_vertices, rng, sigma).draw(n, generator=generator)
+
+    return make
+
+
+def _take(x: Tensor, n: int | None) -> Tensor:
+    return x if n is None else x[: min(n, x.shape[0])]
+
+
+def bunny_mnist(profile: Profile, *, root: Any = None, missing: float = 0.3, sigma: float = 0.1) -> Workload:
+    """MNIST digits painted on the 1889-vertex Stanford bunny; 30% of the vertices masked.
+
+    The prior trains on the 60k training digits; the flow on the measurements of the 10k test
+    digits (the paper's protocol); the held-out protocol evaluates on the last test digits,
+    which the flow never saw (they are excluded from its training set).
+    """
+    from ..datasets import BunnyMNIST, bunny_path
+
+    geometry = Mesh.from_file(bunny_path("res3", root=root))
+    n_eval = profile.n_eval
+    train = BunnyMNIST(geometry.positions, "train", root=root, num_samples=profile.prior_train_size).signals
+    n_flow = 10_000 - n_eval if profile.flow_train_size is None else profile.flow_train_size
+    test = BunnyMNIST(geometry.positions, "test", root=root, num_samples=n_flow + n_eval).signals
+    flow_train, heldout = test[:n_flow], test[n_flow: n_flow + n_eval]
+    task = Task(
+        name="inpainting",
+        make_operator=_masking(geometry.num_vertices, missing, sigma),
+        description={"operator": "random vertex mask", "missing_fraction": missing, "sigma_y": sigma},
+    )
+    return Workload(
+        name="bunny-mnist", geometry=geometry, kind="mesh", prior_train=train.float(), flow_train=flow_train.float(),
+        flow_dataset="MNIST test digits on the bunny",
+        eval_sets=[EvalSet("heldout", "MNIST test digits on the bunny (not seen by the flow)", heldout.float())],
+        tasks=[task], normalisation={"kind": "minmax", "low": 0.0, "high": 1.0, "unit": "intensity"},
+    )
+
+
+def sphere_temperature(
+    profile: Profile,
+    *,
+    root: Any = None,
+    missing: float = 0.6,
+    sigma: float = 0.05,
+    blind_range: tuple[float, float] = (0.3, 0.6),
+    dataset: Literal["auto", "gasp", "ipsl"] = "auto",
+) -> Workload:
+    """2 m temperature on the 46 x 90 sphere grid, 60% of the vertices masked.
+
+    Uses the paper's GASP ERA5 set when it is in the data folder; otherwise (offline) the CMIP6
+    IPSL-CM6A-LR monthly stand-in, with the real ERA5 snapshots as a cross-dataset check.
+    """
+    from ..datasets import load_era5_field, load_gasp, load_gridded_temperature
+
+    geometry = SphereGrid.gasp()
+    notes: list[str] = []
+    gasp = None
+    if dataset in ("auto", "gasp"):
+        try:
+            gasp = {s: load_gasp(s, root=root) for s in ("train", "val", "test")}
+        except FileNotFoundError:
+            if dataset == "gasp":
+                raise
+    if gasp is not None:
+        prior_x, flow_x, held_x = gasp["train"].values, gasp["test"].values, gasp["val"].values
+        label = "ERA5 (GASP era5_temp2m_16x)"
+        extra: list[EvalSet] = []
+    else:
+        data = load_gridded_temperature("ipsl", root=root)
+        split = list(data.split)
+        pick = lambda name: data.values[[i for i, s in enumerate(split) if s == name]]  # noqa: E731
+        prior_x, flow_x, held_x = pick("train"), pick("test"), pick("val")
+        label = "CMIP6 IPSL-CM6A-LR monthly (ERA5 stand-in)"
+        notes.append("Offline stand-in data: CMIP6 model output on the GASP grid, NOT the paper's ERA5 set; "
+                     "numbers are not comparable with the paper's ERA5 column.")
+        era5 = load_gridded_temperature("era5_sample24", root=root).values
+        single = load_era5_field("npz", root=root).values
+        extra = [EvalSet("era5-real", "real ERA5 snapshots (24 from 2026-03 + 2012-12-01T14)",
+                         torch.cat([era5, single]).float(), note="cross-dataset: the flow was trained on CMIP6")]
+    n_eval = profile.n_eval
+    prior_x = _take(prior_x, profile.prior_train_size)
+    flow_x = _take(flow_x, profile.flow_train_size)
+    held_x = held_x[:n_eval]
+    tasks = [
+        Task(name="imputation", make_operator=_masking(geometry.num_vertices, missing, sigma),
+             description={"operator": "random vertex mask", "missing_fraction": missing, "sigma_y": sigma}),
+        Task(name="blind", make_operator=_masking(geometry.num_vertices, blind_range, sigma),
+             description={"operator": "random vertex mask, fraction drawn per sample (blind)",
+                          "missing_range": list(blind_range), "sigma_y": sigma},
+             condition="measurement", baselines=("harmonic",)),
+    ]
+    return Workload(
+        name="era5-imputation", geometry=geometry, kind="sphere", prior_train=prior_x.float(),
+        flow_train=flow_x.float(), flow_dataset=label,
+        eval_sets=[EvalSet("heldout", f"{label}, validation split (not seen by the flow)", held_x.float()), *extra],
+        tasks=tasks, image_shape=(46, 90),
+        normalisation={"kind": "minmax", "low": 202.66, "high": 320.93, "unit": "K"}, notes=notes,
+    )
+
+
+def image_restoration(profile: Profile, *, root: Any = None) -> Workload:
+    """32 x 32 images as a regular grid: denoising (0.1), 2x super-resolution and deblurring (0.01).
+
+    The prior trains on MNIST padded to 32 x 32; the flows on measurements of MNIST test digits;
+    the Olivetti faces are a cross-dataset check.
+    """
+    from ..datasets import load_olivetti, mnist_padded_32
+    from ..operators import Denoising, Downsample2x, ImageBlur
+
+    geometry = ImageGrid(32, 32)
+    v = geometry.num_vertices
+    train_img, _ = mnist_padded_32("train", root=root)
+    test_img, _ = mnist_padded_32("test", root=root)
+    faces, _ = load_olivetti(size=32, root=root)
+    n_eval = profile.n_eval
+    n_flow = 10_000 - n_eval if profile.flow_train_size is None else profile.flow_train_size
+    as_signal = lambda img: img.reshape(img.shape[0], 1, v).float()  # noqa: E731
+    prior_x = as_signal(_take(train_img, profile.prior_train_size))
+    test = as_signal(test_img[: n_flow + n_eval])
+
+    def shared(op: Callable[[], Operator]) -> OperatorFactory:
+        return lambda n, generator: op()
+
+    tasks = [
+        Task("denoising", shared(lambda: Denoising(v, 0.1)), {"operator": "identity", "sigma_y": 0.1},
+             reconstruct=None, baselines=("dps", "reddiff", "tweedie")),
+        Task("super-resolution", shared(lambda: Downsample2x(32, 32, 0.01)),
+             {"operator": "2x2 average pooling", "sigma_y": 0.01}, reconstruct="adjoint", baselines=("dps", "reddiff")),
+        Task("deblurring", shared(lambda: ImageBlur(32, 32, kernel_sigma=1.0, kernel_size=5, sigma=0.01)),
+             {"operator": "Gaussian blur (sigma 1 px, 5x5)", "sigma_y": 0.01}, reconstruct="adjoint",
+             baselines=("dps", "reddiff")),
+    ]
+    return Workload(
+        name="image-restoration", geometry=geometry, kind="image", prior_train=prior_x, flow_train=test[:n_flow],
+        flow_dataset="MNIST test digits, 32 x 32",
+        eval_sets=[EvalSet("heldout", "MNIST test digits (not seen by the flow)", test[n_flow: n_flow + n_eval]),
+                   EvalSet("faces", "Olivetti faces 32 x 32 (cross-dataset)", as_signal(faces[:n_eval]),
+                           note="cross-dataset: prior and flow trained on MNIST")],
+        tasks=tasks, image_shape=(32, 32),
+        normalisation={"kind": "minmax", "low": 0.0, "high": 1.0, "unit": "intensity"},
+    )

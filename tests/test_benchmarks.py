@@ -1,0 +1,63 @@
+"""The benchmark scripts end to end at the smoke profile: schema, methods, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from manifold_ps.benchmarking import validate_results
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {
+    "bunny_mnist": ("aps_n1", "aps_n128", "dps", "mcg", "harmonic", "reddiff"),
+    "era5_imputation": ("aps_n1", "aps_n128", "dps", "mcg", "harmonic", "reddiff"),
+    "image_restoration": ("aps_n1", "aps_n128", "dps", "reddiff"),
+}
+
+
+def _run(script: str, out: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> dict:
+    argv = [f"{script}.py", "--profile", "smoke", "--out", str(out), "--no-progress", *extra]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(ROOT / "benchmarks" / f"{script}.py"), run_name="__main__")
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    doc = _run(script, out, monkeypatch)
+    assert doc["profile"] == "smoke"
+    assert (out / "results.md").is_file()
+    evaluations = doc["evaluations"]
+    assert len(evaluations) >= 2  # the paper's protocol and a held-out set at least
+    assert {e["protocol"]["evaluation"].split(" ")[0] for e in evaluations} >= {"paper", "heldout"}
+    for ev in evaluations:
+        required = SCRIPTS[script] if not ev["protocol"].get("blind") else ("aps_n1", "aps_n128", "harmonic")
+        validate_results(ev, required_methods=required)
+        for name, entry in ev["methods"].items():
+            assert math.isfinite(entry["psnr"]) and entry["seconds_per_sample"] > 0, name
+        assert ev["methods"]["aps_n1"]["nfe"] == 1
+    figures = list((out / "figures").rglob("*.png"))
+    assert figures, "no figure written"
+
+    # a rerun resumes: prior and flows are loaded, not retrained
+    prior_file = out / "prior" / "prior.pt"
+    stamp = prior_file.stat().st_mtime_ns
+    flow_files = {p: p.stat().st_mtime_ns for p in out.glob("*/posterior.pt")}
+    assert flow_files
+    capsys.readouterr()
+    again = _run(script, out, monkeypatch, "--no-figures")
+    log = capsys.readouterr().out
+    assert "prior: loading" in log and "training" not in log.split("prior: loading")[0]
+    assert prior_file.stat().st_mtime_ns == stamp
+    assert all(p.stat().st_mtime_ns == t for p, t in flow_files.items())
+    assert again["methods"].keys() == doc["methods"].keys()
