@@ -132,9 +132,11 @@ def _flow(dtype: torch.dtype = torch.float32, cond_channels: int = 2, **kw) -> C
     return flow.to(dtype).eval()
 
 
-def test_flow_natural_jacobian_float64() -> None:
-    """Full flow, natural vertex order: log|det dG/dz| equals slogdet of the autograd Jacobian."""
-    flow = _flow(torch.float64)
+@pytest.mark.parametrize("patch", [1, 3])
+def test_flow_natural_jacobian_float64(patch: int) -> None:
+    """Full flow, natural vertex order: log|det dG/dz| equals slogdet of the autograd Jacobian
+    (``patch=3`` folds positions into channels inside the couplings; 3 does not divide the length)."""
+    flow = _flow(torch.float64, patch=patch)
     cond = torch.randn(2, 2, V, dtype=torch.float64)
     loc = torch.randn(2, 1, V, dtype=torch.float64)
     z = torch.randn(2, 3, 1, V, dtype=torch.float64)

@@ -137,7 +137,7 @@ def _new_posterior(workload: Workload, task: Task, profile: Profile, prior: Diff
                               reconstruct=reconstruct is not None)
     flow = ConditionalRealNVP(
         workload.channels, prior.layout, cond, steps=profile.flow_steps, hidden=profile.flow_hidden,
-        blocks=profile.flow_blocks, context_channels=profile.flow_context, encoder_hidden=profile.flow_encoder_hidden,
+        blocks=profile.flow_blocks, patch=profile.flow_patch, context_channels=profile.flow_context, encoder_hidden=profile.flow_encoder_hidden,
         geometry_features=evecs[:, 1:].to(torch.get_default_dtype()), init_scale=profile.flow_init_scale, seed=seed,
     )
     op_cfg = {k: v for k, v in train.operator.config().items() if k != "mask"}

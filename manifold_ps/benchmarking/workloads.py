@@ -227,7 +227,7 @@ def image_restoration(profile: Profile, *, root: Any = None) -> Workload:
 
     tasks = [
         Task("denoising", shared(lambda: Denoising(v, 0.1)), {"operator": "identity", "sigma_y": 0.1},
-             reconstruct=None, baselines=("dps", "reddiff", "tweedie")),
+             reconstruct="adjoint", baselines=("dps", "reddiff", "tweedie")),
         Task("super-resolution", shared(lambda: Downsample2x(32, 32, 0.01)),
              {"operator": "2x2 average pooling", "sigma_y": 0.01}, reconstruct="adjoint", baselines=("dps", "reddiff")),
         Task("deblurring", shared(lambda: ImageBlur(32, 32, kernel_sigma=1.0, kernel_size=5, sigma=0.01)),

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_signal
+from .._checks import check_finite, check_signal
 from ..operators.base import Operator
 from .realnvp import ConditionalRealNVP
 from .reconstruct import Reconstruction, reconstruction_from_config
@@ -139,7 +139,14 @@ class AmortizedPosterior(nn.Module):
         Returns:
             ``(cond (B, Cc, V) or None, loc (B, C, V) or None)``.
         """
-        check_signal(y, self.num_vertices, "y", channels=self.channels)
+        if self.condition == "operator" and operator is not None and y.shape[-1] != self.num_vertices:
+            # measurements that are not vertex-shaped (e.g. a downsampled image): the operator's
+            # condition() maps them to vertex features
+            if y.ndim != 3 or y.shape[1] != self.channels:
+                raise ValueError(f"y must have shape (B, {self.channels}, M), got {tuple(y.shape)}")
+            check_finite(y, "y")
+        else:
+            check_signal(y, self.num_vertices, "y", channels=self.channels)
         y = y.to(self.flow.layout.valid.device)
         loc = self.reconstruct(y, operator) if self.reconstruct is not None else None
         if self.condition == "none":

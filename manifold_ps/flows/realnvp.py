@@ -53,6 +53,9 @@ class ConditionalRealNVP(nn.Module):
         encoder_hidden: Width of the condition encoder.
         encoder_blocks: Residual blocks of the condition encoder.
         dilations: Dilations of the coupling networks, cycled over the steps.
+        patch: Positions folded into channels inside the coupling networks (see
+            :class:`~manifold_ps.flows.conditioner.CouplingNet`); 8 makes CPU training several
+            times faster.
         geometry_features: Optional ``(V, k)`` per-vertex features (e.g. Laplacian eigenvectors)
             given to the condition encoder; stored as a buffer.
         scale_bound: Bound on each coupling's log-scale (``s = b tanh(raw / b)``).
@@ -91,6 +94,7 @@ class ConditionalRealNVP(nn.Module):
         encoder_hidden: int = 32,
         encoder_blocks: int = 2,
         dilations: tuple[int, ...] = (1, 2, 4, 8),
+        patch: int = 1,
         geometry_features: Tensor | None = None,
         scale_bound: float = 2.0,
         init_scale: float = 1.0,
@@ -134,6 +138,7 @@ class ConditionalRealNVP(nn.Module):
             "encoder_hidden": encoder_hidden,
             "encoder_blocks": encoder_blocks,
             "dilations": list(dilations),
+            "patch": int(patch),
             "geometry_features_dim": k,
             "scale_bound": scale_bound,
             "init_scale": init_scale,
@@ -155,7 +160,8 @@ class ConditionalRealNVP(nn.Module):
             dilation = dilations[i % len(dilations)]
             layers.append(ActNorm(channels, valid))
             for parity in (0, 1):
-                net = CouplingNet(channels, ctx, hidden=hidden, blocks=blocks, kernel_size=kernel_size, dilation=dilation)
+                net = CouplingNet(channels, ctx, hidden=hidden, blocks=blocks, kernel_size=kernel_size, dilation=dilation,
+                                  patch=patch)
                 layers.append(AffineCoupling(coupling_mask(channels, length, parity, split), valid, net, scale_bound))
             layers.append(FixedPermutation(valid, permutation_window, seed=seed * 1000 + i))
         layers.append(ElementwiseScale(channels, valid, init_scale))

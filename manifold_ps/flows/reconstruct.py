@@ -44,7 +44,8 @@ class Reconstruction(nn.Module):
 
 
 class AdjointFill(Reconstruction):
-    """``A^T y`` for linear operators (for masking: the observed values, zeros elsewhere).
+    """``A^T y`` for linear operators (for masking: the observed values, zeros elsewhere), or the
+    operator's ``pseudo_inverse(y)`` when it has one (2x downsampling: nearest upsampling).
 
     Shapes:
         ``y``: ``(B, C, M)`` -> ``(B, C, V)``.
@@ -57,6 +58,8 @@ class AdjointFill(Reconstruction):
     """
 
     def forward(self, y: Tensor, operator: nn.Module) -> Tensor:
+        if hasattr(operator, "pseudo_inverse"):  # e.g. downsampling: A^T rescaled to keep values
+            return operator.pseudo_inverse(y)
         if not hasattr(operator, "A_adjoint"):
             raise ValueError(f"AdjointFill needs a linear operator, got {type(operator).__name__}")
         return operator.A_adjoint(y)
