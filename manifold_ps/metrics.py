@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["mse", "psnr", "ssim", "posterior_std", "credible_interval_coverage"]
+__all__ = ["mse", "psnr", "ssim", "posterior_std", "credible_interval_coverage", "summarize"]
 
 
 def _weights(x: Tensor, valid: Tensor | None) -> Tensor:
@@ -176,3 +176,40 @@ def credible_interval_coverage(samples: Tensor, truth: Tensor, level: float = 0.
     if total == 0 or not math.isfinite(total):
         raise ValueError("no valid entry to compute the coverage on")
     return float((inside * w).sum()) / total
+
+
+def summarize(
+    x: Tensor,
+    ref: Tensor,
+    *,
+    data_range: float = 1.0,
+    valid: Tensor | None = None,
+    image_shape: tuple[int, int] | None = None,
+) -> dict[str, float]:
+    """Means over the batch of :func:`psnr`, :func:`mse` and (on image grids) :func:`ssim`.
+
+    Args:
+        x: Estimates ``(B, C, V)``.
+        ref: Ground truth ``(B, C, V)``.
+        data_range: Peak-to-peak range of the signal.
+        valid: Optional boolean ``(V,)`` or ``(B, V)`` mask of counted vertices (PSNR and MSE).
+        image_shape: ``(H, W)`` with ``H * W = V`` when the vertices form a row-major grid; SSIM
+            is then added (over the whole image: ``valid`` does not apply to it).
+
+    Returns:
+        ``{"psnr": ..., "mse": ...}`` plus ``"ssim"`` when ``image_shape`` is given, as floats.
+
+    Example:
+        >>> ref = torch.zeros(2, 1, 16)
+        >>> summarize(ref + 0.1, ref, image_shape=(4, 4))
+        {'psnr': 20.0..., 'mse': 0.0100..., 'ssim': 0.0099...}
+    """
+    out = {"psnr": float(psnr(x, ref, data_range=data_range, valid=valid).mean()),
+           "mse": float(mse(x, ref, valid).mean())}
+    if image_shape is not None:
+        h, w = image_shape
+        if h * w != x.shape[-1]:
+            raise ValueError(f"image_shape {image_shape} does not hold {x.shape[-1]} vertices")
+        grid = (*x.shape[:-1], h, w)
+        out["ssim"] = float(ssim(x.reshape(grid), ref.reshape(grid), data_range=data_range).mean())
+    return out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from manifold_ps.metrics import credible_interval_coverage, mse, posterior_std, psnr, ssim
+from manifold_ps.metrics import credible_interval_coverage, mse, posterior_std, psnr, ssim, summarize
 
 
 @pytest.mark.parametrize("e", [0.01, 0.1, 0.3])
@@ -81,3 +81,22 @@ def test_posterior_std(generator: torch.Generator) -> None:
     assert torch.allclose(posterior_std(s), torch.full((3, 1, 4), 2.0, dtype=torch.float64), atol=0.1)
     with pytest.raises(ValueError, match="N >= 2"):
         posterior_std(s[:, :1])
+
+
+def test_summarize_against_closed_forms() -> None:
+    ref = torch.zeros(3, 1, 16, dtype=torch.float64)
+    out = summarize(ref + 0.1, ref, image_shape=(4, 4))
+    assert out["psnr"] == pytest.approx(20.0)
+    assert out["mse"] == pytest.approx(0.01)
+    # constant images: SSIM = C1 / (mu_x^2 + C1) with C1 = 0.01^2 (all variances vanish)
+    assert out["ssim"] == pytest.approx(1e-4 / (0.01 + 1e-4))
+    assert set(summarize(ref + 0.1, ref)) == {"psnr", "mse"}
+    with pytest.raises(ValueError, match="image_shape"):
+        summarize(ref, ref, image_shape=(3, 4))
+
+
+def test_psnr_data_range_and_exact_estimate() -> None:
+    ref = torch.rand(2, 1, 9, dtype=torch.float64)
+    torch.testing.assert_close(psnr(ref + 0.1, ref, data_range=2.0),
+                               torch.full((2,), 10 * math.log10(4 / 0.01), dtype=torch.float64))
+    assert bool(torch.isinf(psnr(ref, ref)).all())

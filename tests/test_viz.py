@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import torch
 from matplotlib.image import imread
 
 from manifold_ps.geometry import ImageGrid, Mesh, SphereGrid
-from manifold_ps.viz import plot_image, plot_mesh_signal, plot_sphere_map, posterior_row_figure
+from manifold_ps.viz import offline_coastlines, plot_image, plot_mesh_signal, plot_sphere_map, posterior_row_figure
+from manifold_ps.viz import plots
 
 
 def _check_png(fig, path: Path, dpi: int = 50) -> None:
@@ -69,3 +71,52 @@ def test_posterior_row(kind: str, tmp_path: Path, data_dir: Path) -> None:
     with pytest.raises(ValueError, match=kind):
         posterior_row_figure(truth, truth, truth[None], truth, truth, kind=kind)
 
+
+
+@pytest.mark.parametrize("up", ["x", "y", "z"])
+def test_mesh_camera_rotates_without_mirroring(up: str) -> None:
+    v = np.eye(3)
+    p = plots._up_rotation(v, up)  # rows: where the data's x, y, z axes go
+    assert np.linalg.det(p) == pytest.approx(1.0)  # a rotation: the mesh is never mirrored
+    assert np.allclose(p["xyz".index(up)], [0, 0, 1])  # the data's up axis points up on screen
+    with pytest.raises(ValueError, match="up"):
+        plots._up_rotation(v, "w")  # type: ignore[arg-type]
+
+
+def test_sphere_map_never_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cartopy_io = pytest.importorskip("cartopy.io")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("cartopy tried to download data")
+
+    monkeypatch.setattr(cartopy_io.Downloader, "acquire_resource", no_network)
+    g = SphereGrid.gasp()
+    z = g.positions[:, 2].clone()
+    z[::7] = float("nan")  # missing cells stay blank
+    _check_png(plot_sphere_map(z, g.latitudes, g.longitudes), tmp_path / "coast.png")
+    robinson = plot_sphere_map(z, g.latitudes, g.longitudes, projection="robinson")  # not drawn: ~4 s on CPU
+    assert type(robinson.axes[0].projection).__name__ == "Robinson"
+    # without coastline data on disk the map is drawn without them
+    monkeypatch.setattr(plots, "offline_coastlines", lambda: None)
+    _check_png(plot_sphere_map(z, g.latitudes, g.longitudes), tmp_path / "bare.png")
+    with pytest.raises(ValueError, match="grid"):
+        plot_sphere_map(z[:-1], g.latitudes, g.longitudes)
+
+
+def test_offline_coastlines_respects_cartopy_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("cartopy")
+    shp = tmp_path / "shapefiles" / "gshhs" / "c" / "GSHHS_c_L1.shp"
+    shp.parent.mkdir(parents=True)
+    shp.touch()
+    monkeypatch.setenv("CARTOPY_DATA_DIR", str(tmp_path))
+    assert offline_coastlines() == shp
+
+
+def test_sphere_map_without_cartopy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("cartopy", "cartopy.crs"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+    assert offline_coastlines() is None
+    g = SphereGrid.gasp()
+    fig = plot_sphere_map(g.positions[:, 2], g.latitudes, g.longitudes)
+    _check_png(fig, tmp_path / "plain.png")
+    assert fig.axes[0].name == "rectilinear"

@@ -32,6 +32,13 @@ class HeatBlur(LinearOperator):
 
     Shapes:
         ``x``, ``y``: ``(B, C, V)``.
+
+    Example:
+        >>> from manifold_ps.geometry import ImageGrid
+        >>> op = HeatBlur.from_geometry(ImageGrid(4, 4), time=0.1, k=8)
+        >>> ones = torch.ones(1, 1, 16, dtype=torch.float64)
+        >>> torch.allclose(op.A(ones), ones)  # constants do not diffuse
+        True
     """
 
     evals: Tensor
@@ -60,11 +67,17 @@ class HeatBlur(LinearOperator):
     def _filter(self, like: Tensor) -> Tensor:
         return torch.exp(-self.evals.to(like.dtype) * self.time)
 
+    def _check(self, x: Tensor, name: str) -> None:
+        if x.shape[-1] != self.num_vertices:
+            raise ValueError(f"{name} has {x.shape[-1]} vertices, the eigenbasis has {self.num_vertices}")
+
     def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        self._check(x, "x")
         phi, m = self.evecs.to(x.dtype), self.mass.to(x.dtype)
         return ((x * m) @ phi * self._filter(x)) @ phi.T
 
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        self._check(y, "y")
         phi, m = self.evecs.to(y.dtype), self.mass.to(y.dtype)
         return ((y @ phi) * self._filter(y)) @ phi.T * m
 

@@ -26,8 +26,13 @@ class Denoising(LinearOperator):
         tensor([[[1., 1., 1.]]])
     """
 
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+    def _check(self, x: Tensor, name: str) -> Tensor:
+        if x.shape[-1] != self.num_vertices:
+            raise ValueError(f"{name} has {x.shape[-1]} vertices, the operator has {self.num_vertices}")
         return x
 
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        return self._check(x, "x")
+
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
-        return y
+        return self._check(y, "y")

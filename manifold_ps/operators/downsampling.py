@@ -59,6 +59,10 @@ class Downsample2x(LinearOperator):
     def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
         return 0.25 * self._upsample(y)
 
+    def pseudo_inverse(self, y: Tensor) -> Tensor:
+        """``A^+ y = A^T (A A^T)^{-1} y``: nearest upsampling (``A A^T = I / 4``)."""
+        return self._upsample(y)
+
     def condition(self, y: Tensor) -> Tensor:
         return self._upsample(y)
 

@@ -9,6 +9,8 @@ functions never download anything.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -57,8 +59,12 @@ def plot_mesh_signal(
         cmap: Colour map.
         vmin: Lower end of the colour scale (default: the minimum).
         vmax: Upper end of the colour scale (default: the maximum).
-        view: ``(elevation, azimuth)`` of the camera in degrees.
-        up: Which coordinate of the data points up (the Stanford bunny's is ``y``).
+        view: ``(elevation, azimuth)`` of the camera in degrees, in mplot3d's frame after the
+            ``up`` rotation; the default ``(10, -90)`` looks, for ``up="y"``, from the data's
+            ``+z`` towards ``-z`` with ``x`` to the right: the Stanford bunny upright, seen from
+            the front (``(10, -120)`` turns its face further towards the camera).
+        up: Which coordinate of the data points up (the Stanford bunny's is ``y``). The mesh is
+            rotated, never mirrored.
         missing_color: Colour of faces touching a missing vertex.
 
     Returns:
@@ -70,8 +76,7 @@ def plot_mesh_signal(
     v, f, val = _np(vertices), np.asarray(_np(faces), dtype=np.int64), _np(values)
     if v.ndim != 2 or v.shape[1] != 3 or val.shape != (v.shape[0],):
         raise ValueError(f"need vertices (V, 3) and values (V,), got {v.shape} and {val.shape}")
-    order = {"x": [1, 2, 0], "y": [0, 2, 1], "z": [0, 1, 2]}[up]
-    p = v[:, order]
+    p = _up_rotation(v, up)
     fig, ax = _new_axes(ax, "3d")
     face_val = val[f].mean(axis=1)
     lo = np.nanmin(val) if vmin is None else vmin
@@ -79,12 +84,9 @@ def plot_mesh_signal(
     norm = (face_val - lo) / max(hi - lo, 1e-12)
     colors = colormaps[cmap](np.clip(np.nan_to_num(norm), 0, 1))
     colors[np.isnan(face_val)] = np.array(_rgba(missing_color))
-    # paint far faces first so the near surface covers them
-    elev, azim = np.deg2rad(view[0]), np.deg2rad(view[1])
-    eye = np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
-    depth = p[f].mean(axis=1) @ eye
-    idx = np.argsort(depth)
-    coll = Poly3DCollection(p[f][idx], facecolors=colors[idx], edgecolors="none", linewidths=0)
+    # Poly3DCollection sorts the faces by depth when drawing; edges in the face colour hide the
+    # anti-aliasing seams between neighbouring triangles
+    coll = Poly3DCollection(p[f], facecolors=colors, edgecolors=colors, linewidths=0.3)
     ax.add_collection3d(coll)
     center, span = (p.max(0) + p.min(0)) / 2, (p.max(0) - p.min(0)).max() / 2
     for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), center):
@@ -95,25 +97,73 @@ def plot_mesh_signal(
     return fig
 
 
+def _up_rotation(v: np.ndarray, up: Literal["x", "y", "z"]) -> np.ndarray:
+    """Rotate (never mirror) positions so that the data's ``up`` axis becomes mplot3d's ``z``.
+
+    For ``up="y"`` the plot coordinates are ``(x, -z, y)``: the camera azimuth ``-90`` then looks
+    from the data's ``+z`` towards ``-z`` with ``x`` to the right, the usual front view.
+    """
+    if up == "x":
+        return v[:, [1, 2, 0]]  # cyclic permutation: a rotation
+    if up == "y":
+        return np.stack([v[:, 0], -v[:, 2], v[:, 1]], axis=1)
+    if up == "z":
+        return v
+    raise ValueError(f"up must be 'x', 'y' or 'z', got {up!r}")
+
+
 def _rgba(color: str) -> tuple[float, float, float, float]:
     from matplotlib.colors import to_rgba
 
     return to_rgba(color)
 
 
+_COASTLINE_FILES = (
+    "shapefiles/natural_earth/physical/ne_110m_coastline.shp",  # cartopy's own layout
+    "shapefiles/gshhs/c/GSHHS_c_L1.shp",  # what Debian's python-cartopy-data ships
+)
+
+
 def offline_coastlines() -> Path | None:
-    """Folder of cartopy data holding GSHHS coastlines already on disk, or ``None``."""
-    candidates = [os.environ.get("CARTOPY_DATA_DIR"), "/usr/share/cartopy/data"]
+    """A coastline shapefile already on disk, or ``None``; nothing is ever downloaded.
+
+    Looks in ``$CARTOPY_DATA_DIR``, in ``/usr/share/cartopy/data`` (Debian's
+    ``python-cartopy-data``) and in cartopy's configured data folders, for Natural Earth's 110 m
+    coastlines or the coarse GSHHS level-1 shorelines.
+
+    Returns:
+        Path of the ``.shp`` file, or ``None`` when cartopy or the data is missing.
+    """
     try:
         import cartopy
-
-        candidates += [cartopy.config.get("pre_existing_data_dir"), cartopy.config.get("data_dir")]
     except ImportError:
         return None
+    candidates = [os.environ.get("CARTOPY_DATA_DIR"), "/usr/share/cartopy/data",
+                  cartopy.config.get("pre_existing_data_dir"), cartopy.config.get("data_dir")]
     for c in candidates:
-        if c and (Path(c) / "shapefiles" / "gshhs" / "c" / "GSHHS_c_L1.shp").is_file():
-            return Path(c)
+        if not c or str(c) in ("", "."):
+            continue
+        for rel in _COASTLINE_FILES:
+            if (Path(c) / rel).is_file():
+                return Path(c) / rel
     return None
+
+
+@functools.lru_cache(maxsize=4)
+def _read_geometries(path: Path) -> tuple[Any, ...]:
+    """Shapes of a shapefile, read once (the same objects let cartopy reuse its projected paths).
+
+    pyshp's log notes about GSHHS's hole-only rings are silenced.
+    """
+    from cartopy.io.shapereader import Reader
+
+    log = logging.getLogger("shapefile")
+    quiet = logging.Filter("no record passes")  # rejects every record of other loggers' names
+    log.addFilter(quiet)
+    try:
+        return tuple(Reader(str(path)).geometries())
+    finally:
+        log.removeFilter(quiet)
 
 
 def plot_sphere_map(
@@ -126,9 +176,12 @@ def plot_sphere_map(
     vmin: float | None = None,
     vmax: float | None = None,
     coastlines: bool = True,
+    projection: Literal["platecarree", "robinson"] = "platecarree",
     title: str | None = None,
 ) -> Figure:
-    """A field on the lat/lon grid as a global map (equirectangular, with cartopy when installed).
+    """A field on the lat/lon grid as a global map (with cartopy when installed).
+
+    Without cartopy (the optional ``maps`` extra) the map is a plain longitude/latitude plot.
 
     Args:
         values: ``(H * W,)`` row-major values or an ``(H, W)`` array; NaN marks missing cells.
@@ -138,14 +191,26 @@ def plot_sphere_map(
         cmap: Colour map.
         vmin: Lower end of the colour scale.
         vmax: Upper end of the colour scale.
-        coastlines: Draw coastlines when their data is on disk (never downloaded).
+        coastlines: Draw coastlines when their data is on disk (never downloaded, see
+            :func:`offline_coastlines`).
+        projection: Map projection of a new axes (cartopy only); equirectangular ``"platecarree"``
+            draws about 15 times faster than ``"robinson"``.
         title: Optional title.
 
     Returns:
         The figure.
+
+    Example:
+        >>> lat, lon = np.linspace(-90, 90, 46), np.arange(90) * 4.0
+        >>> fig = plot_sphere_map(np.cos(np.deg2rad(lat))[:, None] * np.ones(90), lat, lon)
+        >>> type(fig).__name__
+        'Figure'
     """
     lat, lon = _np(latitudes), _np(longitudes)
-    field = _np(values).reshape(lat.size, lon.size)
+    field = _np(values)
+    if field.size != lat.size * lon.size:
+        raise ValueError(f"values hold {field.size} numbers, the {lat.size} x {lon.size} grid needs {lat.size * lon.size}")
+    field = field.reshape(lat.size, lon.size)
     # close the longitude circle for a seamless map
     lon_c = np.append(lon, lon[0] + 360.0)
     field_c = np.concatenate([field, field[:, :1]], axis=1)
@@ -157,17 +222,18 @@ def plot_sphere_map(
         ax.set_xlabel("longitude")
         ax.set_ylabel("latitude")
     else:
-        fig, ax = _new_axes(ax, ccrs.PlateCarree(central_longitude=180.0), (6.0, 3.2))
+        if projection not in ("platecarree", "robinson"):
+            raise ValueError(f"projection must be 'platecarree' or 'robinson', got {projection!r}")
+        proj = (ccrs.PlateCarree if projection == "platecarree" else ccrs.Robinson)(central_longitude=180.0)
+        fig, ax = _new_axes(ax, proj, (6.0, 3.2))
         ax.set_global()
         ax.pcolormesh(lon_c, lat, np.ma.masked_invalid(field_c), cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest",
                       transform=ccrs.PlateCarree())
-        data_dir = offline_coastlines() if coastlines else None
-        if data_dir is not None:
-            import cartopy
-            from cartopy.feature import GSHHSFeature
-
-            cartopy.config["pre_existing_data_dir"] = str(data_dir)
-            ax.add_feature(GSHHSFeature(scale="c", levels=[1], facecolor="none", edgecolor="k", linewidth=0.4))
+        shapefile = offline_coastlines() if coastlines else None
+        if shapefile is not None:
+            # read the file directly: cartopy's features would download what is missing
+            ax.add_geometries(_read_geometries(shapefile), ccrs.PlateCarree(), facecolor="none",
+                              edgecolor="k", linewidth=0.4)
     if title:
         ax.set_title(title, fontsize=9)
     return fig
