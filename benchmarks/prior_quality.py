@@ -11,6 +11,11 @@ Trains (or loads, from the benchmark's output folder, so it shares the prior wit
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads spin by default; on a shared CPU that made training ~3x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
 import time
