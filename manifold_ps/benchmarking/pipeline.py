@@ -55,12 +55,11 @@ def stage_prior(workload: Workload, profile: Profile, out: Path, *, device: torc
         _log(f"prior: loading {done}")
         return DiffusionPrior.load(done, geometry=workload.geometry, map_location=device)
     torch.manual_seed(seed)
-    overrides: dict[str, Any] = {}
-    if profile.prior_network == "mlp" and profile.prior_preset != "tiny":
-        # the MLP must be wider than the signal (the prototype's lesson)
-        overrides["hidden"] = max(2048, 1 << math.ceil(math.log2(workload.geometry.num_vertices * workload.channels)))
+    # The prototype's MLP had to be wider than the signal to pass the identity through with
+    # eps-prediction; the EDM skip connection of DiffusionPrior does that, so the preset width
+    # (2048) also serves the 4140-vertex sphere.
     prior = build_prior(workload.geometry, channels=workload.channels, preset=profile.prior_preset,
-                        network=profile.prior_network, **overrides)
+                        network=profile.prior_network)
     _log(f"prior: training {sum(p.numel() for p in prior.parameters()) / 1e6:.1f}M parameters on "
          f"{workload.prior_train.shape[0]} signals for {profile.prior_steps} steps"
          + (f" (cap {profile.prior_minutes} min)" if profile.prior_minutes else ""))

@@ -43,7 +43,9 @@ class Profile:
         n_eval: Measurements evaluated per protocol.
         n_posterior: Samples for the posterior mean (the paper's N = 128).
         dps_steps: DPS / MCG steps (NFE).
-        dps_zeta: DPS / MCG step size (residual-norm convention).
+        dps_zeta: DPS / MCG step size (per-sample residual-norm convention); ``None``: the
+            samplers' default ``250 / steps`` (the budget ``zeta * steps`` is what matters; 10 at
+            1000 steps collapses the samples).
         reddiff_steps: RED-diff optimisation steps.
         eval_batch: Measurements per sampler call.
         baseline_eval: Measurements evaluated for the slow baselines (``None``: ``n_eval``).
@@ -74,7 +76,7 @@ class Profile:
     n_eval: int = 64
     n_posterior: int = 128
     dps_steps: int = 1000
-    dps_zeta: float = 10.0
+    dps_zeta: float | None = None
     reddiff_steps: int = 500
     eval_batch: int = 64
     baseline_eval: int | None = None
