@@ -48,6 +48,7 @@ from ._common import NFECounter, SamplerStats, TimeGrid, eval_mode, posterior_st
 __all__ = ["DPS", "MCG", "StepConvention", "ZETA_BUDGET"]
 
 StepConvention = Literal["norm", "squared_normalized", "likelihood"]
+"""Step-size convention of the DPS / MCG guidance (see the module docstring)."""
 """Guidance step-size convention of :class:`DPS` and :class:`MCG` (see the module docstring)."""
 _CONVENTIONS = ("norm", "squared_normalized", "likelihood")
 

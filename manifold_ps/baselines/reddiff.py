@@ -18,6 +18,7 @@ from ._common import NFECounter, SamplerStats, TimeGrid, eval_mode, repeat_batch
 __all__ = ["REDDiff", "REDDiffInit"]
 
 REDDiffInit = Literal["adjoint", "mean_fill"]
+"""Starting point of :class:`REDDiff` (its ``init`` argument)."""
 """Starting point of :class:`REDDiff` (``A^T y`` or, for masking, the mean-filled measurement)."""
 
 
