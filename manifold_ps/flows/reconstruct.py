@@ -35,8 +35,8 @@ def _observed_mask(operator: nn.Module, y: Tensor) -> Tensor:
 class Reconstruction(nn.Module):
     """Base class: ``forward(y, operator) -> (B, C, V)`` plus a serialisable :meth:`config`."""
 
-    def forward(self, y: Tensor, operator: nn.Module) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def forward(self, y: Tensor, operator: nn.Module) -> Tensor:  # pragma: no cover
+        raise NotImplementedError  # abstract: subclasses implement the reconstruction
 
     def config(self) -> dict[str, Any]:
         """Plain data (tensors allowed) that :func:`reconstruction_from_config` inverts."""
