@@ -59,7 +59,7 @@ def stage_prior(workload: Workload, profile: Profile, out: Path, *, device: torc
     # eps-prediction; the EDM skip connection of DiffusionPrior does that, so the preset width
     # (2048) also serves the 4140-vertex sphere.
     prior = build_prior(workload.geometry, channels=workload.channels, preset=profile.prior_preset,
-                        network=profile.prior_network)
+                        network=profile.prior_network, parameterization=profile.prior_parameterization)
     _log(f"prior: training {sum(p.numel() for p in prior.parameters()) / 1e6:.1f}M parameters on "
          f"{workload.prior_train.shape[0]} signals for {profile.prior_steps} steps"
          + (f" (cap {profile.prior_minutes} min)" if profile.prior_minutes else ""))
