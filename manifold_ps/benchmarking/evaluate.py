@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..metrics import credible_interval_coverage, mse, psnr, ssim
+from ..metrics import credible_interval_coverage, psnr, summarize
 from ..operators import Operator
 from ..sampling import PosteriorSampler
 from .results import MethodResult
@@ -146,19 +146,16 @@ def score_estimate(
     """
     est = estimate.detach().to(torch.float64).clamp(-1e6, 1e6)
     ref = truth.detach().to(torch.float64)
+    means = summarize(est, ref, image_shape=image_shape)
     p = psnr(est, ref)
     result_extra = dict(extra or {})
     result_extra["psnr_std"] = float(p.std()) if p.numel() > 1 else 0.0
-    s = None
-    if image_shape is not None:
-        h, w = image_shape
-        s = float(ssim(est.reshape(*est.shape[:2], h, w), ref.reshape(*ref.shape[:2], h, w)).mean())
     if samples is not None and samples.shape[1] > 1:
         result_extra["coverage90"] = float(credible_interval_coverage(samples.double(), ref, level=0.9))
     return MethodResult(
-        psnr=float(p.mean()),
-        ssim=s,
-        mse=float(mse(est, ref).mean()),
+        psnr=means["psnr"],
+        ssim=means.get("ssim"),
+        mse=means["mse"],
         seconds_per_sample=float(seconds_per_sample),
         nfe=int(nfe),
         extra=result_extra,
