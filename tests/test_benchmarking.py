@@ -100,3 +100,24 @@ def test_score_estimate_ssim_on_grids(generator):
     truth = torch.rand(2, 1, 64, generator=generator, dtype=torch.float64)
     res = score_estimate(truth, truth, seconds_per_sample=0.0, nfe=0, image_shape=(8, 8))
     assert res.ssim == pytest.approx(1.0) and res.mse == 0.0
+
+
+def test_deadline_callback_discounts_observer_time():
+    import time
+
+    from manifold_ps.benchmarking.pipeline import _deadline_callback
+
+    calls = []
+
+    def observer(trainer, step, logs):
+        calls.append(step)
+        return 3600.0 if step == 1 else 0.0  # step 1 reports an hour of scoring
+
+    cb = _deadline_callback(0.0005, observer)  # 30 ms of training time
+    time.sleep(0.05)
+    assert cb(None, 1, {}) is False  # the hour was given back
+    plain = _deadline_callback(0.0005)
+    time.sleep(0.05)
+    assert plain(None, 1, {}) is True
+    assert _deadline_callback(None) is None
+    assert calls == [1]

@@ -61,3 +61,16 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
     assert prior_file.stat().st_mtime_ns == stamp
     assert all(p.stat().st_mtime_ns == t for p, t in flow_files.items())
     assert again["methods"].keys() == doc["methods"].keys()
+
+    if script == "bunny_mnist":
+        # a stored prior made for another profile is refused, naming both, instead of being reused
+        import torch
+
+        from manifold_ps.benchmarking.pipeline import stage_prior
+        from manifold_ps.benchmarking.profiles import get_profile
+        from manifold_ps.benchmarking.workloads import bunny_mnist
+
+        stored = get_profile("smoke").prior_parameterization
+        other = get_profile("smoke", prior_parameterization="edm" if stored != "edm" else "x0")
+        with pytest.raises(ValueError, match="parameterisation.*delete"):
+            stage_prior(bunny_mnist(other), other, out, device=torch.device("cpu"), seed=0, progress=False)

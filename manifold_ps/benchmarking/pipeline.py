@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,12 +35,17 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _deadline_callback(minutes: float | None) -> Any:
-    if minutes is None:
+def _deadline_callback(minutes: float | None, observer: Callable[..., float | None] | None = None) -> Any:
+    """A trainer callback: stop after ``minutes`` of wall-clock time, not counting the seconds the
+    optional ``observer(trainer, step, logs)`` reports it spent."""
+    if minutes is None and observer is None:
         return None
-    end = time.monotonic() + 60.0 * minutes
+    end = time.monotonic() + 60.0 * (math.inf if minutes is None else minutes)
 
     def callback(trainer: Any, step: int, logs: dict[str, float]) -> bool:
+        nonlocal end
+        if observer is not None:
+            end += float(observer(trainer, step, logs) or 0.0)
         return time.monotonic() > end
 
     return callback
@@ -53,7 +59,15 @@ def stage_prior(workload: Workload, profile: Profile, out: Path, *, device: torc
     done = folder / "prior.pt"
     if done.is_file() and (folder / "complete").is_file():
         _log(f"prior: loading {done}")
-        return DiffusionPrior.load(done, geometry=workload.geometry, map_location=device)
+        prior = DiffusionPrior.load(done, geometry=workload.geometry, map_location=device)
+        network = {"mlp": "MLPDenoiser", "unet": "UNet1d"}[profile.prior_network]
+        found = (type(prior.network).__name__, prior.parameterization)
+        if found != (network, profile.prior_parameterization):
+            raise ValueError(
+                f"{done} holds a {found[0]} prior with {found[1]!r} parameterisation, but the {profile.name!r} "
+                f"profile asks for {network} with {profile.prior_parameterization!r}; delete {folder} to retrain "
+                "or pass another --out")
+        return prior
     torch.manual_seed(seed)
     # The prototype's MLP had to be wider than the signal to pass the identity through with
     # eps-prediction; the EDM skip connection of DiffusionPrior does that, so the preset width
@@ -147,8 +161,13 @@ def _new_posterior(workload: Workload, task: Task, profile: Profile, prior: Diff
 
 
 def stage_flow(workload: Workload, task: Task, profile: Profile, prior: DiffusionPrior, train: Measured, out: Path,
-               *, device: torch.device, seed: int, progress: bool) -> AmortizedPosterior:
-    """Distil the prior into the task's amortized flow (or resume / load it) in ``out/<task>``."""
+               *, device: torch.device, seed: int, progress: bool,
+               observer: Callable[[Any, int, dict[str, float]], float | None] | None = None) -> AmortizedPosterior:
+    """Distil the prior into the task's amortized flow (or resume / load it) in ``out/<task>``.
+
+    ``observer(trainer, step, logs)`` is called after every step (e.g. to score the flow during
+    training); the seconds it returns are not counted against ``profile.flow_minutes``.
+    """
     folder = out / task.name
     done = folder / "posterior.pt"
     if done.is_file() and (folder / "complete").is_file():
@@ -163,12 +182,12 @@ def stage_flow(workload: Workload, task: Task, profile: Profile, prior: Diffusio
     steps = profile.flow_train_steps
     trainer = train_amortized(
         posterior, prior, train.y, train.operator, out_dir=folder, data=data, n_z=profile.flow_n_z,
-        t_min=profile.flow_t_min, batch_size=min(profile.flow_batch, train.y.shape[0]), max_steps=steps,
+        t_min=profile.flow_t_min, n_time=profile.flow_n_time, batch_size=min(profile.flow_batch, train.y.shape[0]), max_steps=steps,
         lr=profile.flow_lr, seed=seed, warmup_steps=min(100, steps // 10), lr_schedule="cosine", grad_clip=1.0,
         ema_decay=0.999 if steps >= 1000 else 0.9, spike_guard=10.0, checkpoint_every=max(1, min(250, steps)),
         log_every=max(1, min(50, steps)), progress=progress, device=device,
         config={"workload": workload.name, "task": task.name, "profile": profile.to_dict()},
-        callback=_deadline_callback(profile.flow_minutes),
+        callback=_deadline_callback(profile.flow_minutes, observer),
     )
     final = trainer.ema_model.eval()
     final.metadata["train_steps"] = trainer.step
@@ -287,9 +306,13 @@ def run_workload(workload: Workload, profile: Profile, out: str | Path, *, devic
     timings: dict[str, float] = {"prior_done_s": time.perf_counter() - tic}
     evaluations: list[BenchmarkResults] = []
     set_info = {ev.name: ev for ev in workload.eval_sets}
+    shares = sum(t.flow_share for t in workload.tasks)
     for task in workload.tasks:
         train, evals = stage_measurements(workload, task, profile, out, seed=seed)
-        posterior = stage_flow(workload, task, profile, prior, train, out, device=dev, seed=seed, progress=progress)
+        task_profile = profile if profile.flow_minutes is None else replace(
+            profile, flow_minutes=profile.flow_minutes * task.flow_share / shares)
+        posterior = stage_flow(workload, task, task_profile, prior, train, out, device=dev, seed=seed,
+                               progress=progress)
         timings[f"{task.name}_flow_done_s"] = time.perf_counter() - tic
         smoothing = _tune_smoothing(workload, evals["paper"]) if "harmonic" in task.baselines else 0.0
         baselines = build_baselines(workload, task, profile, prior, smoothing)
@@ -305,6 +328,8 @@ def run_workload(workload: Workload, profile: Profile, out: str | Path, *, devic
                 "measurements": int(m.x.shape[0]), "n_posterior": profile.n_posterior,
                 "blind": task.condition == "measurement",
             }
+            if profile.baseline_eval is not None and profile.baseline_eval < m.x.shape[0]:
+                protocol["baseline_measurements"] = int(profile.baseline_eval)
             if ev is not None and ev.note:
                 protocol["note"] = ev.note
             if smoothing:
