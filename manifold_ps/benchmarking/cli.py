@@ -15,7 +15,7 @@ __all__ = ["benchmark_main"]
 
 
 def benchmark_main(name: str, build: Callable[[Profile], Workload], argv: Sequence[str] | None = None,
-                   description: str = "") -> dict[str, Any]:
+                   description: str = "", profile_defaults: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Parse the benchmark options, build the workload and run it end to end.
 
     Args:
@@ -23,6 +23,9 @@ def benchmark_main(name: str, build: Callable[[Profile], Workload], argv: Sequen
         build: ``profile -> Workload``.
         argv: Arguments (default: ``sys.argv[1:]``).
         description: Help text.
+        profile_defaults: Per-profile field values of this workload (e.g. fewer measurements for
+            the 1000-step baselines on the larger sphere at the ``cpu`` profile); the command-line
+            options override them.
 
     Returns:
         The results document.
@@ -41,10 +44,15 @@ def benchmark_main(name: str, build: Callable[[Profile], Workload], argv: Sequen
     p.add_argument("--flow-train-steps", type=int, default=None)
     p.add_argument("--flow-minutes", type=float, default=None, help="wall-clock cap of each flow training")
     p.add_argument("--dps-steps", type=int, default=None)
+    p.add_argument("--baseline-eval", type=int, default=None,
+                   help="measurements per set for the iterative baselines (default: all of --n-eval)")
     args = p.parse_args(argv)
-    profile = get_profile(args.profile, n_eval=args.n_eval, prior_steps=args.prior_steps,
-                          prior_minutes=args.prior_minutes, flow_train_steps=args.flow_train_steps,
-                          flow_minutes=args.flow_minutes, dps_steps=args.dps_steps)
+    defaults = dict((profile_defaults or {}).get(args.profile, {}))
+    flags = dict(n_eval=args.n_eval, prior_steps=args.prior_steps, prior_minutes=args.prior_minutes,
+                 flow_train_steps=args.flow_train_steps, flow_minutes=args.flow_minutes, dps_steps=args.dps_steps,
+                 baseline_eval=args.baseline_eval)
+    defaults.update({k: v for k, v in flags.items() if v is not None})
+    profile = get_profile(args.profile, **defaults)
     workload = build(profile)
     return run_workload(workload, profile, args.out, device=args.device, seed=args.seed,
                         progress=not args.no_progress, figures=not args.no_figures)

@@ -53,6 +53,8 @@ class Task:
         condition: What the flow sees: ``"operator"`` (y and the operator's features) or
             ``"measurement"`` (y only: blind mode).
         baselines: Which baselines apply (``dps``, ``mcg``, ``harmonic``, ``reddiff``, ``tweedie``).
+        flow_share: Relative share of the profile's flow-training minutes (the workload's tasks
+            split ``Profile.flow_minutes`` in these proportions).
     """
 
     name: str
@@ -61,6 +63,7 @@ class Task:
     reconstruct: Literal["harmonic", "adjoint"] | None = "harmonic"
     condition: Literal["operator", "measurement"] = "operator"
     baselines: tuple[str, ...] = ("dps", "mcg", "harmonic", "reddiff")
+    flow_share: float = 1.0
 
 
 @dataclass
@@ -191,7 +194,7 @@ def sphere_temperature(
         Task(name="blind", make_operator=_masking(geometry.num_vertices, blind_range, sigma),
              description={"operator": "random vertex mask, fraction drawn per sample (blind)",
                           "missing_range": list(blind_range), "sigma_y": sigma},
-             condition="measurement", baselines=("harmonic",)),
+             condition="measurement", baselines=("harmonic",), flow_share=0.5),
     ]
     return Workload(
         name="era5-imputation", geometry=geometry, kind="sphere", prior_train=prior_x.float(),
