@@ -1,0 +1,163 @@
+"""Ablation of the amortized flow's training on bunny-MNIST (issue 8): one row per lever.
+
+Every row distils the *same* prior (``runs/bunny_mnist/prior``, trained by the benchmark if
+missing) into a fresh flow under the same wall-clock budget, on the benchmark's own training
+measurements, and is scored on its held-out measurements (held-out protocol) against harmonic
+interpolation. Rows resume from ``--out/<row>-s<seed>`` like the benchmarks; a finished row is
+only re-scored.
+
+    python benchmarks/flow_ablation.py                                  # every row, seed 0
+    python benchmarks/flow_ablation.py --rows tmin-0.01 --seeds 0 1 2   # the spread over seeds
+    python benchmarks/flow_ablation.py --rows tmin-0.01 --minutes 15 --curve-every 100
+
+``--curve-every k`` scores the EMA flow every ``k`` steps (32 samples per measurement; the
+scoring time is excluded from the training minutes) and records PSNR against training time.
+Results go to ``--out/ablation.json`` and ``--out/ablation.md`` (one row per lever and seed).
+"""
+
+import os
+
+# Idle OpenMP threads spin by default; on a shared CPU that made training ~3x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from manifold_ps.baselines import HarmonicInterpolation
+from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
+from manifold_ps.benchmarking.pipeline import stage_flow, stage_measurements, stage_prior
+from manifold_ps.benchmarking.profiles import get_profile
+from manifold_ps.benchmarking.workloads import bunny_mnist
+
+ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tmin-0.03": ("ELBO cutoff t_min = 0.03 (sigma 0.11: the first CPU profile)", {"flow_t_min": 0.03}),
+    "tmin-0.01": ("ELBO cutoff t_min = 0.01 (sigma 0.045)", {"flow_t_min": 0.01}),
+    "tmin-0.003": ("ELBO cutoff t_min = 0.003 (sigma 0.017)", {"flow_t_min": 0.003}),
+    "tmin-0.01-ntime2": ("t_min = 0.01, two ELBO time draws per sample", {"flow_t_min": 0.01, "flow_n_time": 2}),
+    "tmin-0.01-nz4": ("t_min = 0.01, four flow draws per measurement (batch 8)",
+                      {"flow_t_min": 0.01, "flow_n_z": 4, "flow_batch": 8}),
+    "tmin-0.01-wide": ("t_min = 0.01, coupling width 64, patch 8", {"flow_t_min": 0.01, "flow_hidden": 64, "flow_patch": 8}),
+}
+"""Row name -> (what it changes, profile overrides on top of the cpu profile)."""
+
+
+def _score(posterior, y, op, x, n: int, seed: int) -> dict[str, float]:
+    g = torch.Generator().manual_seed(seed)
+    one = run_sampler(posterior, y, op, n=1, batch_size=64, generator=g)
+    many = run_sampler(posterior, y, op, n=n, batch_size=64, keep=n, generator=g)
+    r1 = score_estimate(one.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1)
+    rn = score_estimate(many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=1, samples=many.kept)
+    return {"psnr_n1": r1.psnr, "psnr_mean": rn.psnr, "coverage90": rn.extra.get("coverage90", float("nan"))}
+
+
+def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Path, out: Path) -> dict[str, Any]:
+    description, overrides = ROWS[name]
+    profile = get_profile("cpu", flow_minutes=minutes, **overrides)
+    workload = bunny_mnist(profile)
+    device = torch.device("cpu")
+    prior = stage_prior(workload, profile, base_out, device=device, seed=0, progress=False)
+    task = workload.tasks[0]
+    train, evals = stage_measurements(workload, task, profile, base_out, seed=0)
+    held = evals["heldout"]
+    folder = out / f"{name}-s{seed}"
+    curve: list[dict[str, float]] = []
+    curve_path = folder / "curve.json"
+    if curve_path.is_file():
+        curve = json.loads(curve_path.read_text())
+
+    offset = curve[-1]["minutes"] if curve else 0.0
+    clock = {"start": time.monotonic(), "paused": 0.0}
+
+    def observer(trainer, step: int, logs) -> float:
+        if curve_every <= 0 or step % curve_every:
+            return 0.0
+        tic = time.monotonic()
+        model = trainer.ema_model.eval()
+        point = _score(model, held.y, held.operator, held.x, 32, seed)
+        minutes = offset + (tic - clock["start"] - clock["paused"]) / 60
+        curve.append({"step": step, "minutes": minutes, **point})
+        folder.mkdir(parents=True, exist_ok=True)
+        curve_path.write_text(json.dumps(curve, indent=1))
+        print(f"    step {step:5d}  {minutes:5.1f} min  N=1 {point['psnr_n1']:.2f} dB  mean {point['psnr_mean']:.2f} dB",
+              flush=True)
+        spent = time.monotonic() - tic
+        clock["paused"] += spent
+        return spent
+
+    tic = time.perf_counter()
+    posterior = stage_flow(workload, task, profile, prior, train, folder, device=device, seed=seed, progress=False,
+                           observer=observer)
+    wall = time.perf_counter() - tic
+    done = json.loads((folder / task.name / "complete").read_text())
+    scores = _score(posterior, held.y, held.operator, held.x, profile.n_posterior, seed)
+    return {"row": name, "description": description, "overrides": overrides, "seed": seed,
+            "train_minutes": done["seconds_last_invocation"] / 60, "train_steps": done["steps"],
+            "skipped_steps": done.get("skipped", 0), "wall_minutes_this_call": wall / 60, **scores, "curve": curve}
+
+
+def harmonic_reference(base_out: Path) -> dict[str, float]:
+    profile = get_profile("cpu")
+    workload = bunny_mnist(profile)
+    _, evals = stage_measurements(workload, workload.tasks[0], profile, base_out, seed=0)
+    held = evals["heldout"]
+    est = HarmonicInterpolation(workload.geometry).sample(held.y, held.operator, 1)[:, 0]
+    r = score_estimate(est, held.x, seconds_per_sample=0.0, nfe=0)
+    return {"psnr": r.psnr, "measurements": int(held.x.shape[0])}
+
+
+def write_table(results: list[dict[str, Any]], harmonic: dict[str, float], out: Path) -> None:
+    by_row: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_row.setdefault(r["row"], []).append(r)
+    lines = [f"# Flow ablation, bunny-MNIST (cpu profile, held-out, {harmonic['measurements']} measurements)", "",
+             f"Harmonic interpolation on the same measurements: **{harmonic['psnr']:.2f} dB**.", "",
+             "| row | what changes | seeds | PSNR N=1 (dB) | PSNR mean N=128 (dB) | coverage 90% | train min | steps |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+
+    def fmt(values: list[float], digits: int = 2) -> str:
+        if len(values) == 1:
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+    for name, rs in by_row.items():
+        lines.append(f"| {name} | {rs[0]['description']} | {','.join(str(r['seed']) for r in rs)} | "
+                     f"{fmt([r['psnr_n1'] for r in rs])} | {fmt([r['psnr_mean'] for r in rs])} | "
+                     f"{fmt([r['coverage90'] for r in rs], 3)} | {fmt([r['train_minutes'] for r in rs], 1)} | "
+                     f"{fmt([r['train_steps'] for r in rs], 0)} |")
+    (out / "ablation.md").write_text("\n".join(lines) + "\n")
+    (out / "ablation.json").write_text(json.dumps({"harmonic": harmonic, "rows": results}, indent=1))
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget of each row")
+    p.add_argument("--curve-every", type=int, default=0, help="score the flow every k steps (0: never)")
+    p.add_argument("--base-out", type=Path, default=Path("runs/bunny_mnist"), help="the benchmark's folder (prior)")
+    p.add_argument("--out", type=Path, default=Path("runs/flow_ablation"))
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    previous: list[dict[str, Any]] = []
+    if (args.out / "ablation.json").is_file():
+        previous = json.loads((args.out / "ablation.json").read_text())["rows"]
+    harmonic = harmonic_reference(args.base_out)
+    for name in args.rows:
+        for seed in args.seeds:
+            print(f"[{time.strftime('%H:%M:%S')}] row {name}, seed {seed}", flush=True)
+            r = run_row(name, seed, args.minutes, args.curve_every, args.base_out, args.out)
+            previous = [q for q in previous if (q["row"], q["seed"]) != (name, seed)] + [r]
+            print(f"    N=1 {r['psnr_n1']:.2f} dB, mean {r['psnr_mean']:.2f} dB, coverage {r['coverage90']:.3f}, "
+                  f"{r['train_steps']} steps in {r['train_minutes']:.1f} min", flush=True)
+            write_table(previous, harmonic, args.out)
+
+
+if __name__ == "__main__":
+    main()
