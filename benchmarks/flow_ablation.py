@@ -29,20 +29,32 @@ from typing import Any
 
 import torch
 
-from manifold_ps.baselines import HarmonicInterpolation
+from manifold_ps.baselines import DPS, HarmonicInterpolation
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
 from manifold_ps.benchmarking.pipeline import stage_flow, stage_measurements, stage_prior
 from manifold_ps.benchmarking.profiles import get_profile
 from manifold_ps.benchmarking.workloads import bunny_mnist
 
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
-    "tmin-0.03": ("ELBO cutoff t_min = 0.03 (sigma 0.11: the first CPU profile)", {"flow_t_min": 0.03}),
-    "tmin-0.01": ("ELBO cutoff t_min = 0.01 (sigma 0.045)", {"flow_t_min": 0.01}),
-    "tmin-0.003": ("ELBO cutoff t_min = 0.003 (sigma 0.017)", {"flow_t_min": 0.003}),
-    "tmin-0.01-ntime2": ("t_min = 0.01, two ELBO time draws per sample", {"flow_t_min": 0.01, "flow_n_time": 2}),
-    "tmin-0.01-nz4": ("t_min = 0.01, four flow draws per measurement (batch 8)",
-                      {"flow_t_min": 0.01, "flow_n_z": 4, "flow_batch": 8}),
-    "tmin-0.01-wide": ("t_min = 0.01, coupling width 64, patch 8", {"flow_t_min": 0.01, "flow_hidden": 64, "flow_patch": 8}),
+    "tmin-0.03": ("ELBO cutoff t_min = 0.03 (sigma 0.11: the first CPU profile); 3000-step schedule cut by the cap",
+                  {"flow_t_min": 0.03, "flow_train_steps": 3000}),
+    "tmin-0.01": ("ELBO cutoff t_min = 0.01 (sigma 0.045); 3000-step schedule cut by the cap",
+                  {"flow_t_min": 0.01, "flow_train_steps": 3000}),
+    "tmin-0.003": ("ELBO cutoff t_min = 0.003 (sigma 0.017); 3000-step schedule cut by the cap",
+                   {"flow_t_min": 0.003, "flow_train_steps": 3000}),
+    "tmin-0.03-anneal": ("t_min = 0.03, cosine schedule sized to end within the budget (360 steps)",
+                         {"flow_t_min": 0.03, "flow_train_steps": 360}),
+    "tmin-0.01-anneal": ("t_min = 0.01, cosine schedule sized to end within the budget (360 steps)",
+                         {"flow_t_min": 0.01, "flow_train_steps": 360}),
+    "tmin-0.02-anneal": ("t_min = 0.02 (sigma 0.077), cosine schedule sized to the budget (450 steps)",
+                         {"flow_t_min": 0.02, "flow_train_steps": 450}),
+    # further levers on top of the kept configuration (t_min 0.02, 450 annealed steps)
+    "ntime2": ("tmin-0.02-anneal with two ELBO time draws per sample",
+               {"flow_t_min": 0.02, "flow_train_steps": 450, "flow_n_time": 2}),
+    "nz4": ("tmin-0.02-anneal with four flow draws per measurement (batch 8)",
+            {"flow_t_min": 0.02, "flow_train_steps": 450, "flow_n_z": 4, "flow_batch": 8}),
+    "wide": ("tmin-0.02-anneal with coupling width 64, patch 8",
+             {"flow_t_min": 0.02, "flow_train_steps": 450, "flow_hidden": 64, "flow_patch": 8}),
 }
 """Row name -> (what it changes, profile overrides on top of the cpu profile)."""
 
@@ -101,22 +113,76 @@ def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Pa
             "skipped_steps": done.get("skipped", 0), "wall_minutes_this_call": wall / 60, **scores, "curve": curve}
 
 
-def harmonic_reference(base_out: Path) -> dict[str, float]:
+def references(base_out: Path, out: Path, n_dps: int) -> dict[str, float]:
+    """Harmonic interpolation on every held-out measurement and DPS (the profile's steps) on the
+    first ``n_dps`` of them, measured once with the same prior and cached in ``out``."""
+    cache = out / "references.json"
     profile = get_profile("cpu")
+    if cache.is_file():
+        ref = json.loads(cache.read_text())
+        if ref.get("dps_measurements") == n_dps:
+            return ref
     workload = bunny_mnist(profile)
+    prior = stage_prior(workload, profile, base_out, device=torch.device("cpu"), seed=0, progress=False).eval()
     _, evals = stage_measurements(workload, workload.tasks[0], profile, base_out, seed=0)
     held = evals["heldout"]
     est = HarmonicInterpolation(workload.geometry).sample(held.y, held.operator, 1)[:, 0]
-    r = score_estimate(est, held.x, seconds_per_sample=0.0, nfe=0)
-    return {"psnr": r.psnr, "measurements": int(held.x.shape[0])}
+    ref: dict[str, Any] = {"harmonic": score_estimate(est, held.x, seconds_per_sample=0.0, nfe=0).psnr,
+                           "measurements": int(held.x.shape[0]), "dps_measurements": n_dps}
+    if n_dps > 0:
+        y, op, x = held.y[:n_dps], held.operator.select(torch.arange(n_dps)), held.x[:n_dps]
+        dps = DPS(prior, steps=profile.dps_steps, zeta=profile.dps_zeta)
+        o = run_sampler(dps, y, op, n=1, batch_size=n_dps, generator=torch.Generator().manual_seed(0))
+        ref["dps"] = score_estimate(o.first, x, seconds_per_sample=o.seconds_per_sample, nfe=o.nfe).psnr
+        ref["dps_seconds_per_sample"] = o.seconds_per_sample
+        ref["dps_nfe"] = o.nfe
+        est = HarmonicInterpolation(workload.geometry).sample(y, op, 1)[:, 0]
+        ref["harmonic_on_dps_subset"] = score_estimate(est, x, seconds_per_sample=0.0, nfe=0).psnr
+    cache.write_text(json.dumps(ref, indent=1))
+    return ref
 
 
-def write_table(results: list[dict[str, Any]], harmonic: dict[str, float], out: Path) -> None:
+def plot_curves(results: list[dict[str, Any]], ref: dict[str, Any], path: Path) -> bool:
+    """PSNR of the flow against training minutes, DPS and harmonic as horizontal lines."""
+    curves = [r for r in results if r["curve"]]
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for r in curves:
+        t = [c["minutes"] for c in r["curve"]]
+        line, = ax.plot(t, [c["psnr_mean"] for c in r["curve"]], label=f"{r['row']} s{r['seed']}: mean of 32")
+        ax.plot(t, [c["psnr_n1"] for c in r["curve"]], ls="--", color=line.get_color(), label=f"{r['row']} s{r['seed']}: N = 1")
+    ax.axhline(ref["harmonic"], color="k", ls=":", label=f"harmonic {ref['harmonic']:.1f} dB")
+    if "dps" in ref:
+        ax.axhline(ref["dps"], color="tab:red", ls="-.",
+                   label=f"DPS {ref['dps_nfe']} NFE {ref['dps']:.1f} dB ({ref['dps_measurements']} meas.)")
+    ax.set_xlabel("flow training time (minutes, 2-core CPU)")
+    ax.set_ylabel("held-out PSNR (dB)")
+    ax.set_title("Amortized flow on bunny-MNIST against training time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_table(results: list[dict[str, Any]], ref: dict[str, Any], out: Path) -> None:
     by_row: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_row.setdefault(r["row"], []).append(r)
-    lines = [f"# Flow ablation, bunny-MNIST (cpu profile, held-out, {harmonic['measurements']} measurements)", "",
-             f"Harmonic interpolation on the same measurements: **{harmonic['psnr']:.2f} dB**.", "",
+    lines = [f"# Flow ablation, bunny-MNIST (cpu profile, held-out, {ref['measurements']} measurements)", "",
+             f"Harmonic interpolation on the same measurements: **{ref['harmonic']:.2f} dB**."]
+    if "dps" in ref:
+        lines.append(f"DPS ({ref['dps_nfe']} NFE, same prior) on the first {ref['dps_measurements']} of them: "
+                     f"**{ref['dps']:.2f} dB**, {ref['dps_seconds_per_sample']:.2f} s per sample "
+                     f"(harmonic on that subset: {ref['harmonic_on_dps_subset']:.2f} dB).")
+    lines += ["",
              "| row | what changes | seeds | PSNR N=1 (dB) | PSNR mean N=128 (dB) | coverage 90% | train min | steps |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
 
@@ -130,8 +196,10 @@ def write_table(results: list[dict[str, Any]], harmonic: dict[str, float], out: 
                      f"{fmt([r['psnr_n1'] for r in rs])} | {fmt([r['psnr_mean'] for r in rs])} | "
                      f"{fmt([r['coverage90'] for r in rs], 3)} | {fmt([r['train_minutes'] for r in rs], 1)} | "
                      f"{fmt([r['train_steps'] for r in rs], 0)} |")
+    if plot_curves(results, ref, out / "ablation_curve.png"):
+        lines += ["", "![PSNR against training time](ablation_curve.png)"]
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
-    (out / "ablation.json").write_text(json.dumps({"harmonic": harmonic, "rows": results}, indent=1))
+    (out / "ablation.json").write_text(json.dumps({"references": ref, "rows": results}, indent=1))
     print("\n".join(lines))
 
 
@@ -143,12 +211,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--curve-every", type=int, default=0, help="score the flow every k steps (0: never)")
     p.add_argument("--base-out", type=Path, default=Path("runs/bunny_mnist"), help="the benchmark's folder (prior)")
     p.add_argument("--out", type=Path, default=Path("runs/flow_ablation"))
+    p.add_argument("--dps-measurements", type=int, default=16, help="held-out measurements DPS is run on (0: none)")
+    p.add_argument("--table-only", action="store_true", help="rewrite the table and plot from ablation.json")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     previous: list[dict[str, Any]] = []
     if (args.out / "ablation.json").is_file():
         previous = json.loads((args.out / "ablation.json").read_text())["rows"]
-    harmonic = harmonic_reference(args.base_out)
+    ref = references(args.base_out, args.out, args.dps_measurements)
+    if args.table_only:
+        write_table(previous, ref, args.out)
+        return
     for name in args.rows:
         for seed in args.seeds:
             print(f"[{time.strftime('%H:%M:%S')}] row {name}, seed {seed}", flush=True)
@@ -156,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
             previous = [q for q in previous if (q["row"], q["seed"]) != (name, seed)] + [r]
             print(f"    N=1 {r['psnr_n1']:.2f} dB, mean {r['psnr_mean']:.2f} dB, coverage {r['coverage90']:.3f}, "
                   f"{r['train_steps']} steps in {r['train_minutes']:.1f} min", flush=True)
-            write_table(previous, harmonic, args.out)
+            write_table(previous, ref, args.out)
 
 
 if __name__ == "__main__":
