@@ -76,7 +76,7 @@ def stage_prior(workload: Workload, profile: Profile, out: Path, *, device: torc
                         network=profile.prior_network, parameterization=profile.prior_parameterization)
     _log(f"prior: training {sum(p.numel() for p in prior.parameters()) / 1e6:.1f}M parameters on "
          f"{workload.prior_train.shape[0]} signals for {profile.prior_steps} steps"
-         + (f" (cap {profile.prior_minutes} min)" if profile.prior_minutes else ""))
+         + (f" (cap {profile.prior_minutes:g} min)" if profile.prior_minutes else ""))
     tic = time.perf_counter()
     trained = train_prior(prior, workload.prior_train, out_dir=folder, steps=profile.prior_steps,
                           batch_size=profile.prior_batch, lr=profile.prior_lr, seed=seed, device=device,
@@ -177,7 +177,7 @@ def stage_flow(workload: Workload, task: Task, profile: Profile, prior: Diffusio
     data = prepare_data(posterior, train.y.to(device), train.operator.to(device))
     _log(f"{task.name}: distilling into a {profile.flow_steps}-step flow "
          f"({sum(p.numel() for p in posterior.parameters()) / 1e6:.2f}M parameters) on {train.y.shape[0]} measurements "
-         f"for {profile.flow_train_steps} steps" + (f" (cap {profile.flow_minutes} min)" if profile.flow_minutes else ""))
+         f"for {profile.flow_train_steps} steps" + (f" (cap {profile.flow_minutes:.3g} min)" if profile.flow_minutes else ""))
     tic = time.perf_counter()
     steps = profile.flow_train_steps
     trainer = train_amortized(
