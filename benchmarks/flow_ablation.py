@@ -124,32 +124,31 @@ def references(base_out: Path, out: Path, n_dps: int) -> dict[str, float]:
         if ref.get("dps_measurements") == n_dps:
             return ref
     workload = bunny_mnist(profile)
-    prior = stage_prior(workload, profile, base_out, device=torch.device("cpu"), seed=0, progress=False).eval()
     _, evals = stage_measurements(workload, workload.tasks[0], profile, base_out, seed=0)
     held = evals["heldout"]
-    est = HarmonicInterpolation(workload.geometry).sample(held.y, held.operator, 1)[:, 0]
+    harmonic = HarmonicInterpolation(workload.geometry)
+    est = harmonic.sample(held.y, held.operator, 1)[:, 0]
     ref: dict[str, Any] = {"harmonic": score_estimate(est, held.x, seconds_per_sample=0.0, nfe=0).psnr,
                            "measurements": int(held.x.shape[0]), "dps_measurements": n_dps}
-    bench = base_out / "results.json"
-    stored = None
-    if n_dps > 0 and bench.is_file():  # the benchmark ran DPS on these measurements with this prior
-        for e in json.loads(bench.read_text()).get("evaluations", []):
-            p = e["protocol"]
-            if p.get("evaluation") == "heldout" and p.get("baseline_measurements") == n_dps and "dps" in e["methods"]:
-                stored = e["methods"]["dps"]
-    if stored is not None:
-        ref.update(dps=stored["psnr"], dps_seconds_per_sample=stored["seconds_per_sample"], dps_nfe=stored["nfe"],
-                   dps_source=str(bench))
-        est = HarmonicInterpolation(workload.geometry).sample(held.y[:n_dps], held.operator.select(torch.arange(n_dps)), 1)
-        ref["harmonic_on_dps_subset"] = score_estimate(est[:, 0], held.x[:n_dps], seconds_per_sample=0.0, nfe=0).psnr
-    elif n_dps > 0:
+    if n_dps > 0:
         y, op, x = held.y[:n_dps], held.operator.select(torch.arange(n_dps)), held.x[:n_dps]
-        dps = DPS(prior, steps=profile.dps_steps, zeta=profile.dps_zeta)
-        o = run_sampler(dps, y, op, n=1, batch_size=n_dps, generator=torch.Generator().manual_seed(0))
-        ref["dps"] = score_estimate(o.first, x, seconds_per_sample=o.seconds_per_sample, nfe=o.nfe).psnr
-        ref["dps_seconds_per_sample"] = o.seconds_per_sample
-        ref["dps_nfe"] = o.nfe
-        est = HarmonicInterpolation(workload.geometry).sample(y, op, 1)[:, 0]
+        bench = base_out / "results.json"
+        stored = None
+        if bench.is_file():  # the benchmark ran DPS on these measurements with this prior
+            for e in json.loads(bench.read_text()).get("evaluations", []):
+                q = e["protocol"]
+                if q.get("evaluation") == "heldout" and q.get("baseline_measurements") == n_dps and "dps" in e["methods"]:
+                    stored = e["methods"]["dps"]
+        if stored is not None:
+            ref.update(dps=stored["psnr"], dps_seconds_per_sample=stored["seconds_per_sample"], dps_nfe=stored["nfe"],
+                       dps_source=str(bench))
+        else:
+            prior = stage_prior(workload, profile, base_out, device=torch.device("cpu"), seed=0, progress=False).eval()
+            dps = DPS(prior, steps=profile.dps_steps, zeta=profile.dps_zeta)
+            o = run_sampler(dps, y, op, n=1, batch_size=n_dps, generator=torch.Generator().manual_seed(0))
+            ref.update(dps=score_estimate(o.first, x, seconds_per_sample=o.seconds_per_sample, nfe=o.nfe).psnr,
+                       dps_seconds_per_sample=o.seconds_per_sample, dps_nfe=o.nfe)
+        est = harmonic.sample(y, op, 1)[:, 0]
         ref["harmonic_on_dps_subset"] = score_estimate(est, x, seconds_per_sample=0.0, nfe=0).psnr
     cache.write_text(json.dumps(ref, indent=1))
     return ref

@@ -42,7 +42,7 @@ def benchmark_main(name: str, build: Callable[[Profile], Workload], argv: Sequen
     p.add_argument("--prior-steps", type=int, default=None)
     p.add_argument("--prior-minutes", type=float, default=None, help="wall-clock cap of the prior training")
     p.add_argument("--flow-train-steps", type=int, default=None)
-    p.add_argument("--flow-minutes", type=float, default=None, help="wall-clock cap of each flow training")
+    p.add_argument("--flow-minutes", type=float, default=None, help="wall-clock cap of all flow trainings together (split over the tasks)")
     p.add_argument("--dps-steps", type=int, default=None)
     p.add_argument("--baseline-eval", type=int, default=None,
                    help="measurements per set for the iterative baselines (default: all of --n-eval)")
