@@ -1,10 +1,17 @@
-"""DPS quality against its number of steps (NFE) and its step size, as in the paper's figure 3,
-with the other baselines on the same measurements for reference.
+"""Every baseline and the amortized flow on one set of held-out measurements, and DPS quality
+against its number of steps (NFE) and its step size (the paper's figure 3 (a) and (b)).
 
-Uses the prior of the workload's benchmark run (``runs/<script>/prior``; trained if missing) and
-held-out measurements simulated with a fixed seed.
+Uses the prior of the workload's benchmark run (``runs/<script>/prior``; trained if missing)
+and, when that run has finished it, its flow (``runs/<script>/<task>/posterior.pt``; never
+trained here). The measurements are the first ``--n`` held-out signals, simulated with a fixed
+seed. Each finished entry is saved at once, so an interrupted sweep resumes where it stopped.
 
-    python benchmarks/dps_sweep.py --workload bunny-mnist --n 16
+    python benchmarks/dps_sweep.py --workload bunny-mnist --n 64
+    python benchmarks/dps_sweep.py --workload era5-imputation --n 64
+    python benchmarks/dps_sweep.py --workload image-denoising --n 64 --nfe --budgets --methods tweedie
+
+Writes ``dps_sweep-<script>-<profile>.{json,md,png}`` into ``--out`` (default: the benchmark's
+folder), named as the committed copies in ``benchmarks/results/`` are.
 """
 
 import os
@@ -14,64 +21,208 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
+import math
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from manifold_ps.baselines import DPS, MCG, HarmonicInterpolation, REDDiff
+from manifold_ps.baselines import DPS
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
-from manifold_ps.benchmarking.pipeline import stage_prior
+from manifold_ps.benchmarking.pipeline import build_baselines, stage_prior, tune_smoothing
 from manifold_ps.benchmarking.profiles import get_profile
-from manifold_ps.benchmarking.workloads import bunny_mnist, sphere_temperature
+from manifold_ps.benchmarking.workloads import bunny_mnist, image_restoration, sphere_temperature
+from manifold_ps.flows import AmortizedPosterior
 
-BUILDERS = {"bunny-mnist": (bunny_mnist, "bunny_mnist"), "era5-imputation": (sphere_temperature, "era5_imputation")}
+BUILDERS: dict[str, tuple[Callable[..., Any], str, str]] = {
+    "bunny-mnist": (bunny_mnist, "bunny_mnist", "inpainting"),
+    "era5-imputation": (sphere_temperature, "era5_imputation", "imputation"),
+    "image-denoising": (image_restoration, "image_restoration", "denoising"),
+}
+"""Workload name -> (builder, benchmark script whose run folder is used, task)."""
+
+LABELS = {"aps_n1": "ours, N=1", "aps_n128": "ours, mean of N=128", "dps": "DPS", "mcg": "MCG",
+          "reddiff": "RED-diff", "tweedie": "Tweedie / Noise2Score", "harmonic": "harmonic interpolation",
+          "harmonic_tikhonov": "harmonic + Tikhonov (weight tuned on truth)"}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _time(s: float) -> str:
+    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def report_stem(script: str, profile: str) -> str:
+    """File name (without suffix) of the sweep's report, e.g. ``dps_sweep-bunny_mnist-cpu``."""
+    return f"dps_sweep-{script}-{profile}"
+
+
+def write_report(report: dict[str, Any], out: Path, stem: str) -> None:
+    """``<stem>.json`` (the report as is), ``<stem>.md`` (tables) and ``<stem>.png`` (the sweep)."""
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    lines = [f"# Baselines and DPS sweep: {report['workload']} ({report['profile']} profile)", "",
+             f"{report['measurements']} measurements of {report['dataset']}; "
+             f"{', '.join(f'{k} {v}' for k, v in report['protocol'].items())}; device {report['device']}.", "",
+             "| method | PSNR (dB) | PSNR std | SSIM | NFE | time per sample |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in report["methods"].items():
+        lines.append(f"| {LABELS.get(name, name)} | {_fmt(r['psnr'])} | {_fmt(r.get('psnr_std'))} | "
+                     f"{_fmt(r.get('ssim'), 3)} | {r['nfe']} | {_time(r['seconds_per_sample'])} |")
+    if report["dps_vs_nfe"]:
+        lines += ["", f"DPS against NFE (step budget zeta * steps = {report['zeta_budget']:g}):", "",
+                  "| NFE | zeta | PSNR (dB) | time per sample |", "|---:|---:|---:|---:|"]
+        lines += [f"| {k} | {r['zeta']:.3g} | {_fmt(r['psnr'])} | {_time(r['seconds_per_sample'])} |"
+                  for k, r in report["dps_vs_nfe"].items()]
+    if report["dps_vs_zeta"]:
+        lines += ["", f"DPS against step size at {report['zeta_steps']} steps:", "",
+                  "| zeta | zeta * steps | PSNR (dB) |", "|---:|---:|---:|"]
+        lines += [f"| {float(k):.3g} | {float(k) * report['zeta_steps']:g} | {_fmt(r['psnr'])} |"
+                  for k, r in report["dps_vs_zeta"].items()]
+    if report["dps_vs_nfe"] or report["dps_vs_zeta"]:
+        _plot(report, out / f"{stem}.png")
+        lines += ["", f"![DPS PSNR against NFE and step size]({stem}.png)"]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    panels = [(axes[0], report["dps_vs_nfe"], "NFE (DPS steps)", int),
+              (axes[1], report["dps_vs_zeta"], f"step size zeta at {report['zeta_steps']} steps", float)]
+    refs = {k: report["methods"][k]["psnr"] for k in ("aps_n1", "aps_n128", "harmonic") if k in report["methods"]}
+    for ax, sweep, xlabel, cast in panels:
+        if sweep:
+            xs = [cast(k) for k in sweep]
+            ax.plot(xs, [r["psnr"] for r in sweep.values()], "o-", color="C3", label="DPS")
+        for i, (k, v) in enumerate(refs.items()):
+            ax.axhline(v, ls="--", color=f"C{i}", lw=1, label=LABELS[k])
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("PSNR (dB)")
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{report['workload']}: {report['measurements']} held-out measurements", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=sorted(BUILDERS), default="bunny-mnist")
-    p.add_argument("--n", type=int, default=16, help="held-out measurements")
-    p.add_argument("--nfe", type=int, nargs="+", default=[10, 30, 100, 300, 1000])
-    p.add_argument("--budgets", type=float, nargs="+", default=[25, 100, 250, 1000, 4000],
-                   help="zeta * steps values scanned at --zeta-steps steps")
+    p.add_argument("--profile", default="cpu", help="profile of the benchmark run whose prior and flow are used")
+    p.add_argument("--n", type=int, default=64, help="held-out measurements")
+    p.add_argument("--nfe", type=int, nargs="*", default=[10, 30, 100, 300, 1000],
+                   help="DPS step counts at the default step budget (none: skip)")
+    p.add_argument("--budgets", type=float, nargs="*", default=[25, 100, 250, 1000, 4000],
+                   help="zeta * steps values scanned at --zeta-steps steps (none: skip)")
     p.add_argument("--zeta-steps", type=int, default=200)
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="baselines to run (default: all that apply to the task)")
+    p.add_argument("--base-out", type=Path, default=None, help="the benchmark's folder (default runs/<script>)")
+    p.add_argument("--out", type=Path, default=None, help="where the report goes (default: --base-out)")
+    p.add_argument("--fresh", action="store_true", help="ignore a previous report in --out")
     args = p.parse_args(argv)
-    build, script = BUILDERS[args.workload]
-    profile = get_profile("cpu", n_eval=args.n)
-    out = args.out or Path("runs") / script
+    build, script, task_name = BUILDERS[args.workload]
+    base = args.base_out or Path("runs") / script
+    out = args.out or base
+    out.mkdir(parents=True, exist_ok=True)
+    profile = get_profile(args.profile, n_eval=args.n)
     workload = build(profile)
+    task = next(t for t in workload.tasks if t.name == task_name)
     device = torch.device("cpu")
-    prior = stage_prior(workload, profile, out, device=device, seed=0, progress=False).eval()
-    task = workload.tasks[0]
-    g = torch.Generator().manual_seed(123)
     x = workload.eval_sets[0].x[: args.n]
+    if x.shape[0] < args.n:
+        raise ValueError(f"--n {args.n}: the held-out set of {workload.name} has only {x.shape[0]} signals")
+    prior = stage_prior(workload, profile, base, device=device, seed=0, progress=False).eval()
+    g = torch.Generator().manual_seed(123)
     op = task.make_operator(x.shape[0], g)
     y = op(x, generator=g)
     img = workload.image_shape
+    zeta_budget = 250.0
 
-    def evaluate(sampler) -> dict:
-        o = run_sampler(sampler, y, op, n=1, batch_size=args.n, generator=torch.Generator().manual_seed(0))
-        r = score_estimate(o.first, x, seconds_per_sample=o.seconds_per_sample, nfe=o.nfe, image_shape=img)
-        print(f"  {type(sampler).__name__:22s} nfe {r.nfe:5d}  psnr {r.psnr:6.2f}  {r.seconds_per_sample:.3f} s/sample",
-              flush=True)
-        return {"psnr": r.psnr, "ssim": r.ssim, "seconds_per_sample": r.seconds_per_sample, "nfe": r.nfe}
+    report: dict[str, Any] = {
+        "workload": workload.name, "task": task.name, "profile": profile.name, "measurements": args.n,
+        "protocol": task.description, "dataset": workload.eval_sets[0].dataset,
+        "device": f"cpu ({torch.get_num_threads()} threads)", "zeta_budget": zeta_budget,
+        "zeta_steps": args.zeta_steps, "methods": {}, "dps_vs_nfe": {}, "dps_vs_zeta": {}}
+    stem = report_stem(script, profile.name)
+    path = out / f"{stem}.json"
+    if path.is_file() and not args.fresh:
+        old = json.loads(path.read_text())
+        same = all(old.get(k) == report[k] for k in ("workload", "task", "profile", "measurements", "zeta_steps"))
+        if same:
+            for key in ("methods", "dps_vs_nfe", "dps_vs_zeta"):
+                report[key] = old.get(key, {})
+            print(f"resuming from {path}", flush=True)
 
-    report: dict = {"workload": workload.name, "measurements": args.n, "protocol": task.description,
-                    "dataset": workload.eval_sets[0].dataset, "dps_vs_nfe": {}, "dps_vs_zeta": {}, "baselines": {}}
-    print("DPS against NFE (default step budget zeta * steps = 250):")
+    def evaluate(section: str, key: str, sampler: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        if key in report[section]:
+            r = report[section][key]
+        else:
+            tic = time.strftime("%H:%M:%S")
+            o = run_sampler(sampler, y, op, n=1, batch_size=min(profile.eval_batch, args.n),
+                            generator=torch.Generator().manual_seed(0))
+            s = score_estimate(o.first, x, seconds_per_sample=o.seconds_per_sample, nfe=o.nfe, image_shape=img)
+            r = {"psnr": s.psnr, "ssim": s.ssim, "seconds_per_sample": s.seconds_per_sample, "nfe": s.nfe,
+                 "psnr_std": s.extra["psnr_std"], **(extra or {})}
+            report[section][key] = r
+            write_report(report, out, stem)
+            print(f"  [{tic}] {section:10s} {key:18s} nfe {r['nfe']:5d}  psnr {r['psnr']:6.2f}  "
+                  f"{_time(r['seconds_per_sample'])} per sample", flush=True)
+        return r
+
+    # the amortized flow of the benchmark run, when it exists
+    flow_file = base / task.name / "posterior.pt"
+    if (base / task.name / "complete").is_file() and not {"aps_n1", "aps_n128"} <= report["methods"].keys():
+        posterior = AmortizedPosterior.load(flow_file, fingerprint=workload.geometry.fingerprint()).eval()
+        gen = torch.Generator().manual_seed(7)
+        one = run_sampler(posterior, y, op, n=1, batch_size=args.n, generator=gen)
+        many = run_sampler(posterior, y, op, n=profile.n_posterior, batch_size=args.n, keep=profile.n_posterior,
+                           generator=gen)
+        for key, o, est, kept in (("aps_n1", one, one.first, None), ("aps_n128", many, many.mean, many.kept)):
+            s = score_estimate(est, x, seconds_per_sample=o.seconds_per_sample, nfe=1, image_shape=img, samples=kept)
+            report["methods"][key] = {"psnr": s.psnr, "ssim": s.ssim, "seconds_per_sample": s.seconds_per_sample,
+                                      "nfe": 1, **s.extra}
+            print(f"  flow {key}: psnr {s.psnr:.2f}  {_time(s.seconds_per_sample)} per sample", flush=True)
+        write_report(report, out, stem)
+    elif not flow_file.is_file():
+        print(f"  no finished flow in {base / task.name}: the table has no 'ours' rows", flush=True)
+
+    print(f"DPS against NFE (step budget zeta * steps = {zeta_budget:g}):", flush=True)
     for nfe in args.nfe:
-        report["dps_vs_nfe"][nfe] = evaluate(DPS(prior, steps=nfe))
-    print(f"DPS against step size at {args.zeta_steps} steps:")
+        evaluate("dps_vs_nfe", str(nfe), DPS(prior, steps=nfe, zeta=zeta_budget / nfe), {"zeta": zeta_budget / nfe})
+    print(f"DPS against step size at {args.zeta_steps} steps:", flush=True)
     for budget in args.budgets:
         zeta = budget / args.zeta_steps
-        report["dps_vs_zeta"][zeta] = evaluate(DPS(prior, steps=args.zeta_steps, zeta=zeta))
-    print("Other baselines:")
-    for name, sampler in {"mcg": MCG(prior, steps=1000), "reddiff": REDDiff(prior),
-                          "harmonic": HarmonicInterpolation(workload.geometry)}.items():
-        report["baselines"][name] = evaluate(sampler)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dps_sweep.json").write_text(json.dumps(report, indent=2))
+        evaluate("dps_vs_zeta", f"{zeta:g}", DPS(prior, steps=args.zeta_steps, zeta=zeta), {"zeta": zeta})
+
+    print("Baselines as configured in the benchmark:", flush=True)
+    wanted = list(task.baselines) if args.methods is None else args.methods
+    unknown = set(wanted) - set(task.baselines)
+    if unknown:
+        raise ValueError(f"--methods {sorted(unknown)} do not apply to {task.name}; choose from {task.baselines}")
+    smoothing = tune_smoothing(workload, x, y, op) if "harmonic" in wanted else 0.0
+    samplers = build_baselines(workload, task, profile, prior, smoothing)
+    for name, sampler in samplers.items():
+        if name.split("_")[0] not in wanted:
+            continue
+        sweep_key = str(getattr(sampler, "steps", ""))
+        if (name == "dps" and sweep_key in report["dps_vs_nfe"]
+                and abs(report["dps_vs_nfe"][sweep_key]["zeta"] - sampler.zeta) < 1e-12):
+            report["methods"]["dps"] = report["dps_vs_nfe"][sweep_key]  # same sampler, same seed: not rerun
+            continue
+        evaluate("methods", name, sampler, {"smoothing": smoothing} if name == "harmonic_tikhonov" else None)
+    write_report(report, out, stem)
+    print((out / f"{stem}.md").read_text())
     return report
 
 

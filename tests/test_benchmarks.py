@@ -74,3 +74,44 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
         other = get_profile("smoke", prior_parameterization="edm" if stored != "edm" else "x0")
         with pytest.raises(ValueError, match="parameterisation.*delete"):
             stage_prior(bunny_mnist(other), other, out, device=torch.device("cpu"), seed=0, progress=False)
+
+
+def _sweep(out: Path, *extra: str) -> dict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dps_sweep", ROOT / "benchmarks" / "dps_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.main(["--profile", "smoke", "--base-out", str(out), "--zeta-steps", "4", *extra])
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_dps_sweep_reports_every_method_and_resumes(tmp_path: Path, data_dir: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    # the smoke profile's DPS baseline has 10 steps at the default budget: the NFE-10 sweep point is reused
+    report = _sweep(out, "--n", "3", "--nfe", "4", "10", "--budgets", "4", "40")
+    assert list(report["dps_vs_nfe"]) == ["4", "10"]
+    assert [r["nfe"] for r in report["dps_vs_nfe"].values()] == [4, 10]
+    assert [r["zeta"] for r in report["dps_vs_zeta"].values()] == [1.0, 10.0]
+    assert {"dps", "mcg", "harmonic", "reddiff"} <= report["methods"].keys()
+    assert report["methods"]["dps"] == report["dps_vs_nfe"]["10"]
+    for name, r in [*report["methods"].items(), *report["dps_vs_nfe"].items(), *report["dps_vs_zeta"].items()]:
+        assert math.isfinite(r["psnr"]) and r["seconds_per_sample"] > 0, name
+    stem = "dps_sweep-bunny_mnist-smoke"
+    assert json.loads((out / f"{stem}.json").read_text()) == json.loads(json.dumps(report))
+    md = (out / f"{stem}.md").read_text()
+    assert sum(line.startswith("|---") for line in md.splitlines()) == 3 and f"]({stem}.png)" in md and (out / f"{stem}.png").is_file()
+
+    # a rerun with one more step count computes only that point
+    capsys.readouterr()
+    again = _sweep(out, "--n", "3", "--nfe", "4", "10", "6", "--budgets", "4", "40")
+    log = capsys.readouterr().out
+    assert "resuming" in log and log.count("psnr") == 1 and "dps_vs_nfe 6 " in log
+    assert again["dps_vs_nfe"]["4"] == report["dps_vs_nfe"]["4"]
+
+    with pytest.raises(ValueError, match="held-out set .* has only"):
+        _sweep(out, "--n", "100000", "--nfe", "--budgets")
+    with pytest.raises(ValueError, match="tweedie.*do not apply"):
+        _sweep(out, "--n", "3", "--nfe", "--budgets", "--methods", "tweedie")
