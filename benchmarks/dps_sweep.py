@@ -71,6 +71,9 @@ def write_report(report: dict[str, Any], out: Path, stem: str) -> None:
     for name, r in report["methods"].items():
         lines.append(f"| {LABELS.get(name, name)} | {_fmt(r['psnr'])} | {_fmt(r.get('psnr_std'))} | "
                      f"{_fmt(r.get('ssim'), 3)} | {r['nfe']} | {_time(r['seconds_per_sample'])} |")
+    if "harmonic" in report["methods"] and report.get("tikhonov_smoothing") == 0:
+        lines += ["", "Tikhonov-smoothed harmonic interpolation: the best weight on these measurements was 0 "
+                      "(plain harmonic interpolation, above)."]
     if report["dps_vs_nfe"]:
         lines += ["", f"DPS against NFE (step budget zeta * steps = {report['zeta_budget']:g}):", "",
                   "| NFE | zeta | PSNR (dB) | time per sample |", "|---:|---:|---:|---:|"]
@@ -211,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"--methods {sorted(unknown)} do not apply to {task.name}; choose from {task.baselines}")
     smoothing = tune_smoothing(workload, x, y, op) if "harmonic" in wanted else 0.0
+    if "harmonic" in wanted:
+        report["tikhonov_smoothing"] = smoothing
     samplers = build_baselines(workload, task, profile, prior, smoothing)
     for name, sampler in samplers.items():
         if name.split("_")[0] not in wanted:

@@ -1,14 +1,17 @@
-"""Ablation of the amortized flow's training on bunny-MNIST (issue 8): one row per lever.
+"""Ablation of the amortized flow's training (issue 8): one row per lever, on bunny-MNIST
+inpainting or sphere temperature imputation.
 
-Every row distils the *same* prior (``runs/bunny_mnist/prior``, trained by the benchmark if
+Every row distils the *same* prior (``runs/<script>/prior``, trained by the benchmark if
 missing) into a fresh flow under the same wall-clock budget, on the benchmark's own training
 measurements, and is scored on its held-out measurements (held-out protocol) against harmonic
-interpolation. Rows resume from ``--out/<row>-s<seed>`` like the benchmarks; a finished row is
-only re-scored.
+interpolation (and its Tikhonov-smoothed variant, weight tuned on truth). Rows resume from
+``--out/<row>-s<seed>`` like the benchmarks; a finished row is only re-scored.
 
     python benchmarks/flow_ablation.py                                  # every row, seed 0
     python benchmarks/flow_ablation.py --rows tmin-0.01 --seeds 0 1 2   # the spread over seeds
     python benchmarks/flow_ablation.py --rows tmin-0.01 --minutes 15 --curve-every 100
+    python benchmarks/flow_ablation.py --workload era5-imputation --rows tmin-0.02-anneal tmin-0.005-anneal \\
+        --minutes 6.7 --train-steps 380 --dps-measurements 8
 
 ``--curve-every k`` scores the EMA flow every ``k`` steps (32 samples per measurement; the
 scoring time is excluded from the training minutes) and records PSNR against training time.
@@ -31,9 +34,13 @@ import torch
 
 from manifold_ps.baselines import DPS, HarmonicInterpolation
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
-from manifold_ps.benchmarking.pipeline import stage_flow, stage_measurements, stage_prior
+from manifold_ps.benchmarking.pipeline import stage_flow, stage_measurements, stage_prior, tune_smoothing
 from manifold_ps.benchmarking.profiles import get_profile
-from manifold_ps.benchmarking.workloads import bunny_mnist
+from manifold_ps.benchmarking.workloads import bunny_mnist, sphere_temperature
+
+WORKLOADS: dict[str, tuple[Any, str]] = {"bunny-mnist": (bunny_mnist, "bunny_mnist"),
+                                          "era5-imputation": (sphere_temperature, "era5_imputation")}
+"""Workload name -> (builder, benchmark script); the first task of the workload is ablated."""
 
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "tmin-0.03": ("ELBO cutoff t_min = 0.03 (sigma 0.11: the first CPU profile); 3000-step schedule cut by the cap",
@@ -48,6 +55,10 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
                          {"flow_t_min": 0.01, "flow_train_steps": 360}),
     "tmin-0.02-anneal": ("t_min = 0.02 (sigma 0.077), cosine schedule sized to the budget (450 steps)",
                          {"flow_t_min": 0.02, "flow_train_steps": 450}),
+    "tmin-0.005-anneal": ("t_min = 0.005 (sigma 0.025), cosine schedule sized to the budget (450 steps)",
+                          {"flow_t_min": 0.005, "flow_train_steps": 450}),
+    "tmin-0.002-anneal": ("t_min = 0.002 (sigma 0.013), cosine schedule sized to the budget (450 steps)",
+                          {"flow_t_min": 0.002, "flow_train_steps": 450}),
     # further levers on top of the kept configuration (t_min 0.02, 450 annealed steps)
     "ntime2": ("tmin-0.02-anneal with two ELBO time draws per sample",
                {"flow_t_min": 0.02, "flow_train_steps": 450, "flow_n_time": 2}),
@@ -68,10 +79,14 @@ def _score(posterior, y, op, x, n: int, seed: int) -> dict[str, float]:
     return {"psnr_n1": r1.psnr, "psnr_mean": rn.psnr, "coverage90": rn.extra.get("coverage90", float("nan"))}
 
 
-def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Path, out: Path) -> dict[str, Any]:
+def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Path, out: Path,
+            workload_name: str = "bunny-mnist", train_steps: int | None = None) -> dict[str, Any]:
     description, overrides = ROWS[name]
+    if train_steps is not None:
+        overrides = {**overrides, "flow_train_steps": train_steps}
+        description = f"{description.split(' (')[0]} ({train_steps}-step schedule)"
     profile = get_profile("cpu", flow_minutes=minutes, **overrides)
-    workload = bunny_mnist(profile)
+    workload = WORKLOADS[workload_name][0](profile)
     device = torch.device("cpu")
     prior = stage_prior(workload, profile, base_out, device=device, seed=0, progress=False)
     task = workload.tasks[0]
@@ -113,23 +128,29 @@ def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Pa
             "skipped_steps": done.get("skipped", 0), "wall_minutes_this_call": wall / 60, **scores, "curve": curve}
 
 
-def references(base_out: Path, out: Path, n_dps: int) -> dict[str, float]:
-    """Harmonic interpolation on every held-out measurement and DPS (the profile's steps) on the
-    first ``n_dps`` of them, with the same prior, cached in ``out``. DPS is taken from the
-    benchmark's ``results.json`` in ``base_out`` when it ran on exactly these measurements."""
+def references(base_out: Path, out: Path, n_dps: int, workload_name: str = "bunny-mnist") -> dict[str, Any]:
+    """Harmonic interpolation (plain and Tikhonov-smoothed) on every held-out measurement and DPS
+    (the profile's steps) on the first ``n_dps`` of them, with the same prior, cached in ``out``.
+    DPS is taken from the benchmark's ``results.json`` in ``base_out`` when it ran on exactly
+    these measurements."""
     cache = out / "references.json"
     profile = get_profile("cpu")
     if cache.is_file():
         ref = json.loads(cache.read_text())
-        if ref.get("dps_measurements") == n_dps:
+        if ref.get("dps_measurements") == n_dps and ref.get("workload", "bunny-mnist") == workload_name:
             return ref
-    workload = bunny_mnist(profile)
+    workload = WORKLOADS[workload_name][0](profile)
     _, evals = stage_measurements(workload, workload.tasks[0], profile, base_out, seed=0)
     held = evals["heldout"]
     harmonic = HarmonicInterpolation(workload.geometry)
     est = harmonic.sample(held.y, held.operator, 1)[:, 0]
-    ref: dict[str, Any] = {"harmonic": score_estimate(est, held.x, seconds_per_sample=0.0, nfe=0).psnr,
+    ref: dict[str, Any] = {"workload": workload_name,
+                           "harmonic": score_estimate(est, held.x, seconds_per_sample=0.0, nfe=0).psnr,
                            "measurements": int(held.x.shape[0]), "dps_measurements": n_dps}
+    smoothing = tune_smoothing(workload, held.x, held.y, held.operator)
+    if smoothing > 0:
+        est = HarmonicInterpolation(workload.geometry, smoothing=smoothing).sample(held.y, held.operator, 1)[:, 0]
+        ref.update(tikhonov=score_estimate(est, held.x, seconds_per_sample=0.0, nfe=0).psnr, tikhonov_weight=smoothing)
     if n_dps > 0:
         y, op, x = held.y[:n_dps], held.operator.select(torch.arange(n_dps)), held.x[:n_dps]
         bench = base_out / "results.json"
@@ -175,7 +196,7 @@ def plot_curves(results: list[dict[str, Any]], ref: dict[str, Any], path: Path) 
                    label=f"DPS {ref['dps_nfe']} NFE {ref['dps']:.1f} dB ({ref['dps_measurements']} meas.)")
     ax.set_xlabel("flow training time (minutes, 2-core CPU)")
     ax.set_ylabel("held-out PSNR (dB)")
-    ax.set_title("Amortized flow on bunny-MNIST against training time")
+    ax.set_title(f"Amortized flow on {ref.get('workload', 'bunny-mnist')} against training time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -189,8 +210,9 @@ KEPT = "tmin-0.02-anneal"
 
 
 def benchmark_row(base_out: Path) -> dict[str, Any] | None:
-    """The held-out scores of the benchmark run in ``base_out`` (the kept configuration at the
-    profile's full flow budget), or ``None`` if it has not run."""
+    """The held-out scores of the benchmark run in ``base_out`` on its first task (the profile's
+    flow configuration and budget), or ``None`` if it has not run. ``steps`` / ``minutes`` are
+    what the flow actually trained (from its ``complete`` marker) when known."""
     path = base_out / "results.json"
     if not path.is_file():
         return None
@@ -198,10 +220,16 @@ def benchmark_row(base_out: Path) -> dict[str, Any] | None:
     for e in data.get("evaluations") or [data]:
         if e["protocol"].get("evaluation") == "heldout":
             cfg = e["config"]["profile"]
-            return {"psnr_n1": e["methods"]["aps_n1"]["psnr"], "psnr_mean": e["methods"]["aps_n128"]["psnr"],
-                    "coverage90": e["methods"]["aps_n128"].get("coverage90", float("nan")),
-                    "t_min": cfg["flow_t_min"], "steps": cfg["flow_train_steps"], "minutes": cfg["flow_minutes"],
-                    "seed": e["config"].get("seed", 0)}
+            row = {"psnr_n1": e["methods"]["aps_n1"]["psnr"], "psnr_mean": e["methods"]["aps_n128"]["psnr"],
+                   "coverage90": e["methods"]["aps_n128"].get("coverage90", float("nan")),
+                   "t_min": cfg["flow_t_min"], "schedule": cfg["flow_train_steps"], "steps": cfg["flow_train_steps"],
+                   "minutes": cfg["flow_minutes"], "seed": e["config"].get("seed", 0),
+                   "script": path.parent.name}
+            done = base_out / e["protocol"].get("task", "") / "complete"
+            if e["protocol"].get("task") and done.is_file():
+                info = json.loads(done.read_text())
+                row.update(steps=info["steps"], minutes=info["seconds_last_invocation"] / 60)
+            return row
     return None
 
 
@@ -210,8 +238,11 @@ def write_table(results: list[dict[str, Any]], ref: dict[str, Any], out: Path,
     by_row: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_row.setdefault(r["row"], []).append(r)
-    lines = [f"# Flow ablation, bunny-MNIST (cpu profile, held-out, {ref['measurements']} measurements)", "",
-             f"Harmonic interpolation on the same measurements: **{ref['harmonic']:.2f} dB**."]
+    lines = [f"# Flow ablation, {ref.get('workload', 'bunny-mnist')} (cpu profile, held-out, "
+             f"{ref['measurements']} measurements)", "",
+             f"Harmonic interpolation on the same measurements: **{ref['harmonic']:.2f} dB**"
+             + (f"; Tikhonov-smoothed (weight {ref['tikhonov_weight']:g}, tuned on truth): **{ref['tikhonov']:.2f} dB**."
+                if "tikhonov" in ref else ".")]
     if "dps" in ref:
         lines.append(f"DPS ({ref['dps_nfe']} NFE, same prior) on the first {ref['dps_measurements']} of them: "
                      f"**{ref['dps']:.2f} dB**, {ref['dps_seconds_per_sample']:.2f} s per sample "
@@ -232,12 +263,15 @@ def write_table(results: list[dict[str, Any]], ref: dict[str, Any], out: Path,
                      f"{fmt([r['coverage90'] for r in rs], 3)} | {fmt([r['train_minutes'] for r in rs], 1)} | "
                      f"{fmt([r['train_steps'] for r in rs], 0)} |")
     if bench is not None:
-        lines.append(f"| cpu profile | {KEPT} at the profile's budget (t_min {bench['t_min']}, {bench['steps']}-step "
-                     f"schedule, cap {bench['minutes']:.0f} min): `benchmarks/bunny_mnist.py` | {bench['seed']} | "
+        lines.append(f"| cpu profile | the profile's flow (t_min {bench['t_min']}, {bench['schedule']}-step "
+                     f"schedule, its share of the minutes): `benchmarks/{bench['script']}.py` | {bench['seed']} | "
                      f"{bench['psnr_n1']:.2f} | {bench['psnr_mean']:.2f} | {bench['coverage90']:.3f} | "
-                     f"≤ {bench['minutes']:.1f} | {bench['steps']} |")
-    lines += ["", f"Kept: **{KEPT}** (its settings, with the schedule doubled for 10 minutes, are the `cpu` "
-              "profile's flow defaults). Rows differ from the first CPU profile only in the listed settings."]
+                     f"{bench['minutes']:.1f} | {bench['steps']} |")
+    if ref.get("workload", "bunny-mnist") == "bunny-mnist":
+        lines += ["", f"Kept: **{KEPT}** (its settings, with the schedule doubled for 10 minutes, are the `cpu` "
+                  "profile's flow defaults). Rows differ from the first CPU profile only in the listed settings."]
+    else:
+        lines += ["", "Rows differ from the `cpu` profile only in the listed settings."]
     if plot_curves(results, ref, out / "ablation_curve.png"):
         lines += ["", "![PSNR against training time](ablation_curve.png)"]
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
@@ -247,27 +281,37 @@ def write_table(results: list[dict[str, Any]], ref: dict[str, Any], out: Path,
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="bunny-mnist")
     p.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget of each row")
     p.add_argument("--curve-every", type=int, default=0, help="score the flow every k steps (0: never)")
-    p.add_argument("--base-out", type=Path, default=Path("runs/bunny_mnist"), help="the benchmark's folder (prior)")
-    p.add_argument("--out", type=Path, default=Path("runs/flow_ablation"))
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="schedule length of every row (default: the row's own, sized for bunny-MNIST)")
+    p.add_argument("--base-out", type=Path, default=None,
+                   help="the benchmark's folder with the prior (default runs/<script>)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default runs/flow_ablation (bunny-mnist), runs/flow_ablation-<script> otherwise")
     p.add_argument("--dps-measurements", type=int, default=16, help="held-out measurements DPS is run on (0: none)")
     p.add_argument("--table-only", action="store_true", help="rewrite the table and plot from ablation.json")
     args = p.parse_args(argv)
+    script = WORKLOADS[args.workload][1]
+    args.base_out = args.base_out or Path("runs") / script
+    if args.out is None:
+        args.out = Path("runs") / ("flow_ablation" if args.workload == "bunny-mnist" else f"flow_ablation-{script}")
     args.out.mkdir(parents=True, exist_ok=True)
     previous: list[dict[str, Any]] = []
     if (args.out / "ablation.json").is_file():
         previous = json.loads((args.out / "ablation.json").read_text())["rows"]
-    ref = references(args.base_out, args.out, args.dps_measurements)
+    ref = references(args.base_out, args.out, args.dps_measurements, args.workload)
     if args.table_only:
         write_table(previous, ref, args.out, benchmark_row(args.base_out))
         return
     for name in args.rows:
         for seed in args.seeds:
             print(f"[{time.strftime('%H:%M:%S')}] row {name}, seed {seed}", flush=True)
-            r = run_row(name, seed, args.minutes, args.curve_every, args.base_out, args.out)
+            r = run_row(name, seed, args.minutes, args.curve_every, args.base_out, args.out, args.workload,
+                        args.train_steps)
             previous = [q for q in previous if (q["row"], q["seed"]) != (name, seed)] + [r]
             print(f"    N=1 {r['psnr_n1']:.2f} dB, mean {r['psnr_mean']:.2f} dB, coverage {r['coverage90']:.3f}, "
                   f"{r['train_steps']} steps in {r['train_minutes']:.1f} min", flush=True)
