@@ -99,13 +99,14 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     panels = [(axes[0], report["dps_vs_nfe"], "NFE (DPS steps)", int),
               (axes[1], report["dps_vs_zeta"], f"step size zeta at {report['zeta_steps']} steps", float)]
-    refs = {k: report["methods"][k]["psnr"] for k in ("aps_n1", "aps_n128", "harmonic") if k in report["methods"]}
+    refs = {k: report["methods"][k]["psnr"] for k in ("aps_n1", "aps_n128", "harmonic", "harmonic_tikhonov")
+            if k in report["methods"]}
     for ax, sweep, xlabel, cast in panels:
         if sweep:
             xs = [cast(k) for k in sweep]
             ax.plot(xs, [r["psnr"] for r in sweep.values()], "o-", color="C3", label="DPS")
         for i, (k, v) in enumerate(refs.items()):
-            ax.axhline(v, ls="--", color=f"C{i}", lw=1, label=LABELS[k])
+            ax.axhline(v, ls="--", color=("C0", "C1", "C2", "C4")[i], lw=1, label=LABELS[k])
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
