@@ -74,6 +74,9 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
         other = get_profile("smoke", prior_parameterization="edm" if stored != "edm" else "x0")
         with pytest.raises(ValueError, match="parameterisation.*delete"):
             stage_prior(bunny_mnist(other), other, out, device=torch.device("cpu"), seed=0, progress=False)
+        # so is a stored flow trained with other flow settings (here the ELBO cutoff)
+        with pytest.raises(ValueError, match=r"other settings \(flow_t_min 0.03 -> 0.05\); delete"):
+            _run(script, out, monkeypatch, "--flow-t-min", "0.05", "--no-figures")
 
 
 def _sweep(out: Path, *extra: str) -> dict:

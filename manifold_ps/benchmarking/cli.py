@@ -43,13 +43,15 @@ def benchmark_main(name: str, build: Callable[[Profile], Workload], argv: Sequen
     p.add_argument("--prior-minutes", type=float, default=None, help="wall-clock cap of the prior training")
     p.add_argument("--flow-train-steps", type=int, default=None)
     p.add_argument("--flow-minutes", type=float, default=None, help="wall-clock cap of all flow trainings together (split over the tasks)")
+    p.add_argument("--flow-t-min", type=float, default=None, help="lower time limit of the flow's ELBO")
     p.add_argument("--dps-steps", type=int, default=None)
     p.add_argument("--baseline-eval", type=int, default=None,
                    help="measurements per set for the iterative baselines (default: all of --n-eval)")
     args = p.parse_args(argv)
     defaults = dict((profile_defaults or {}).get(args.profile, {}))
     flags = dict(n_eval=args.n_eval, prior_steps=args.prior_steps, prior_minutes=args.prior_minutes,
-                 flow_train_steps=args.flow_train_steps, flow_minutes=args.flow_minutes, dps_steps=args.dps_steps,
+                 flow_train_steps=args.flow_train_steps, flow_minutes=args.flow_minutes, flow_t_min=args.flow_t_min,
+                 dps_steps=args.dps_steps,
                  baseline_eval=args.baseline_eval)
     defaults.update({k: v for k, v in flags.items() if v is not None})
     profile = get_profile(args.profile, **defaults)

@@ -157,7 +157,13 @@ def _new_posterior(workload: Workload, task: Task, profile: Profile, prior: Diff
     return AmortizedPosterior(flow, condition=task.condition, reconstruct=reconstruct,
                               operator_config={**op_cfg, **task.description}, normalisation=workload.normalisation,
                               fingerprint=workload.geometry.fingerprint(),
-                              metadata={"workload": workload.name, "task": task.name, "profile": profile.name})
+                              metadata={"workload": workload.name, "task": task.name, "profile": profile.name,
+                                        "flow_settings": _flow_settings(profile)})
+
+
+def _flow_settings(profile: Profile) -> dict[str, Any]:
+    """The profile fields that shape a trained flow (all ``flow_*`` but the minutes budget)."""
+    return {k: v for k, v in profile.to_dict().items() if k.startswith("flow_") and k != "flow_minutes"}
 
 
 def stage_flow(workload: Workload, task: Task, profile: Profile, prior: DiffusionPrior, train: Measured, out: Path,
@@ -172,7 +178,15 @@ def stage_flow(workload: Workload, task: Task, profile: Profile, prior: Diffusio
     done = folder / "posterior.pt"
     if done.is_file() and (folder / "complete").is_file():
         _log(f"{task.name}: loading {done}")
-        return AmortizedPosterior.load(done, fingerprint=workload.geometry.fingerprint()).to(device).eval()
+        stored = AmortizedPosterior.load(done, fingerprint=workload.geometry.fingerprint())
+        had = stored.metadata.get("flow_settings")
+        want = _flow_settings(profile)
+        if had is not None and had != want:
+            diff = ", ".join(f"{k} {had.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(had) | set(want))
+                             if had.get(k) != want.get(k))
+            raise ValueError(f"the flow in {folder} was trained with other settings ({diff}); "
+                             f"delete {folder} to retrain it, or use another --out")
+        return stored.to(device).eval()
     posterior = _new_posterior(workload, task, profile, prior, train, seed).to(device)
     data = prepare_data(posterior, train.y.to(device), train.operator.to(device))
     _log(f"{task.name}: distilling into a {profile.flow_steps}-step flow "
