@@ -84,7 +84,7 @@ def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Pa
     description, overrides = ROWS[name]
     if train_steps is not None:
         overrides = {**overrides, "flow_train_steps": train_steps}
-        description = f"{description.split(' (')[0]} ({train_steps}-step schedule)"
+        description = f"{description.split(',')[0].split(' (')[0]} ({train_steps}-step schedule)"
     profile = get_profile("cpu", flow_minutes=minutes, **overrides)
     workload = WORKLOADS[workload_name][0](profile)
     device = torch.device("cpu")
