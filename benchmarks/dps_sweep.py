@@ -31,7 +31,7 @@ import torch
 
 from manifold_ps.baselines import DPS
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
-from manifold_ps.benchmarking.pipeline import build_baselines, stage_prior, tune_smoothing
+from manifold_ps.benchmarking.pipeline import build_baselines, score_posterior, stage_prior, tune_smoothing
 from manifold_ps.benchmarking.profiles import get_profile
 from manifold_ps.benchmarking.workloads import bunny_mnist, image_restoration, sphere_temperature
 from manifold_ps.flows import AmortizedPosterior
@@ -188,12 +188,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     flow_file = base / task.name / "posterior.pt"
     if (base / task.name / "complete").is_file() and not {"aps_n1", "aps_n128"} <= report["methods"].keys():
         posterior = AmortizedPosterior.load(flow_file, fingerprint=workload.geometry.fingerprint()).eval()
-        gen = torch.Generator().manual_seed(7)
-        one = run_sampler(posterior, y, op, n=1, batch_size=args.n, generator=gen)
-        many = run_sampler(posterior, y, op, n=profile.n_posterior, batch_size=args.n, keep=profile.n_posterior,
-                           generator=gen)
-        for key, o, est, kept in (("aps_n1", one, one.first, None), ("aps_n128", many, many.mean, many.kept)):
-            s = score_estimate(est, x, seconds_per_sample=o.seconds_per_sample, nfe=1, image_shape=img, samples=kept)
+        scores, _ = score_posterior(posterior, x, y, op, n_posterior=profile.n_posterior, batch_size=args.n,
+                                    generator=torch.Generator().manual_seed(7), image_shape=img)
+        for key, s in scores.items():
             report["methods"][key] = {"psnr": s.psnr, "ssim": s.ssim, "seconds_per_sample": s.seconds_per_sample,
                                       "nfe": 1, **s.extra}
             print(f"  flow {key}: psnr {s.psnr:.2f}  {_time(s.seconds_per_sample)} per sample", flush=True)
@@ -221,10 +218,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, sampler in samplers.items():
         if name.split("_")[0] not in wanted:
             continue
-        sweep_key = str(getattr(sampler, "steps", ""))
-        if (name == "dps" and sweep_key in report["dps_vs_nfe"]
-                and abs(report["dps_vs_nfe"][sweep_key]["zeta"] - sampler.zeta) < 1e-12):
-            report["methods"]["dps"] = report["dps_vs_nfe"][sweep_key]  # same sampler, same seed: not rerun
+        swept = report["dps_vs_nfe"].get(str(sampler.steps)) if name == "dps" else None
+        if swept is not None and abs(swept["zeta"] - sampler.zeta) < 1e-12:
+            report["methods"]["dps"] = swept  # same sampler, same seed: not rerun
             continue
         evaluate("methods", name, sampler, {"smoothing": smoothing} if name == "harmonic_tikhonov" else None)
     write_report(report, out, stem)

@@ -23,12 +23,13 @@ from ..flows import prepare_data, train_amortized
 from ..operators import Operator, operator_from_config
 from ..priors import DiffusionPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
-from .evaluate import run_sampler, score_estimate
+from .evaluate import SamplerOutput, run_sampler, score_estimate
 from .profiles import Profile
 from .results import BenchmarkResults, MethodResult, environment_versions, write_results
 from .workloads import EvalSet, Task, Workload
 
-__all__ = ["run_workload", "stage_prior", "stage_measurements", "stage_flow", "build_baselines", "tune_smoothing"]
+__all__ = ["run_workload", "stage_prior", "stage_measurements", "stage_flow", "build_baselines", "tune_smoothing",
+           "score_posterior"]
 
 
 def _log(msg: str) -> None:
@@ -270,15 +271,9 @@ def _evaluate_set(workload: Workload, task: Task, profile: Profile, posterior: A
     outputs: dict[str, Any] = {}
     img = workload.image_shape
 
-    one = run_sampler(posterior, y, op, n=1, batch_size=profile.eval_batch, generator=g)
-    many = run_sampler(posterior, y, op, n=profile.n_posterior, batch_size=profile.eval_batch,
-                       keep=profile.n_posterior, generator=g)
-    results["aps_n1"] = score_estimate(one.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1, image_shape=img)
-    # "aps_n128" is the posterior mean of profile.n_posterior samples (128 except in smoke runs)
-    results["aps_n128"] = score_estimate(
-        many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=1, image_shape=img, samples=many.kept,
-        extra={"seconds_per_estimate": many.seconds_per_sample * profile.n_posterior})
-    outputs["aps"] = many
+    flow_scores, outputs["aps"] = score_posterior(posterior, x, y, op, n_posterior=profile.n_posterior,
+                                                  batch_size=profile.eval_batch, generator=g, image_shape=img)
+    results.update(flow_scores)
     n_base = x.shape[0] if profile.baseline_eval is None else min(profile.baseline_eval, x.shape[0])
     sub = torch.arange(n_base, device=device)
     for name, sampler in baselines.items():
@@ -290,6 +285,38 @@ def _evaluate_set(workload: Workload, task: Task, profile: Profile, posterior: A
     if figures is not None:
         _figures(workload, m, outputs, figures)
     return results
+
+
+def score_posterior(posterior: PosteriorSampler, x: Tensor, y: Tensor, operator: Operator, *, n_posterior: int,
+                    batch_size: int, generator: torch.Generator,
+                    image_shape: tuple[int, int] | None = None) -> tuple[dict[str, MethodResult], SamplerOutput]:
+    """Score the amortized sampler as the benchmarks report it: ``"aps_n1"`` (one draw per
+    measurement) and ``"aps_n128"`` (the mean of ``n_posterior`` draws, with 90% coverage).
+
+    Args:
+        posterior: The one-step sampler.
+        x: Clean signals ``(B, C, V)``.
+        y: Their measurements through ``operator``.
+        operator: The forward operator.
+        n_posterior: Draws averaged for the posterior mean (128 except in smoke runs).
+        batch_size: Measurements per sampler call.
+        generator: Seeds both draws (one after the other).
+        image_shape: ``(H, W)`` on grid data (SSIM is then reported).
+
+    Returns:
+        ``({"aps_n1": ..., "aps_n128": ...}, output of the ``n_posterior`` draws)``.
+    """
+    one = run_sampler(posterior, y, operator, n=1, batch_size=batch_size, generator=generator)
+    many = run_sampler(posterior, y, operator, n=n_posterior, batch_size=batch_size, keep=n_posterior,
+                       generator=generator)
+    scores = {
+        "aps_n1": score_estimate(one.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1,
+                                 image_shape=image_shape),
+        "aps_n128": score_estimate(many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=1,
+                                   image_shape=image_shape, samples=many.kept,
+                                   extra={"seconds_per_estimate": many.seconds_per_sample * n_posterior}),
+    }
+    return scores, many
 
 
 def _figures(workload: Workload, m: Measured, outputs: dict[str, Any], folder: Path) -> None:
@@ -338,7 +365,8 @@ def run_workload(workload: Workload, profile: Profile, out: str | Path, *, devic
         posterior = stage_flow(workload, task, task_profile, prior, train, out, device=dev, seed=seed,
                                progress=progress)
         timings[f"{task.name}_flow_done_s"] = time.perf_counter() - tic
-        smoothing = tune_smoothing(workload, evals["paper"].x, evals["paper"].y, evals["paper"].operator) if "harmonic" in task.baselines else 0.0
+        paper = evals["paper"]
+        smoothing = tune_smoothing(workload, paper.x, paper.y, paper.operator) if "harmonic" in task.baselines else 0.0
         baselines = build_baselines(workload, task, profile, prior, smoothing)
         for set_name, m in evals.items():
             _log(f"{task.name}: evaluating on '{set_name}' ({m.x.shape[0]} measurements)")
