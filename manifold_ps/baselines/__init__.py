@@ -8,6 +8,8 @@ evaluations per sample, counted by :class:`NFECounter`) and ``last_seconds`` /
 - :class:`REDDiff` -- variational RED-diff (Mardani et al. 2023), linear operators.
 - :class:`TweedieDenoiser` -- one-step Tweedie / Noise2Score posterior mean, denoising only.
 - :class:`HarmonicInterpolation` -- Laplacian interpolation, the non-learned floor, masking.
+- :class:`GaussianPosterior` -- the exact posterior of a Gaussian fitted to the clean training
+  signals, any linear operator: the floor every learned prior must beat.
 """
 
 from ._common import NFECounter as NFECounter
@@ -19,6 +21,7 @@ from ._common import timed as timed
 from .dps import DPS as DPS
 from .dps import MCG as MCG
 from .dps import StepConvention as StepConvention
+from .gaussian import GaussianPosterior as GaussianPosterior
 from .reddiff import REDDiff as REDDiff
 from .reddiff import REDDiffInit as REDDiffInit
 from .simple import HarmonicInterpolation as HarmonicInterpolation
@@ -30,6 +33,7 @@ __all__ = [
     "REDDiff",
     "HarmonicInterpolation",
     "TweedieDenoiser",
+    "GaussianPosterior",
     "NFECounter",
     "SamplerStats",
     "Stopwatch",

@@ -5,6 +5,8 @@ from .base import bits_per_dim as bits_per_dim
 from .gaussian import GaussianPrior as GaussianPrior
 from .gaussian import linear_gaussian_posterior as linear_gaussian_posterior
 from .gaussian import operator_matrix as operator_matrix
+from .gaussian import GAUSSIAN_FORMAT as GAUSSIAN_FORMAT
+from .gaussian_posterior import LinearGaussianPosterior as LinearGaussianPosterior
 from .sde import SDE as SDE
 from .sde import VPSDE as VPSDE
 from .sde import append_dims as append_dims
@@ -34,6 +36,8 @@ __all__ = [
     "GaussianPrior",
     "linear_gaussian_posterior",
     "operator_matrix",
+    "GAUSSIAN_FORMAT",
+    "LinearGaussianPosterior",
     "UNet1d",
     "MLPDenoiser",
     "timestep_embedding",
