@@ -31,6 +31,14 @@ The ``"likelihood"`` form is the most accurate on the small linear-Gaussian test
 prior), but with ``sigma_y = 0.1`` and 200 steps it diverged on bunny-MNIST (the Gaussian-fit
 prior): its step is an explicit Euler step of a stiff term, unstable where
 ``beta_i ||d x0_hat / d x_t||^2 / sigma_y^2 > 2``. It needs ``sigma_y > 0`` and many steps.
+
+``clip_denoised`` follows the DPS reference code (its ``process_xstart`` clamps ``pred_xstart``
+in ``p_mean_variance``, and the conditioning step receives that clamped ``pred_xstart`` as
+``x_0_hat``): the Tweedie estimate is clamped to ``data_range`` once per step, and the clamped
+estimate is used everywhere in that step -- in the ancestral mean, in the residual
+``y - A(x0_hat)`` whose gradient guides (so the gradient is taken through the clamp and vanishes
+on clamped entries), and as the returned last estimate. The network output itself is never
+clamped.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from torch import Tensor
 from .._checks import check_finite
 from ..operators import Inpainting, Operator
 from ..priors import ScorePrior
+from ..priors.sampling import _clip_bounds
 from ._common import NFECounter, SamplerStats, TimeGrid, eval_mode, posterior_step, repeat_batch, reverse_grid
 
 __all__ = ["DPS", "MCG", "StepConvention", "ZETA_BUDGET"]
@@ -62,8 +71,11 @@ class DPS(SamplerStats):
     Starts from ``x_T ~ N(0, I)``; at each of ``steps`` reverse steps it evaluates the denoiser
     once (with a backward pass through it), takes the ancestral DDPM step ``x_t -> x_s`` with the
     Tweedie estimate and then the guidance step of :data:`step_convention` (see the module
-    docstring). The last state's Tweedie estimate is returned. Batched over measurements and
-    samples; memory stays constant in ``steps`` (the graph is freed after every step).
+    docstring). The last state's Tweedie estimate is returned. With ``clip_denoised`` the
+    Tweedie estimate of every step is clamped to ``data_range``, and the ancestral step, the
+    guidance residual and the returned estimate all use the clamped one (see the module
+    docstring). Batched over measurements and samples; memory stays constant in ``steps`` (the
+    graph is freed after every step).
 
     Args:
         prior: The diffusion prior (its denoiser is the Tweedie estimate). It is run in eval mode.
@@ -73,6 +85,12 @@ class DPS(SamplerStats):
         step_convention: ``"norm"``, ``"squared_normalized"`` or ``"likelihood"``.
         time_grid: ``"ddpm"`` (the 1000-step DDPM schedule, respaced to ``steps``) or
             ``"uniform"`` (``t = i / steps`` of the continuous SDE).
+        clip_denoised: Clamp the Tweedie estimate of every step to ``data_range``.
+        data_range: ``(low, high)`` of the data; required when ``clip_denoised`` is set.
+
+    Raises:
+        ValueError: For an unknown ``step_convention`` or ``time_grid``, ``steps < 2``, a
+            negative ``zeta``, or ``clip_denoised`` without a valid ``data_range``.
 
     Shapes:
         ``sample(y (B, ...), operator, n)`` -> ``(B, n, C, V)``.
@@ -88,6 +106,9 @@ class DPS(SamplerStats):
         torch.Size([2, 3, 1, 4])
         >>> dps.nfe, dps.zeta
         (20, 12.5)
+        >>> clipped = DPS(prior, steps=20, clip_denoised=True, data_range=(0.0, 1.0)).sample(y, op)
+        >>> bool(((clipped >= 0) & (clipped <= 1)).all())
+        True
     """
 
     def __init__(
@@ -98,7 +119,10 @@ class DPS(SamplerStats):
         zeta: float | None = None,
         step_convention: StepConvention = "norm",
         time_grid: TimeGrid = "ddpm",
+        clip_denoised: bool = False,
+        data_range: tuple[float, float] | None = None,
     ) -> None:
+        self._clip = _clip_bounds(clip_denoised, data_range)
         if step_convention not in _CONVENTIONS:
             raise ValueError(f"step_convention must be one of {_CONVENTIONS}, got {step_convention!r}")
         reverse_grid(prior.sde, steps, time_grid)  # validates steps and time_grid
@@ -112,10 +136,13 @@ class DPS(SamplerStats):
         self.zeta = float(zeta)
         self.step_convention: StepConvention = step_convention
         self.time_grid: TimeGrid = time_grid
+        self.clip_denoised = bool(clip_denoised)
+        self.data_range = None if data_range is None else (float(data_range[0]), float(data_range[1]))
 
     def __repr__(self) -> str:
+        clip = f", clip_denoised=True, data_range={self.data_range}" if self.clip_denoised else ""
         return (f"{type(self).__name__}(steps={self.steps}, zeta={self.zeta}, "
-                f"step_convention={self.step_convention!r}, time_grid={self.time_grid!r})")
+                f"step_convention={self.step_convention!r}, time_grid={self.time_grid!r}{clip})")
 
     # -- hooks of MCG ---------------------------------------------------------------------------
     def _check_operator(self, operator: Operator) -> None:
@@ -138,7 +165,8 @@ class DPS(SamplerStats):
         """Sum over the batch of the per-sample objective ``R`` whose gradient guides."""
         r2 = residual.flatten(1).square().sum(-1)
         if self.step_convention == "norm":
-            return r2.sqrt().sum()
+            # clamp_min: zero gradient at a zero residual (reachable once x0_hat is clipped) instead of NaN
+            return r2.clamp_min(torch.finfo(r2.dtype).tiny).sqrt().sum()
         if self.step_convention == "squared_normalized":
             return (r2 / r2.detach().sqrt().clamp_min(torch.finfo(r2.dtype).tiny)).sum()
         return r2.sum() / (2.0 * sigma**2)
@@ -175,6 +203,8 @@ class DPS(SamplerStats):
                 with torch.enable_grad():
                     xg = x.detach().requires_grad_(True)
                     x0 = counter.denoise(xg, t_dev[i].expand(shape[0]))
+                    if self._clip is not None:
+                        x0 = x0.clamp(*self._clip)
                     objective = self._objective(op.residual(yb, x0), op.sigma)
                     (grad,) = torch.autograd.grad(objective, xg)
                 x0 = x0.detach()
@@ -205,6 +235,8 @@ class MCG(DPS):
         zeta: Guidance step size (default as for :class:`DPS`).
         step_convention: As for :class:`DPS`.
         time_grid: As for :class:`DPS`.
+        clip_denoised: As for :class:`DPS`.
+        data_range: As for :class:`DPS`.
 
     Raises:
         ValueError: from :meth:`sample` if the operator is not an

@@ -103,8 +103,15 @@ def ddpm_sample(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     x_T: Tensor | None = None,
+    clip_denoised: bool = False,
+    data_range: tuple[float, float] | None = None,
 ) -> Tensor:
     """Ancestral sampling of the ``steps``-step DDPM chain of the prior's VP-SDE (times ``i / steps``).
+
+    With ``clip_denoised``, the Tweedie estimate ``x0_hat`` of every step is clamped to
+    ``data_range`` before it enters the mean of ``q(x_{i-1} | x_i, x0_hat)`` (as the
+    ``clip_denoised`` option of the DDPM / DPS reference code does), and the returned final
+    estimate is clamped too. Without it the chain is unchanged.
 
     Args:
         prior: The score prior.
@@ -114,16 +121,26 @@ def ddpm_sample(
         device: Device of the samples (default: the prior's).
         dtype: Dtype of the samples (default: the prior's).
         x_T: Optional starting noise ``(n, C, V)`` instead of a fresh draw.
+        clip_denoised: Clamp every Tweedie estimate to ``data_range`` before it is used.
+        data_range: ``(low, high)`` of the data; required when ``clip_denoised`` is set.
 
     Returns:
         ``(n, C, V)`` samples.
+
+    Raises:
+        ValueError: If ``clip_denoised`` is set without a ``data_range``, or the range is not
+            two numbers with ``low < high``.
 
     Example:
         >>> from manifold_ps.priors import GaussianPrior
         >>> prior = GaussianPrior(torch.zeros(1, 3, dtype=torch.float64), torch.eye(3, dtype=torch.float64))
         >>> ddpm_sample(prior, 4, steps=20, generator=torch.Generator().manual_seed(0)).shape
         torch.Size([4, 1, 3])
+        >>> x = ddpm_sample(prior, 4, steps=20, clip_denoised=True, data_range=(0.0, 0.5))
+        >>> bool(((x >= 0.0) & (x <= 0.5)).all())
+        True
     """
+    bounds = _clip_bounds(clip_denoised, data_range)
     x = _setup(prior, n, generator, device, dtype, x_T)
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
@@ -132,15 +149,42 @@ def ddpm_sample(
     times = times.to(device=x.device, dtype=x.dtype)
     for i in reversed(range(steps)):
         x0 = prior.denoise(x, times[i].expand(n))
+        if bounds is not None:
+            x0 = x0.clamp(*bounds)
         if i == 0:
             return x0
-        a_i, a_prev = float(abar[i]), float(abar[i - 1])
-        beta = 1.0 - a_i / a_prev
-        mean = (math.sqrt(a_prev) * beta / (1.0 - a_i)) * x0 + (math.sqrt(1.0 - beta) * (1.0 - a_prev) / (1.0 - a_i)) * x
-        var = beta * (1.0 - a_prev) / (1.0 - a_i)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x = mean + math.sqrt(var) * noise
+        x = _ancestral_step(x, x0, float(abar[i]), float(abar[i - 1]), noise)
     return x  # pragma: no cover - the loop always returns
+
+
+def _clip_bounds(clip_denoised: bool, data_range: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The validated ``(low, high)`` to clamp Tweedie estimates to, or None when ``clip_denoised`` is off.
+
+    Shared by :func:`ddpm_sample` and the DPS / MCG baselines, so the rule is written once. A
+    given ``data_range`` is validated even when clipping is off.
+    """
+    if data_range is not None:
+        try:
+            low, high = (float(v) for v in data_range)
+        except (TypeError, ValueError):
+            raise ValueError(f"data_range must be a pair (low, high) of numbers, got {data_range!r}") from None
+        if not low < high:  # also refuses NaN
+            raise ValueError(f"data_range must have low < high, got {data_range!r}")
+    if not clip_denoised:
+        return None
+    if data_range is None:
+        raise ValueError("clip_denoised=True needs data_range=(low, high), the range to clip the estimate to")
+    return low, high
+
+
+def _ancestral_step(x: Tensor, x0: Tensor, abar_t: float, abar_s: float, noise: Tensor) -> Tensor:
+    """One draw ``x_s ~ q(x_s | x_t, x_0 = x0)`` of the DDPM chain (``s < t``, Ho et al. 2020, eq. 7)."""
+    beta = 1.0 - abar_t / abar_s
+    mean = (math.sqrt(abar_s) * beta / (1.0 - abar_t)) * x0 \
+        + (math.sqrt(1.0 - beta) * (1.0 - abar_s) / (1.0 - abar_t)) * x
+    var = beta * (1.0 - abar_s) / (1.0 - abar_t)
+    return mean + math.sqrt(var) * noise
 
 
 def _scaled_denoiser(prior: ScorePrior) -> Callable[[Tensor, Tensor], Tensor]:
