@@ -15,7 +15,4 @@ from manifold_ps.benchmarking.cli import benchmark_main
 from manifold_ps.benchmarking.workloads import bunny_mnist
 
 if __name__ == "__main__":
-    benchmark_main("bunny_mnist", bunny_mnist, description=__doc__,
-                   # DPS and MCG at 1000 NFE take ~6 s per sample on 2 cores: 16 measurements per set keeps
-                   # the whole cpu run (prior 11 min, flow 10 min, evaluation) within 30 minutes
-                   profile_defaults={"cpu": {"baseline_eval": 16}})
+    benchmark_main("bunny_mnist", bunny_mnist, description=__doc__)

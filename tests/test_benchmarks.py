@@ -14,10 +14,11 @@ from manifold_ps.benchmarking import validate_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
-    "bunny_mnist": ("aps_n1", "aps_n128", "dps", "mcg", "harmonic", "reddiff"),
-    "era5_imputation": ("aps_n1", "aps_n128", "dps", "mcg", "harmonic", "reddiff"),
-    "image_restoration": ("aps_n1", "aps_n128", "dps", "reddiff"),
+    "bunny_mnist": ("aps_n1", "aps_n128", "gaussian_draw", "gaussian_mean", "dps", "mcg", "harmonic", "reddiff"),
+    "era5_imputation": ("aps_n1", "aps_n128", "gaussian_draw", "gaussian_mean", "dps", "mcg", "harmonic", "reddiff"),
+    "image_restoration": ("aps_n1", "aps_n128", "gaussian_draw", "gaussian_mean", "dps", "reddiff"),
 }
+ITERATIVE = ("dps", "mcg", "reddiff")
 
 
 def _run(script: str, out: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> dict:
@@ -40,12 +41,33 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
     evaluations = doc["evaluations"]
     assert len(evaluations) >= 2  # the paper's protocol and a held-out set at least
     assert {e["protocol"]["evaluation"].split(" ")[0] for e in evaluations} >= {"paper", "heldout"}
+    projected = script != "era5_imputation"  # digits and images have a guaranteed range; temperature does not
     for ev in evaluations:
-        required = SCRIPTS[script] if not ev["protocol"].get("blind") else ("aps_n1", "aps_n128", "harmonic")
+        blind = ev["protocol"].get("blind")
+        required = SCRIPTS[script] if not blind else ("aps_n1", "aps_n128", "gaussian_draw", "gaussian_mean", "harmonic")
+        if ev["protocol"]["evaluation"].startswith("paper"):  # iterative baselines: held-out sets only
+            assert not set(ITERATIVE) & ev["methods"].keys()
+            required = tuple(m for m in required if m not in ITERATIVE)
         validate_results(ev, required_methods=required)
         for name, entry in ev["methods"].items():
             assert math.isfinite(entry["psnr"]) and entry["seconds_per_sample"] > 0, name
-        assert ev["methods"]["aps_n1"]["nfe"] == 1
+            assert entry["psnr_low"] <= entry["psnr"] <= entry["psnr_high"], name
+            if projected:  # projection onto the range can only bring an estimate closer to the truth
+                assert entry["psnr"] >= entry["psnr_raw"] - 1e-9, name
+            else:
+                assert entry["psnr"] == entry["psnr_raw"], name
+            for ref in ("aps_n1", "aps_n128"):
+                if name != ref:
+                    assert entry[f"diff_{ref}_low"] <= entry[f"diff_{ref}"] <= entry[f"diff_{ref}_high"], name
+        assert ev["methods"]["aps_n1"]["nfe"] == 1 and ev["methods"]["gaussian_mean"]["nfe"] == 0
+        assert 0 <= ev["methods"]["gaussian_mean"]["coverage90"] <= 1
+        assert ev["config"]["gaussian"]["ridge"] in ev["config"]["profile"]["gaussian_ridges"]
+        tuning = ev["config"]["tuning"]
+        assert "disjoint from every evaluation set" in tuning["request"]["validation"]
+        for name in set(ITERATIVE) & set(required):
+            assert tuning[name]["chosen"] == {k: v for k, v in max(tuning[name]["grid"], key=lambda r: r["psnr"]).items()
+                                              if k in tuning[name]["chosen"]}
+    assert "validation tuning (outside the budget)" in (out / "results.md").read_text()
     figures = list((out / "figures").rglob("*.png"))
     assert figures, "no figure written"
 
@@ -58,6 +80,7 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
     again = _run(script, out, monkeypatch, "--no-figures")
     log = capsys.readouterr().out
     assert "prior: loading" in log and "training" not in log.split("prior: loading")[0]
+    assert "gaussian: loaded" in log and "baseline settings from" in log and "  tuning " not in log
     assert prior_file.stat().st_mtime_ns == stamp
     assert all(p.stat().st_mtime_ns == t for p, t in flow_files.items())
     assert again["methods"].keys() == doc["methods"].keys()

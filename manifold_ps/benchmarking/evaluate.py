@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..metrics import credible_interval_coverage, psnr, summarize
+from ..metrics import bootstrap_interval, credible_interval_coverage, paired_difference, project, psnr, summarize
 from ..operators import Operator
 from ..sampling import PosteriorSampler
 from .results import MethodResult
 
-__all__ = ["SamplerOutput", "run_sampler", "score_estimate"]
+__all__ = ["SamplerOutput", "run_sampler", "score_estimate", "scored_psnr", "add_paired_differences"]
 
 
 @dataclass
@@ -119,6 +119,17 @@ def run_sampler(
     )
 
 
+def scored_psnr(estimate: Tensor, truth: Tensor, data_range: tuple[float, float] | None = None) -> Tensor:
+    """Per-measurement PSNR as the benchmarks score it: the estimate projected onto the data range
+    when the workload guarantees one (``None``: unprojected), on a peak-to-peak range of 1.
+
+    Shapes:
+        ``estimate``, ``truth``: ``(B, C, V)`` -> ``(B,)`` float64.
+    """
+    est = project(estimate.detach().to(torch.float64).clamp(-1e6, 1e6), data_range)
+    return psnr(est, truth.detach().to(torch.float64))
+
+
 def score_estimate(
     estimate: Tensor,
     truth: Tensor,
@@ -128,8 +139,16 @@ def score_estimate(
     image_shape: tuple[int, int] | None = None,
     samples: Tensor | None = None,
     extra: dict[str, float] | None = None,
+    data_range: tuple[float, float] | None = None,
+    groups: Tensor | None = None,
+    observed: Tensor | None = None,
+    std: Tensor | None = None,
 ) -> MethodResult:
-    """Mean PSNR / MSE (and SSIM on grid-shaped data, coverage when samples are given).
+    """Mean PSNR with its 95% bootstrap interval, MSE, SSIM on grids, coverage when samples are given.
+
+    With a ``data_range`` (a range the clean signals are guaranteed to lie in) every estimate and
+    sample is projected onto it before scoring, and the unprojected PSNR is kept as
+    ``psnr_raw``; without one nothing is projected.
 
     Args:
         estimate: Point estimates ``(B, C, V)``.
@@ -138,25 +157,82 @@ def score_estimate(
         nfe: Network evaluations per sample.
         image_shape: ``(H, W)`` when the vertices form a row-major grid (SSIM is then computed).
         samples: Posterior samples ``(B, k, C, V)`` with ``k > 1``: the 90% credible-interval
-            coverage is added as ``coverage90``.
+            coverage is added as ``coverage90`` (and ``coverage90_missing`` over the vertices
+            that ``observed`` marks unobserved).
         extra: Further numbers to record.
+        data_range: ``(low, high)`` guaranteed range of the signals, or ``None``.
+        groups: Field index per measurement ``(B,)`` when several measurements share one field
+            (the interval then resamples fields).
+        observed: Boolean ``(B, V)`` of observed vertices (masking): coverage and the mean
+            posterior std are also reported over the missing and the observed vertices.
+        std: Per-vertex posterior standard deviation ``(B, C, V)``: its mean over all, missing and
+            observed vertices is reported (``std_mean``, ``std_missing``, ``std_observed``).
 
     Returns:
-        A :class:`MethodResult` with per-set means.
+        A :class:`MethodResult` with per-set means; ``extra`` holds ``psnr_low`` / ``psnr_high``
+        (95% interval), ``psnr_raw`` (+ interval) and ``psnr_std``.
     """
-    est = estimate.detach().to(torch.float64).clamp(-1e6, 1e6)
     ref = truth.detach().to(torch.float64)
+    raw = scored_psnr(estimate, ref)
+    p = scored_psnr(estimate, ref, data_range)
+    est = project(estimate.detach().to(torch.float64).clamp(-1e6, 1e6), data_range)
     means = summarize(est, ref, image_shape=image_shape)
-    p = psnr(est, ref)
     result_extra = dict(extra or {})
     result_extra["psnr_std"] = float(p.std()) if p.numel() > 1 else 0.0
+    if p.numel() > 1 and bool(torch.isfinite(p).all()):
+        _, result_extra["psnr_low"], result_extra["psnr_high"] = bootstrap_interval(p, groups=groups)
+    result_extra["psnr_raw"] = float(raw.mean())
+    if data_range is not None and raw.numel() > 1 and bool(torch.isfinite(raw).all()):
+        _, result_extra["psnr_raw_low"], result_extra["psnr_raw_high"] = bootstrap_interval(raw, groups=groups)
+    missing = None if observed is None else ~observed.to(device=ref.device, dtype=torch.bool)
     if samples is not None and samples.shape[1] > 1:
-        result_extra["coverage90"] = float(credible_interval_coverage(samples.double(), ref, level=0.9))
+        s = project(samples.detach().double(), data_range)
+        result_extra["coverage90"] = float(credible_interval_coverage(s, ref, level=0.9))
+        if missing is not None and bool(missing.any()):
+            result_extra["coverage90_missing"] = float(credible_interval_coverage(s, ref, level=0.9, valid=missing))
+    if std is not None:
+        sd = std.detach().double()
+        result_extra["std_mean"] = float(sd.mean())
+        if missing is not None and bool(missing.any()) and bool((~missing).any()):
+            w = missing[:, None, :].expand_as(sd)
+            result_extra["std_missing"] = float(sd[w].mean())
+            result_extra["std_observed"] = float(sd[~w].mean())
     return MethodResult(
-        psnr=means["psnr"],
+        psnr=float(p.mean()),
         ssim=means.get("ssim"),
         mse=means["mse"],
         seconds_per_sample=float(seconds_per_sample),
         nfe=int(nfe),
         extra=result_extra,
+        per_measurement=p,
     )
+
+
+def add_paired_differences(results: dict[str, MethodResult], *, references: tuple[str, ...] = ("aps_n1", "aps_n128"),
+                           groups: Tensor | None = None) -> None:
+    """Add to every method the mean PSNR difference to each reference method scored on the same
+    measurements, with its 95% paired-bootstrap interval: ``diff_<ref>``, ``diff_<ref>_low``,
+    ``diff_<ref>_high`` (positive: the method beats the reference).
+
+    Methods evaluated on a prefix of the measurements are compared on that prefix.
+
+    Args:
+        results: Method results with ``per_measurement`` PSNR (from :func:`score_estimate`),
+            updated in place.
+        references: Methods to compare with (those absent are skipped).
+        groups: Field index per measurement, as for :func:`score_estimate`.
+    """
+    for ref in references:
+        if ref not in results or results[ref].per_measurement is None:
+            continue
+        base = results[ref].per_measurement
+        for name, result in results.items():
+            value = result.per_measurement
+            if name == ref or value is None:
+                continue
+            n = min(value.shape[0], base.shape[0])
+            a, b = value[:n], base[:n]
+            if n < 2 or not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+                continue
+            mean, low, high = paired_difference(a, b, groups=None if groups is None else groups[:n])
+            result.extra.update({f"diff_{ref}": mean, f"diff_{ref}_low": low, f"diff_{ref}_high": high})

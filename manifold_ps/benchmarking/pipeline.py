@@ -20,16 +20,17 @@ from torch import Tensor
 
 from ..flows import AdjointFill, AmortizedPosterior, ConditionalRealNVP, HarmonicFill, condition_channels
 from ..flows import prepare_data, train_amortized
-from ..operators import Operator, operator_from_config
+from ..operators import Inpainting, Operator, operator_from_config
 from ..priors import DiffusionPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
-from .evaluate import SamplerOutput, run_sampler, score_estimate
+from .baselines import SLOW_BASELINES, build_baselines, stage_gaussian, stage_tuning, tune_smoothing
+from .evaluate import SamplerOutput, add_paired_differences, run_sampler, score_estimate
 from .profiles import Profile
 from .results import BenchmarkResults, MethodResult, environment_versions, write_results
 from .workloads import EvalSet, Task, Workload
 
 __all__ = ["run_workload", "stage_prior", "stage_measurements", "stage_flow", "build_baselines", "tune_smoothing",
-           "score_posterior"]
+           "score_posterior", "stage_gaussian", "stage_tuning"]
 
 
 def _log(msg: str) -> None:
@@ -93,11 +94,20 @@ def stage_prior(workload: Workload, profile: Profile, out: Path, *, device: torc
 # -- stage 2: measurements -----------------------------------------------------------------------------
 @dataclass
 class Measured:
-    """Clean signals, their measurements and operator (one evaluation or training set)."""
+    """Clean signals, their measurements and operator (one evaluation or training set).
+
+    ``groups`` gives the field index of each measurement when several share one field.
+    """
 
     x: Tensor
     y: Tensor
     operator: Operator
+    groups: Tensor | None = None
+
+    def subset(self, index: Tensor) -> Measured:
+        """The measurements at ``index`` (a 1-D CPU index)."""
+        groups = None if self.groups is None else self.groups[index]
+        return Measured(self.x[index], self.y[index], self.operator.select(index), groups)
 
 
 def _simulate(task: Task, x: Tensor, generator: torch.Generator) -> Measured:
@@ -131,11 +141,20 @@ def stage_measurements(workload: Workload, task: Task, profile: Profile, out: Pa
         torch.save(blob, tmp)
         tmp.replace(path)
     train = sets.pop("train")
+    for ev in workload.eval_sets:
+        if ev.name in sets:
+            sets[ev.name].groups = ev.groups
     n = min(profile.n_eval, train.x.shape[0])
-    idx = torch.arange(n)
-    evals = {"paper": Measured(train.x[:n], train.y[:n], train.operator.select(idx))}
+    evals = {"paper": train.subset(torch.arange(n))}
     evals.update(sets)
     return train, evals
+
+
+def validation_measurements(train: Measured, profile: Profile) -> Measured:
+    """The flow-training measurements ``n_eval .. n_eval + tune_measurements``: never evaluated."""
+    start = min(profile.n_eval, train.x.shape[0])
+    stop = min(start + profile.tune_measurements, train.x.shape[0])
+    return train.subset(torch.arange(start, stop))
 
 
 # -- stage 3: the amortized flow ------------------------------------------------------------------------
@@ -214,82 +233,70 @@ def stage_flow(workload: Workload, task: Task, profile: Profile, prior: Diffusio
 
 
 # -- stage 4: evaluation ---------------------------------------------------------------------------------
-def build_baselines(workload: Workload, task: Task, profile: Profile, prior: DiffusionPrior,
-                    smoothing: float = 0.0) -> dict[str, PosteriorSampler]:
-    """The baselines that apply to the task, configured by the profile."""
-    from ..baselines import DPS, MCG, HarmonicInterpolation, REDDiff, TweedieDenoiser
-
-    out: dict[str, PosteriorSampler] = {}
-    for name in task.baselines:
-        if name == "dps":
-            out["dps"] = DPS(prior, steps=profile.dps_steps, zeta=profile.dps_zeta)
-        elif name == "mcg":
-            out["mcg"] = MCG(prior, steps=profile.dps_steps, zeta=profile.dps_zeta)
-        elif name == "harmonic":
-            out["harmonic"] = HarmonicInterpolation(workload.geometry)
-            if smoothing > 0:
-                out["harmonic_tikhonov"] = HarmonicInterpolation(workload.geometry, smoothing=smoothing)
-        elif name == "reddiff":
-            out["reddiff"] = REDDiff(prior, steps=profile.reddiff_steps)
-        elif name == "tweedie":
-            out["tweedie"] = TweedieDenoiser(prior)
-        else:
-            raise ValueError(f"unknown baseline {name!r}")
-    return out
-
-
-def tune_smoothing(workload: Workload, x: Tensor, y: Tensor, operator: Operator) -> float:
-    """Tikhonov weight of the harmonic baseline, tuned on truth (favours the baseline).
-
-    Args:
-        workload: Gives the geometry.
-        x: Clean signals ``(B, C, V)``.
-        y: Their measurements ``(B, ...)`` through ``operator``.
-        operator: The masking operator.
-
-    Returns:
-        The weight in ``(0, 0.003, ..., 1)`` with the best mean PSNR on ``x`` (0: plain harmonic).
-    """
-    from ..baselines import HarmonicInterpolation
-    from ..metrics import psnr
-
-    best, best_p = 0.0, -math.inf
-    for s in (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0):
-        est = HarmonicInterpolation(workload.geometry, smoothing=s).sample(y, operator, 1)[:, 0]
-        p = float(psnr(est.double(), x.double()).mean())
-        if p > best_p:
-            best, best_p = s, p
-    return best
-
-
-def _evaluate_set(workload: Workload, task: Task, profile: Profile, posterior: AmortizedPosterior,
+def _evaluate_set(workload: Workload, profile: Profile, posterior: AmortizedPosterior,
                   baselines: dict[str, PosteriorSampler], m: Measured, *, device: torch.device, seed: int,
-                  figures: Path | None) -> dict[str, MethodResult]:
+                  slow: bool, figures: Path | None) -> dict[str, MethodResult]:
     g = torch.Generator(device).manual_seed(seed + 7)
     x, y, op = m.x.to(device), m.y.to(device), m.operator.to(device)
     results: dict[str, MethodResult] = {}
     outputs: dict[str, Any] = {}
-    img = workload.image_shape
+    score = dict(image_shape=workload.image_shape, data_range=workload.data_range, groups=m.groups,
+                 observed=op.mask.expand(x.shape[0], -1) if isinstance(op, Inpainting) else None)
 
     flow_scores, outputs["aps"] = score_posterior(posterior, x, y, op, n_posterior=profile.n_posterior,
-                                                  batch_size=profile.eval_batch, generator=g, image_shape=img)
+                                                  batch_size=profile.eval_batch, generator=g, **score)
     results.update(flow_scores)
     n_base = x.shape[0] if profile.baseline_eval is None else min(profile.baseline_eval, x.shape[0])
-    sub = torch.arange(n_base, device=device)
     for name, sampler in baselines.items():
-        _log(f"  {name} on {n_base} measurements")
-        out = run_sampler(sampler, y[sub], op.select(sub), n=1, batch_size=profile.eval_batch, generator=g)
+        if name in SLOW_BASELINES and not slow:
+            continue
+        if name == "gaussian":
+            scores, outputs[name] = _score_gaussian(sampler, x, y, op, profile, g, score)
+            results.update(scores)
+            continue
+        n = n_base if name in SLOW_BASELINES else x.shape[0]
+        sub = torch.arange(n, device=device)
+        _log(f"  {name} on {n} measurements")
+        out = run_sampler(sampler, y[sub], op.select(sub.cpu()), n=1, batch_size=profile.eval_batch, generator=g)
+        sub_score = dict(score, groups=None if m.groups is None else m.groups[:n],
+                         observed=None if score["observed"] is None else score["observed"][:n])
         results[name] = score_estimate(out.first, x[sub], seconds_per_sample=out.seconds_per_sample, nfe=out.nfe,
-                                       image_shape=img)
+                                       **sub_score)
         outputs[name] = out
+    add_paired_differences(results, groups=m.groups)
     if figures is not None:
         _figures(workload, m, outputs, figures)
     return results
 
 
+def _score_gaussian(sampler: Any, x: Tensor, y: Tensor, op: Operator, profile: Profile, g: torch.Generator,
+                    score: dict[str, Any]) -> tuple[dict[str, MethodResult], SamplerOutput]:
+    """``gaussian_draw`` (one exact draw) and ``gaussian_mean`` (the closed-form mean, with the
+    exact std and the coverage of ``n_posterior`` draws)."""
+    _log(f"  gaussian posterior on {x.shape[0]} measurements")
+    many = run_sampler(sampler, y, op, n=profile.n_posterior, batch_size=profile.eval_batch, keep=profile.n_posterior,
+                       generator=g)
+    means, stds, seconds = [], [], 0.0
+    for start in range(0, y.shape[0], profile.eval_batch):
+        idx = torch.arange(start, min(start + profile.eval_batch, y.shape[0]))
+        mean, std = sampler.posterior_mean_std(y[idx.to(y.device)], op.select(idx))
+        means.append(mean)
+        stds.append(std)
+        seconds += sampler.last_seconds
+    many.mean, many.std = torch.cat(means), torch.cat(stds)
+    scores = {
+        "gaussian_draw": score_estimate(many.first, x, seconds_per_sample=many.seconds_per_sample, nfe=0, **score),
+        "gaussian_mean": score_estimate(many.mean, x, seconds_per_sample=seconds / y.shape[0], nfe=0,
+                                        samples=many.kept, std=many.std, **score),
+    }
+    return scores, many
+
+
 def score_posterior(posterior: PosteriorSampler, x: Tensor, y: Tensor, operator: Operator, *, n_posterior: int,
                     batch_size: int, generator: torch.Generator,
-                    image_shape: tuple[int, int] | None = None) -> tuple[dict[str, MethodResult], SamplerOutput]:
+                    image_shape: tuple[int, int] | None = None, data_range: tuple[float, float] | None = None,
+                    groups: Tensor | None = None, observed: Tensor | None = None
+                    ) -> tuple[dict[str, MethodResult], SamplerOutput]:
     """Score the amortized sampler as the benchmarks report it: ``"aps_n1"`` (one draw per
     measurement) and ``"aps_n128"`` (the mean of ``n_posterior`` draws, with 90% coverage).
 
@@ -302,6 +309,9 @@ def score_posterior(posterior: PosteriorSampler, x: Tensor, y: Tensor, operator:
         batch_size: Measurements per sampler call.
         generator: Seeds both draws (one after the other).
         image_shape: ``(H, W)`` on grid data (SSIM is then reported).
+        data_range: Guaranteed range of the signals (estimates are projected onto it), or ``None``.
+        groups: Field index per measurement when several share one field.
+        observed: Observed vertices ``(B, V)`` (coverage and std over the missing ones too).
 
     Returns:
         ``({"aps_n1": ..., "aps_n128": ...}, output of the ``n_posterior`` draws)``.
@@ -309,12 +319,12 @@ def score_posterior(posterior: PosteriorSampler, x: Tensor, y: Tensor, operator:
     one = run_sampler(posterior, y, operator, n=1, batch_size=batch_size, generator=generator)
     many = run_sampler(posterior, y, operator, n=n_posterior, batch_size=batch_size, keep=n_posterior,
                        generator=generator)
+    score = dict(image_shape=image_shape, data_range=data_range, groups=groups, observed=observed)
     scores = {
-        "aps_n1": score_estimate(one.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1,
-                                 image_shape=image_shape),
+        "aps_n1": score_estimate(one.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1, **score),
         "aps_n128": score_estimate(many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=1,
-                                   image_shape=image_shape, samples=many.kept,
-                                   extra={"seconds_per_estimate": many.seconds_per_sample * n_posterior}),
+                                   samples=many.kept, std=many.std,
+                                   extra={"seconds_per_estimate": many.seconds_per_sample * n_posterior}, **score),
     }
     return scores, many
 
@@ -353,8 +363,19 @@ def run_workload(workload: Workload, profile: Profile, out: str | Path, *, devic
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tic = time.perf_counter()
-    prior = stage_prior(workload, profile, out, device=dev, seed=seed, progress=progress)
-    timings: dict[str, float] = {"prior_done_s": time.perf_counter() - tic}
+    stages: dict[str, float] = {}
+
+    def timed_stage(name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = fn()
+        stages[name] = time.perf_counter() - start
+        _log(f"stage {name}: {stages[name]:.0f} s")
+        return result
+
+    prior = timed_stage("prior", lambda: stage_prior(workload, profile, out, device=dev, seed=seed, progress=progress))
+    gaussian = None
+    if any("gaussian" in t.baselines for t in workload.tasks):
+        gaussian = timed_stage("gaussian", lambda: stage_gaussian(workload, profile, out, device=dev))
     evaluations: list[BenchmarkResults] = []
     set_info = {ev.name: ev for ev in workload.eval_sets}
     shares = sum(t.flow_share for t in workload.tasks)
@@ -362,16 +383,25 @@ def run_workload(workload: Workload, profile: Profile, out: str | Path, *, devic
         train, evals = stage_measurements(workload, task, profile, out, seed=seed)
         task_profile = profile if profile.flow_minutes is None else replace(
             profile, flow_minutes=profile.flow_minutes * task.flow_share / shares)
-        posterior = stage_flow(workload, task, task_profile, prior, train, out, device=dev, seed=seed,
-                               progress=progress)
-        timings[f"{task.name}_flow_done_s"] = time.perf_counter() - tic
-        paper = evals["paper"]
-        smoothing = tune_smoothing(workload, paper.x, paper.y, paper.operator) if "harmonic" in task.baselines else 0.0
-        baselines = build_baselines(workload, task, profile, prior, smoothing)
+        posterior = timed_stage(f"{task.name}/flow", lambda: stage_flow(
+            workload, task, task_profile, prior, train, out, device=dev, seed=seed, progress=progress))
+        val = validation_measurements(train, profile)
+        validation = (f"flow-training measurements {profile.n_eval}-{profile.n_eval + val.x.shape[0] - 1} "
+                      f"({workload.flow_dataset}; disjoint from every evaluation set)")
+        tuned: dict[str, Any] = {}
+        if profile.tune_measurements > 0 and val.x.shape[0] > 0:
+            tuned = timed_stage(f"{task.name}/tuning", lambda: stage_tuning(
+                workload, task, profile, prior, val.x.to(dev), val.y.to(dev), val.operator.to(dev), out,
+                validation=validation, seed=seed))
+        baselines = build_baselines(workload, task, profile, prior, tuned, gaussian)
         for set_name, m in evals.items():
             _log(f"{task.name}: evaluating on '{set_name}' ({m.x.shape[0]} measurements)")
-            methods = _evaluate_set(workload, task, profile, posterior, baselines, m, device=dev, seed=seed,
-                                    figures=(out / "figures" / task.name / set_name) if figures else None)
+            # the iterative baselines never see measurements while training: the paper protocol
+            # (the flow's own training measurements) tells nothing new about them
+            slow = set_name != "paper"
+            methods = timed_stage(f"{task.name}/evaluate {set_name}", lambda: _evaluate_set(
+                workload, profile, posterior, baselines, m, device=dev, seed=seed, slow=slow,
+                figures=(out / "figures" / task.name / set_name) if figures else None))
             ev = set_info.get(set_name)
             protocol = {
                 "task": task.name, **task.description,
@@ -379,25 +409,36 @@ def run_workload(workload: Workload, profile: Profile, out: str | Path, *, devic
                 "dataset": workload.flow_dataset if ev is None else ev.dataset,
                 "measurements": int(m.x.shape[0]), "n_posterior": profile.n_posterior,
                 "blind": task.condition == "measurement",
+                "scoring": ("estimates projected onto the guaranteed range "
+                            f"{list(workload.data_range)}; raw PSNR beside it" if workload.data_range is not None
+                            else "unprojected (the data range is only nominal)") + "; 95% bootstrap intervals"
+                           + (" resampling fields (several masks per field)" if m.groups is not None else ""),
             }
+            if m.groups is not None:
+                protocol["fields"] = int(m.groups.unique().numel())
+            if not slow:
+                protocol["iterative_baselines"] = "evaluated on the held-out sets only"
             if profile.baseline_eval is not None and profile.baseline_eval < m.x.shape[0]:
                 protocol["baseline_measurements"] = int(profile.baseline_eval)
             if ev is not None and ev.note:
                 protocol["note"] = ev.note
-            if smoothing:
-                protocol["harmonic_tikhonov_smoothing"] = smoothing
             evaluations.append(BenchmarkResults(
                 workload=workload.name, profile=profile.name, device=_device_name(dev), protocol=protocol,
-                methods=methods, config={"profile": profile.to_dict(), "seed": seed, "notes": workload.notes},
+                methods=methods, config={"profile": profile.to_dict(), "seed": seed, "notes": workload.notes,
+                                         "tuning": tuned, "gaussian": None if gaussian is None else gaussian.fit_info},
                 versions=environment_versions()))
-    timings["total_s"] = time.perf_counter() - tic
+    total = time.perf_counter() - tic
+    tuning = sum(v for k, v in stages.items() if k.endswith("/tuning"))
+    timings = {"stages_s": stages, "total_s": total, "tuning_s": tuning, "budgeted_s": total - tuning}
     for e in evaluations:
         e.config["timings"] = timings
     doc = write_results(evaluations, out, title=f"{workload.name} ({profile.name} profile)")
-    if workload.notes:
-        with open(out / "results.md", "a") as fh:
+    with open(out / "results.md", "a") as fh:
+        if workload.notes:
             fh.write("\n" + "\n".join(f"> {n}" for n in workload.notes) + "\n")
-    _log(f"done in {timings['total_s'] / 60:.1f} min; results in {out / 'results.md'}")
+        fh.write("\nWall time per stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items())
+                 + f"; total {total / 60:.1f} min, {tuning / 60:.1f} of them validation tuning (outside the budget).\n")
+    _log(f"done in {total / 60:.1f} min ({(total - tuning) / 60:.1f} without tuning); results in {out / 'results.md'}")
     print((out / "results.md").read_text())
     return doc
 

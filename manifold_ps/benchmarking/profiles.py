@@ -58,6 +58,20 @@ class Profile:
         reddiff_steps: RED-diff optimisation steps.
         eval_batch: Measurements per sampler call.
         baseline_eval: Measurements evaluated for the slow baselines (``None``: ``n_eval``).
+        gaussian_rank: Directions kept by the Gaussian baseline's covariance (``None``: every
+            direction with non-zero variance).
+        gaussian_ridges: Ridge candidates of the Gaussian baseline, chosen by the log-likelihood
+            of the last ``gaussian_validation_fraction`` of the prior's training signals.
+        gaussian_validation_fraction: Share of the prior's training signals held out for that choice
+            (the chosen ridge is then refitted on all of them).
+        tune_measurements: Validation measurements on which every tuned baseline setting is
+            chosen: the task's flow-training measurements after the first ``n_eval`` (disjoint
+            from every evaluation set). 0: no tuning, the samplers' defaults.
+        tune_zeta_budgets: DPS / MCG step budgets ``zeta * steps`` tried (with and without
+            ``clip_denoised`` where the workload guarantees a data range).
+        tune_reddiff_lrs: RED-diff learning rates tried.
+        tune_reddiff_lambdas: RED-diff regularisation weights tried.
+        tune_smoothings: Tikhonov weights of the harmonic baseline tried (0: plain harmonic).
     """
 
     name: str
@@ -91,6 +105,14 @@ class Profile:
     reddiff_steps: int = 500
     eval_batch: int = 64
     baseline_eval: int | None = None
+    gaussian_rank: int | None = None
+    gaussian_ridges: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    gaussian_validation_fraction: float = 0.1
+    tune_measurements: int = 16
+    tune_zeta_budgets: tuple[float, ...] = (60.0, 125.0, 250.0, 500.0)
+    tune_reddiff_lrs: tuple[float, ...] = (0.01, 0.03, 0.1)
+    tune_reddiff_lambdas: tuple[float, ...] = (0.5, 2.0, 8.0)
+    tune_smoothings: tuple[float, ...] = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,14 +123,17 @@ PROFILES: dict[str, Profile] = {
         name="smoke", prior_preset="tiny", prior_steps=30, prior_batch=16, prior_lr=2e-3, prior_train_size=256,
         flow_steps=2, flow_hidden=8, flow_context=8, flow_encoder_hidden=8, flow_train_steps=10, flow_batch=8,
         flow_lr=1e-3, flow_train_size=32, n_eval=4, n_posterior=8, dps_steps=10, reddiff_steps=10, eval_batch=4,
+        gaussian_rank=16, gaussian_ridges=(1e-4, 1e-2), tune_measurements=4, tune_zeta_budgets=(250.0,),
+        tune_reddiff_lrs=(0.03,), tune_reddiff_lambdas=(2.0,), tune_smoothings=(0.0, 0.1),
     ),
-    # ~30 min on 2 cores: prior <= 11 min, flow <= 10 min, the rest is evaluation (DPS and MCG at
-    # 1000 NFE dominate it, hence 32 measurements per set). The flow settings are the best of the
-    # bunny-MNIST ablation (benchmarks/flow_ablation.py, issue 8): t_min = 0.02 balances single-sample
-    # noise (sigma 0.077) against the x0 prior's small-time error, and a 900-step cosine schedule
-    # (~1.5 steps/s on 2 cores) anneals within the 10 minutes instead of being cut at full rate.
+    # ~30 min on 2 cores: prior <= 11 min, flow <= 10 min, the rest is evaluation of 64 measurements
+    # per set. DPS and MCG run at 300 NFE: the DPS sweep (benchmarks/results/dps_sweep-*) shows no
+    # loss against 1000 on either mesh workload. The flow settings are the best of the bunny-MNIST
+    # ablation (benchmarks/flow_ablation.py): t_min = 0.02 balances single-sample noise (sigma 0.077)
+    # against the x0 prior's small-time error, and a 900-step cosine schedule (~1.5 steps/s on 2
+    # cores) anneals within the 10 minutes instead of being cut at full rate.
     "cpu": Profile(name="cpu", prior_minutes=11.0, flow_minutes=10.0, flow_train_steps=900, flow_t_min=0.02,
-                   flow_patch=16, n_eval=32),
+                   flow_patch=16, n_eval=64, dps_steps=300),
     "paper": Profile(
         name="paper", prior_network="unet", prior_preset="paper", prior_parameterization="edm", prior_steps=360_000, prior_batch=128,
         prior_lr=2e-4, flow_steps=24, flow_hidden=64, flow_blocks=2, flow_context=32, flow_encoder_hidden=64,

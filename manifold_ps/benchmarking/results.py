@@ -20,7 +20,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ class MethodResult:
         mse: Mean squared error.
         seconds_per_sample: Wall-clock seconds per posterior sample (or per estimate).
         nfe: Network evaluations per sample.
-        extra: Further numbers (coverage, PSNR spread, ...), all floats.
+        extra: Further numbers (coverage, PSNR interval and spread, paired differences ...), all floats.
+        per_measurement: PSNR of each measurement (for paired comparisons; not written).
     """
 
     psnr: float
@@ -56,9 +57,11 @@ class MethodResult:
     seconds_per_sample: float
     nfe: int
     extra: dict[str, float] = field(default_factory=dict)
+    per_measurement: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "extra"}
+        out = {"psnr": self.psnr, "ssim": self.ssim, "mse": self.mse, "seconds_per_sample": self.seconds_per_sample,
+               "nfe": self.nfe}
         out.update(self.extra)
         return out
 
@@ -87,20 +90,38 @@ class BenchmarkResults:
         }
 
     def to_markdown(self) -> str:
-        """A Markdown table: one row per method."""
+        """A Markdown table: one row per method, PSNR with its 95% interval, the paired difference
+        to our one draw and to our mean, coverage of 90% intervals (all / missing vertices)."""
         proto = ", ".join(f"{k}={v}" for k, v in self.protocol.items())
         lines = [
             f"**{self.workload}** — profile `{self.profile}` on {self.device}; {proto}",
             "",
-            "| method | PSNR (dB) | SSIM | MSE | s / sample | NFE |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| method | PSNR (dB) [95% CI] | raw PSNR | Δ vs ours N=1 | Δ vs ours mean | SSIM | cover 90% (all / missing) "
+            "| s / sample | NFE |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in self.methods.items():
+            e = r.extra
             ssim = "–" if r.ssim is None else f"{r.ssim:.3f}"
+            cover = "–" if "coverage90" not in e else f"{e['coverage90']:.2f}" + (
+                f" / {e['coverage90_missing']:.2f}" if "coverage90_missing" in e else "")
             lines.append(
-                f"| {name} | {r.psnr:.2f} | {ssim} | {r.mse:.2e} | {_fmt_seconds(r.seconds_per_sample)} | {r.nfe} |"
+                f"| {name} | {_with_interval(r.psnr, e, 'psnr')} | {e.get('psnr_raw', r.psnr):.2f} "
+                f"| {_with_interval(e.get('diff_aps_n1'), e, 'diff_aps_n1', signed=True)} "
+                f"| {_with_interval(e.get('diff_aps_n128'), e, 'diff_aps_n128', signed=True)} "
+                f"| {ssim} | {cover} | {_fmt_seconds(r.seconds_per_sample)} | {r.nfe} |"
             )
         return "\n".join(lines)
+
+
+def _with_interval(value: float | None, extra: dict[str, float], key: str, *, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    fmt = "{:+.2f}" if signed else "{:.2f}"
+    text = fmt.format(value)
+    if f"{key}_low" in extra and f"{key}_high" in extra:
+        text += f" [{fmt.format(extra[key + '_low'])}, {fmt.format(extra[key + '_high'])}]"
+    return text
 
 
 def _fmt_seconds(s: float) -> str:

@@ -30,14 +30,26 @@ class EvalSet:
     Attributes:
         name: Short key (``"heldout"``, ``"era5-real"``, ...).
         dataset: Human-readable name of the data set the numbers come from.
-        x: Clean signals ``(N, C, V)``.
+        x: Clean signals ``(N, C, V)``, one per measurement (a field measured with several masks
+            appears once per mask).
         note: Caveat printed with the table (e.g. "stand-in, not comparable with the paper").
+        groups: Index of the underlying field of each measurement ``(N,)`` when several masks
+            share one field (the bootstrap then resamples fields), ``None`` when all differ.
     """
 
     name: str
     dataset: str
     x: Tensor
     note: str = ""
+    groups: Tensor | None = None
+
+    @classmethod
+    def repeated(cls, name: str, dataset: str, fields: Tensor, masks_per_field: int, note: str = "") -> EvalSet:
+        """``masks_per_field`` measurements of each field (consecutive), with their groups."""
+        if masks_per_field < 1:
+            raise ValueError(f"masks_per_field must be >= 1, got {masks_per_field}")
+        groups = torch.arange(fields.shape[0]).repeat_interleave(masks_per_field) if masks_per_field > 1 else None
+        return cls(name, dataset, fields.repeat_interleave(masks_per_field, dim=0), note, groups)
 
 
 @dataclass
@@ -62,7 +74,7 @@ class Task:
     description: dict[str, Any]
     reconstruct: Literal["harmonic", "adjoint"] | None = "harmonic"
     condition: Literal["operator", "measurement"] = "operator"
-    baselines: tuple[str, ...] = ("dps", "mcg", "harmonic", "reddiff")
+    baselines: tuple[str, ...] = ("gaussian", "dps", "mcg", "harmonic", "reddiff")
     flow_share: float = 1.0
 
 
@@ -83,6 +95,10 @@ class Workload:
         image_shape: ``(H, W)`` when vertices form a row-major grid (SSIM is reported).
         normalisation: How values were normalised (stored with the sampler).
         notes: Lines printed under the results table.
+        data_range: ``(low, high)`` that every clean signal is guaranteed to lie in (digits and
+            images: ``(0, 1)``); every estimate is projected onto it before scoring, and the
+            sampler tuning may clip to it. ``None`` when the range is only nominal (temperature
+            min-max normalised on other data can leave it): nothing is projected.
     """
 
     name: str
@@ -96,6 +112,7 @@ class Workload:
     image_shape: tuple[int, int] | None = None
     normalisation: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    data_range: tuple[float, float] | None = None
 
     @property
     def channels(self) -> int:
@@ -115,21 +132,25 @@ def _take(x: Tensor, n: int | None) -> Tensor:
     return x if n is None else x[: min(n, x.shape[0])]
 
 
-def bunny_mnist(profile: Profile, *, root: Any = None, missing: float = 0.3, sigma: float = 0.1) -> Workload:
+def bunny_mnist(profile: Profile, *, root: Any = None, missing: float = 0.3, sigma: float = 0.1,
+                masks_per_digit: int = 2) -> Workload:
     """MNIST digits painted on the 1889-vertex Stanford bunny; 30% of the vertices masked.
 
     The prior trains on the 60k training digits; the flow on the measurements of the 10k test
-    digits (the paper's protocol); the held-out protocol evaluates on the last test digits,
-    which the flow never saw (they are excluded from its training set).
+    digits (the paper's protocol); the held-out protocol evaluates on the last
+    ``n_eval / masks_per_digit`` test digits, each with ``masks_per_digit`` masks, which the flow
+    never saw (they are excluded from its training set). Digits lie in ``[0, 1]``.
     """
     from ..datasets import BunnyMNIST, bunny_path
 
     geometry = Mesh.from_file(bunny_path("res3", root=root))
-    n_eval = profile.n_eval
+    n_digits = max(1, profile.n_eval // masks_per_digit)
     train = BunnyMNIST(geometry.positions, "train", root=root, num_samples=profile.prior_train_size).signals
-    n_flow = 10_000 - n_eval if profile.flow_train_size is None else profile.flow_train_size
-    test = BunnyMNIST(geometry.positions, "test", root=root, num_samples=n_flow + n_eval).signals
-    flow_train, heldout = test[:n_flow], test[n_flow: n_flow + n_eval]
+    n_flow = 10_000 - n_digits if profile.flow_train_size is None else profile.flow_train_size
+    test = BunnyMNIST(geometry.positions, "test", root=root, num_samples=n_flow + n_digits).signals
+    flow_train = test[:n_flow]
+    heldout = EvalSet.repeated("heldout", "MNIST test digits on the bunny (not seen by the flow)",
+                               test[n_flow: n_flow + n_digits].float(), masks_per_digit)
     task = Task(
         name="inpainting",
         make_operator=_masking(geometry.num_vertices, missing, sigma),
@@ -138,8 +159,8 @@ def bunny_mnist(profile: Profile, *, root: Any = None, missing: float = 0.3, sig
     return Workload(
         name="bunny-mnist", geometry=geometry, kind="mesh", prior_train=train.float(), flow_train=flow_train.float(),
         flow_dataset="MNIST test digits on the bunny",
-        eval_sets=[EvalSet("heldout", "MNIST test digits on the bunny (not seen by the flow)", heldout.float())],
-        tasks=[task], normalisation={"kind": "minmax", "low": 0.0, "high": 1.0, "unit": "intensity"},
+        eval_sets=[heldout], tasks=[task], normalisation={"kind": "minmax", "low": 0.0, "high": 1.0, "unit": "intensity"},
+        data_range=(0.0, 1.0),
     )
 
 
@@ -151,13 +172,16 @@ def sphere_temperature(
     sigma: float = 0.05,
     blind_range: tuple[float, float] = (0.3, 0.6),
     dataset: Literal["auto", "gasp", "ipsl"] = "auto",
+    masks_per_snapshot: int = 3,
 ) -> Workload:
     """2 m temperature on the 46 x 90 sphere grid, 60% of the vertices masked.
 
     Uses the paper's GASP ERA5 set when it is in the data folder; otherwise (offline) the CMIP6
-    IPSL-CM6A-LR monthly stand-in, with the real ERA5 snapshots as a cross-dataset check.
+    IPSL-CM6A-LR monthly stand-in, with the 24 real ERA5 snapshots (``masks_per_snapshot``
+    masks each) as a cross-dataset check. The min-max range is nominal (other data can leave
+    it), so nothing is projected.
     """
-    from ..datasets import load_era5_field, load_gasp, load_gridded_temperature
+    from ..datasets import load_gasp, load_gridded_temperature
 
     geometry = SphereGrid.gasp()
     notes: list[str] = []
@@ -181,9 +205,8 @@ def sphere_temperature(
         notes.append("Offline stand-in data: CMIP6 model output on the GASP grid, NOT the paper's ERA5 set; "
                      "numbers are not comparable with the paper's ERA5 column.")
         era5 = load_gridded_temperature("era5_sample24", root=root).values
-        single = load_era5_field("npz", root=root).values
-        extra = [EvalSet("era5-real", "real ERA5 snapshots (24 from 2026-03 + 2012-12-01T14)",
-                         torch.cat([era5, single]).float(), note="cross-dataset: the flow was trained on CMIP6")]
+        extra = [EvalSet.repeated("era5-real", f"real ERA5 snapshots (24 from 2026-03, {masks_per_snapshot} masks each)",
+                                  era5.float(), masks_per_snapshot, note="cross-dataset: the flow was trained on CMIP6")]
     n_eval = profile.n_eval
     prior_x = _take(prior_x, profile.prior_train_size)
     flow_x = _take(flow_x, profile.flow_train_size)
@@ -194,7 +217,7 @@ def sphere_temperature(
         Task(name="blind", make_operator=_masking(geometry.num_vertices, blind_range, sigma),
              description={"operator": "random vertex mask, fraction drawn per sample (blind)",
                           "missing_range": list(blind_range), "sigma_y": sigma},
-             condition="measurement", baselines=("harmonic",), flow_share=0.5),
+             condition="measurement", baselines=("gaussian", "harmonic"), flow_share=0.5),
     ]
     return Workload(
         name="era5-imputation", geometry=geometry, kind="sphere", prior_train=prior_x.float(),
@@ -230,12 +253,12 @@ def image_restoration(profile: Profile, *, root: Any = None) -> Workload:
 
     tasks = [
         Task("denoising", shared(lambda: Denoising(v, 0.1)), {"operator": "identity", "sigma_y": 0.1},
-             reconstruct="adjoint", baselines=("dps", "reddiff", "tweedie")),
+             reconstruct="adjoint", baselines=("gaussian", "dps", "reddiff", "tweedie")),
         Task("super-resolution", shared(lambda: Downsample2x(32, 32, 0.01)),
-             {"operator": "2x2 average pooling", "sigma_y": 0.01}, reconstruct="adjoint", baselines=("dps", "reddiff")),
+             {"operator": "2x2 average pooling", "sigma_y": 0.01}, reconstruct="adjoint", baselines=("gaussian", "dps", "reddiff")),
         Task("deblurring", shared(lambda: ImageBlur(32, 32, kernel_sigma=1.0, kernel_size=5, sigma=0.01)),
              {"operator": "Gaussian blur (sigma 1 px, 5x5)", "sigma_y": 0.01}, reconstruct="adjoint",
-             baselines=("dps", "reddiff")),
+             baselines=("gaussian", "dps", "reddiff")),
     ]
     return Workload(
         name="image-restoration", geometry=geometry, kind="image", prior_train=prior_x, flow_train=test[:n_flow],
@@ -244,5 +267,5 @@ def image_restoration(profile: Profile, *, root: Any = None) -> Workload:
                    EvalSet("faces", "Olivetti faces 32 x 32 (cross-dataset)", as_signal(faces[:n_eval]),
                            note="cross-dataset: prior and flow trained on MNIST")],
         tasks=tasks, image_shape=(32, 32),
-        normalisation={"kind": "minmax", "low": 0.0, "high": 1.0, "unit": "intensity"},
+        normalisation={"kind": "minmax", "low": 0.0, "high": 1.0, "unit": "intensity"}, data_range=(0.0, 1.0),
     )
