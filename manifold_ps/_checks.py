@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_finite", "check_signal", "check_generator_device"]
+__all__ = ["check_finite", "check_signal", "check_generator_device", "check_data_range", "clip_bounds"]
 
 
 def check_finite(x: Tensor, name: str) -> Tensor:
@@ -62,3 +62,28 @@ def check_generator_device(generator: torch.Generator | None, device: torch.devi
         raise ValueError(
             f"generator is on {generator.device.type} but the tensors are on {torch.device(device).type}"
         )
+
+
+def check_data_range(data_range: object) -> tuple[float, float]:
+    """Validate a data range ``(low, high)`` with ``low < high``; return it as floats."""
+    try:
+        low, high = (float(v) for v in data_range)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"data_range must be a pair (low, high) of numbers, got {data_range!r}") from None
+    if not low < high:  # also refuses NaN
+        raise ValueError(f"data_range must have low < high, got {data_range!r}")
+    return low, high
+
+
+def clip_bounds(clip_denoised: bool, data_range: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The validated ``(low, high)`` to clamp Tweedie estimates to, or None when ``clip_denoised`` is off.
+
+    Shared by the ancestral prior sampler and the DPS / MCG baselines. A given ``data_range`` is
+    validated even when clipping is off.
+    """
+    bounds = None if data_range is None else check_data_range(data_range)
+    if not clip_denoised:
+        return None
+    if bounds is None:
+        raise ValueError("clip_denoised=True needs data_range=(low, high), the range to clip the estimate to")
+    return bounds

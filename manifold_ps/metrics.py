@@ -20,6 +20,8 @@ from scipy import stats
 from torch import Tensor
 from torch.nn import functional as F
 
+from ._checks import check_data_range
+
 __all__ = [
     "mse",
     "psnr",
@@ -263,18 +265,8 @@ def project(x: Tensor, data_range: tuple[float, float] | None) -> Tensor:
     """
     if data_range is None:
         return x
-    low, high = _check_range(data_range)
+    low, high = check_data_range(data_range)
     return x.clamp(low, high)
-
-
-def _check_range(data_range: tuple[float, float]) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in data_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"data_range must be a pair (low, high) of numbers, got {data_range!r}") from None
-    if not low < high:  # also refuses NaN
-        raise ValueError(f"data_range must have low < high, got {data_range!r}")
-    return low, high
 
 
 def _as_values(values: Tensor | np.ndarray, name: str) -> np.ndarray:

@@ -48,10 +48,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .._checks import check_finite
+from .._checks import check_finite, clip_bounds
 from ..operators import Inpainting, Operator
 from ..priors import ScorePrior
-from ..priors.sampling import _clip_bounds
 from ._common import NFECounter, SamplerStats, TimeGrid, eval_mode, posterior_step, repeat_batch, reverse_grid
 
 __all__ = ["DPS", "MCG", "StepConvention", "ZETA_BUDGET"]
@@ -122,7 +121,7 @@ class DPS(SamplerStats):
         clip_denoised: bool = False,
         data_range: tuple[float, float] | None = None,
     ) -> None:
-        self._clip = _clip_bounds(clip_denoised, data_range)
+        self._clip = clip_bounds(clip_denoised, data_range)
         if step_convention not in _CONVENTIONS:
             raise ValueError(f"step_convention must be one of {_CONVENTIONS}, got {step_convention!r}")
         reverse_grid(prior.sde, steps, time_grid)  # validates steps and time_grid

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from .._checks import check_generator_device
+from .._checks import check_generator_device, clip_bounds
 from .sde import VPSDE, append_dims
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def ddpm_sample(
         >>> bool(((x >= 0.0) & (x <= 0.5)).all())
         True
     """
-    bounds = _clip_bounds(clip_denoised, data_range)
+    bounds = clip_bounds(clip_denoised, data_range)
     x = _setup(prior, n, generator, device, dtype, x_T)
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
@@ -156,26 +156,6 @@ def ddpm_sample(
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = _ancestral_step(x, x0, float(abar[i]), float(abar[i - 1]), noise)
     return x  # pragma: no cover - the loop always returns
-
-
-def _clip_bounds(clip_denoised: bool, data_range: tuple[float, float] | None) -> tuple[float, float] | None:
-    """The validated ``(low, high)`` to clamp Tweedie estimates to, or None when ``clip_denoised`` is off.
-
-    Shared by :func:`ddpm_sample` and the DPS / MCG baselines, so the rule is written once. A
-    given ``data_range`` is validated even when clipping is off.
-    """
-    if data_range is not None:
-        try:
-            low, high = (float(v) for v in data_range)
-        except (TypeError, ValueError):
-            raise ValueError(f"data_range must be a pair (low, high) of numbers, got {data_range!r}") from None
-        if not low < high:  # also refuses NaN
-            raise ValueError(f"data_range must have low < high, got {data_range!r}")
-    if not clip_denoised:
-        return None
-    if data_range is None:
-        raise ValueError("clip_denoised=True needs data_range=(low, high), the range to clip the estimate to")
-    return low, high
 
 
 def _ancestral_step(x: Tensor, x0: Tensor, abar_t: float, abar_s: float, noise: Tensor) -> Tensor:
