@@ -32,9 +32,9 @@ from typing import Any
 
 import torch
 
-from manifold_ps.baselines import DPS, HarmonicInterpolation
+from manifold_ps.baselines import DPS, GaussianPosterior, HarmonicInterpolation
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
-from manifold_ps.benchmarking.pipeline import stage_flow, stage_measurements, stage_prior, tune_smoothing
+from manifold_ps.benchmarking.pipeline import stage_flow, stage_gaussian, stage_measurements, stage_prior, tune_smoothing
 from manifold_ps.benchmarking.profiles import get_profile
 from manifold_ps.benchmarking.workloads import bunny_mnist, sphere_temperature
 
@@ -70,12 +70,13 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
 """Row name -> (what it changes, profile overrides on top of the cpu profile)."""
 
 
-def _score(posterior, y, op, x, n: int, seed: int) -> dict[str, float]:
+def _score(posterior, y, op, x, n: int, seed: int, data_range: tuple[float, float] | None = None) -> dict[str, float]:
     g = torch.Generator().manual_seed(seed)
     one = run_sampler(posterior, y, op, n=1, batch_size=64, generator=g)
     many = run_sampler(posterior, y, op, n=n, batch_size=64, keep=n, generator=g)
-    r1 = score_estimate(one.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1)
-    rn = score_estimate(many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=1, samples=many.kept)
+    r1 = score_estimate(one.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1, data_range=data_range)
+    rn = score_estimate(many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=1, samples=many.kept,
+                        data_range=data_range)
     return {"psnr_n1": r1.psnr, "psnr_mean": rn.psnr, "coverage90": rn.extra.get("coverage90", float("nan"))}
 
 
@@ -106,7 +107,7 @@ def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Pa
             return 0.0
         tic = time.monotonic()
         model = trainer.ema_model.eval()
-        point = _score(model, held.y, held.operator, held.x, 32, seed)
+        point = _score(model, held.y, held.operator, held.x, 32, seed, workload.data_range)
         minutes = offset + (tic - clock["start"] - clock["paused"]) / 60
         curve.append({"step": step, "minutes": minutes, **point})
         folder.mkdir(parents=True, exist_ok=True)
@@ -122,35 +123,45 @@ def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Pa
                            observer=observer)
     wall = time.perf_counter() - tic
     done = json.loads((folder / task.name / "complete").read_text())
-    scores = _score(posterior, held.y, held.operator, held.x, profile.n_posterior, seed)
+    scores = _score(posterior, held.y, held.operator, held.x, profile.n_posterior, seed, workload.data_range)
     return {"row": name, "description": description, "overrides": overrides, "seed": seed,
             "train_minutes": done["seconds_last_invocation"] / 60, "train_steps": done["steps"],
             "skipped_steps": done.get("skipped", 0), "wall_minutes_this_call": wall / 60, **scores, "curve": curve}
 
 
 def references(base_out: Path, out: Path, n_dps: int, workload_name: str = "bunny-mnist") -> dict[str, Any]:
-    """Harmonic interpolation (plain and Tikhonov-smoothed) on every held-out measurement and DPS
-    (the profile's steps) on the first ``n_dps`` of them, with the same prior, cached in ``out``.
+    """The Gaussian posterior (mean and one exact draw) and harmonic interpolation (plain and
+    Tikhonov-smoothed) on every held-out measurement and DPS (the profile's steps) on the first
+    ``n_dps`` of them, with the same prior, cached in ``out``.
     DPS is taken from the benchmark's ``results.json`` in ``base_out`` when it ran on exactly
     these measurements."""
     cache = out / "references.json"
     profile = get_profile("cpu")
     if cache.is_file():
         ref = json.loads(cache.read_text())
-        if ref.get("dps_measurements") == n_dps and ref.get("workload", "bunny-mnist") == workload_name:
+        if (ref.get("dps_measurements") == n_dps and ref.get("workload", "bunny-mnist") == workload_name
+                and "gaussian_mean" in ref):
             return ref
     workload = WORKLOADS[workload_name][0](profile)
     _, evals = stage_measurements(workload, workload.tasks[0], profile, base_out, seed=0)
     held = evals["heldout"]
+    dr = workload.data_range
+
+    def psnr_of(est: torch.Tensor, x: torch.Tensor) -> float:
+        return score_estimate(est, x, seconds_per_sample=0.0, nfe=0, data_range=dr).psnr
+
     harmonic = HarmonicInterpolation(workload.geometry)
     est = harmonic.sample(held.y, held.operator, 1)[:, 0]
-    ref: dict[str, Any] = {"workload": workload_name,
-                           "harmonic": score_estimate(est, held.x, seconds_per_sample=0.0, nfe=0).psnr,
+    ref: dict[str, Any] = {"workload": workload_name, "harmonic": psnr_of(est, held.x),
                            "measurements": int(held.x.shape[0]), "dps_measurements": n_dps}
+    gaussian = GaussianPosterior(stage_gaussian(workload, profile, base_out, device=torch.device("cpu")))
+    mean, _ = gaussian.posterior_mean_std(held.y, held.operator)
+    draw = gaussian.sample(held.y, held.operator, 1, generator=torch.Generator().manual_seed(0))[:, 0]
+    ref.update(gaussian_mean=psnr_of(mean, held.x), gaussian_draw=psnr_of(draw, held.x))
     smoothing = tune_smoothing(workload, held.x, held.y, held.operator)
     if smoothing > 0:
         est = HarmonicInterpolation(workload.geometry, smoothing=smoothing).sample(held.y, held.operator, 1)[:, 0]
-        ref.update(tikhonov=score_estimate(est, held.x, seconds_per_sample=0.0, nfe=0).psnr, tikhonov_weight=smoothing)
+        ref.update(tikhonov=psnr_of(est, held.x), tikhonov_weight=smoothing)
     if n_dps > 0:
         y, op, x = held.y[:n_dps], held.operator.select(torch.arange(n_dps)), held.x[:n_dps]
         bench = base_out / "results.json"
@@ -167,10 +178,9 @@ def references(base_out: Path, out: Path, n_dps: int, workload_name: str = "bunn
             prior = stage_prior(workload, profile, base_out, device=torch.device("cpu"), seed=0, progress=False).eval()
             dps = DPS(prior, steps=profile.dps_steps, zeta=profile.dps_zeta)
             o = run_sampler(dps, y, op, n=1, batch_size=n_dps, generator=torch.Generator().manual_seed(0))
-            ref.update(dps=score_estimate(o.first, x, seconds_per_sample=o.seconds_per_sample, nfe=o.nfe).psnr,
-                       dps_seconds_per_sample=o.seconds_per_sample, dps_nfe=o.nfe)
+            ref.update(dps=psnr_of(o.first, x), dps_seconds_per_sample=o.seconds_per_sample, dps_nfe=o.nfe)
         est = harmonic.sample(y, op, 1)[:, 0]
-        ref["harmonic_on_dps_subset"] = score_estimate(est, x, seconds_per_sample=0.0, nfe=0).psnr
+        ref["harmonic_on_dps_subset"] = psnr_of(est, x)
     cache.write_text(json.dumps(ref, indent=1))
     return ref
 
@@ -191,6 +201,11 @@ def plot_curves(results: list[dict[str, Any]], ref: dict[str, Any], path: Path) 
         line, = ax.plot(t, [c["psnr_mean"] for c in r["curve"]], label=f"{r['row']} s{r['seed']}: mean of 32")
         ax.plot(t, [c["psnr_n1"] for c in r["curve"]], ls="--", color=line.get_color(), label=f"{r['row']} s{r['seed']}: N = 1")
     ax.axhline(ref["harmonic"], color="k", ls=":", label=f"harmonic {ref['harmonic']:.1f} dB")
+    if "gaussian_mean" in ref:
+        ax.axhline(ref["gaussian_mean"], color="tab:green", ls="-", lw=1,
+                   label=f"Gaussian posterior mean {ref['gaussian_mean']:.1f} dB")
+        ax.axhline(ref["gaussian_draw"], color="tab:green", ls="--", lw=1,
+                   label=f"Gaussian posterior draw {ref['gaussian_draw']:.1f} dB")
     if "dps" in ref:
         ax.axhline(ref["dps"], color="tab:red", ls="-.",
                    label=f"DPS {ref['dps_nfe']} NFE {ref['dps']:.1f} dB ({ref['dps_measurements']} meas.)")
@@ -242,7 +257,9 @@ def write_table(results: list[dict[str, Any]], ref: dict[str, Any], out: Path,
              f"{ref['measurements']} measurements)", "",
              f"Harmonic interpolation on the same measurements: **{ref['harmonic']:.2f} dB**"
              + (f"; Tikhonov-smoothed (weight {ref['tikhonov_weight']:g}, tuned on truth): **{ref['tikhonov']:.2f} dB**."
-                if "tikhonov" in ref else ".")]
+                if "tikhonov" in ref else "."),
+             f"Gaussian posterior (Gaussian fitted to the prior's training signals): mean **{ref['gaussian_mean']:.2f} dB**, "
+             f"one exact draw **{ref['gaussian_draw']:.2f} dB**."]
     if "dps" in ref:
         lines.append(f"DPS ({ref['dps_nfe']} NFE, same prior) on the first {ref['dps_measurements']} of them: "
                      f"**{ref['dps']:.2f} dB**, {ref['dps_seconds_per_sample']:.2f} s per sample "
