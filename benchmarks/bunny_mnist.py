@@ -18,4 +18,4 @@ if __name__ == "__main__":
     benchmark_main("bunny_mnist", bunny_mnist, description=__doc__,
                    # DPS and MCG at 1000 NFE take ~6 s per sample on 2 cores: 16 measurements per set keeps
                    # the whole cpu run (prior 11 min, flow 10 min, evaluation) within 30 minutes
-                   profile_defaults={"cpu": {"baseline_eval": 16}})
+                   profile_defaults={"cpu": {"eval.baseline_eval": 16}})

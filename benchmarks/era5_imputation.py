@@ -20,4 +20,4 @@ if __name__ == "__main__":
     benchmark_main("era5_imputation", sphere_temperature, description=__doc__,
                    # the 1000-step baselines (~7 s per sample on 2 cores, three evaluation sets) dominate
                    # the 30-minute CPU budget here: 8 measurements per set
-                   profile_defaults={"cpu": {"baseline_eval": 8}})
+                   profile_defaults={"cpu": {"eval.baseline_eval": 8}})

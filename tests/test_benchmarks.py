@@ -67,16 +67,18 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
         import torch
 
         from manifold_ps.benchmarking.pipeline import stage_prior
-        from manifold_ps.benchmarking.profiles import get_profile
         from manifold_ps.benchmarking.workloads import bunny_mnist
+        from manifold_ps.config import apply_overrides, get_profile
 
-        stored = get_profile("smoke").prior_parameterization
-        other = get_profile("smoke", prior_parameterization="edm" if stored != "edm" else "x0")
-        with pytest.raises(ValueError, match="parameterisation.*delete"):
-            stage_prior(bunny_mnist(other), other, out, device=torch.device("cpu"), seed=0, progress=False)
-        # so is a stored flow trained with other flow settings (here the ELBO cutoff)
-        with pytest.raises(ValueError, match=r"other settings \(flow_t_min 0.03 -> 0.05\); delete"):
-            _run(script, out, monkeypatch, "--flow-t-min", "0.05", "--no-figures")
+        stored = get_profile("smoke").prior.parameterization
+        other = apply_overrides(get_profile("smoke"), {"prior.parameterization": "edm" if stored != "edm" else "x0"})
+        with pytest.raises(ValueError, match=rf"prior.parameterization '{stored}' -> .*delete .*prior"):
+            stage_prior(bunny_mnist(other), other, out, device=torch.device("cpu"), progress=False)
+        # so is a stored flow trained with other flow settings (here the ELBO cutoff), naming each one
+        with pytest.raises(ValueError, match=r"other settings \(flow.n_z 2 -> 3, flow.t_min 0.03 -> 0.05\); delete"):
+            _run(script, out, monkeypatch, "--flow-t-min", "0.05", "--set", "flow.n_z=3", "--no-figures")
+        # a budget or a longer schedule only extends the run: accepted
+        _run(script, out, monkeypatch, "--flow-minutes", "5", "--no-figures")
 
 
 def _sweep(out: Path, *extra: str) -> dict:

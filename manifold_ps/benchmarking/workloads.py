@@ -16,9 +16,10 @@ from torch import Tensor
 
 from ..geometry import Geometry, ImageGrid, Mesh, SphereGrid
 from ..operators import Inpainting, Operator, RandomInpainting
-from .profiles import Profile
+from ..config import Config
 
-__all__ = ["EvalSet", "Task", "Workload", "bunny_mnist", "sphere_temperature", "image_restoration"]
+__all__ = ["EvalSet", "Task", "Workload", "bunny_mnist", "sphere_temperature", "image_restoration", "WORKLOADS",
+           "get_workload"]
 
 OperatorFactory = Callable[[int, torch.Generator], Operator]
 
@@ -53,8 +54,8 @@ class Task:
         condition: What the flow sees: ``"operator"`` (y and the operator's features) or
             ``"measurement"`` (y only: blind mode).
         baselines: Which baselines apply (``dps``, ``mcg``, ``harmonic``, ``reddiff``, ``tweedie``).
-        flow_share: Relative share of the profile's flow-training minutes (the workload's tasks
-            split ``Profile.flow_minutes`` in these proportions).
+        flow_share: Relative share of the configuration's flow-training minutes (the workload's tasks
+            split ``FlowConfig.minutes`` in these proportions).
     """
 
     name: str
@@ -115,7 +116,7 @@ def _take(x: Tensor, n: int | None) -> Tensor:
     return x if n is None else x[: min(n, x.shape[0])]
 
 
-def bunny_mnist(profile: Profile, *, root: Any = None, missing: float = 0.3, sigma: float = 0.1) -> Workload:
+def bunny_mnist(config: Config, *, root: Any = None, missing: float = 0.3, sigma: float = 0.1) -> Workload:
     """MNIST digits painted on the 1889-vertex Stanford bunny; 30% of the vertices masked.
 
     The prior trains on the 60k training digits; the flow on the measurements of the 10k test
@@ -125,9 +126,9 @@ def bunny_mnist(profile: Profile, *, root: Any = None, missing: float = 0.3, sig
     from ..datasets import BunnyMNIST, bunny_path
 
     geometry = Mesh.from_file(bunny_path("res3", root=root))
-    n_eval = profile.n_eval
-    train = BunnyMNIST(geometry.positions, "train", root=root, num_samples=profile.prior_train_size).signals
-    n_flow = 10_000 - n_eval if profile.flow_train_size is None else profile.flow_train_size
+    n_eval = config.eval.n_eval
+    train = BunnyMNIST(geometry.positions, "train", root=root, num_samples=config.prior.train_size).signals
+    n_flow = 10_000 - n_eval if config.flow.train_size is None else config.flow.train_size
     test = BunnyMNIST(geometry.positions, "test", root=root, num_samples=n_flow + n_eval).signals
     flow_train, heldout = test[:n_flow], test[n_flow: n_flow + n_eval]
     task = Task(
@@ -144,7 +145,7 @@ def bunny_mnist(profile: Profile, *, root: Any = None, missing: float = 0.3, sig
 
 
 def sphere_temperature(
-    profile: Profile,
+    config: Config,
     *,
     root: Any = None,
     missing: float = 0.6,
@@ -184,9 +185,9 @@ def sphere_temperature(
         single = load_era5_field("npz", root=root).values
         extra = [EvalSet("era5-real", "real ERA5 snapshots (24 from 2026-03 + 2012-12-01T14)",
                          torch.cat([era5, single]).float(), note="cross-dataset: the flow was trained on CMIP6")]
-    n_eval = profile.n_eval
-    prior_x = _take(prior_x, profile.prior_train_size)
-    flow_x = _take(flow_x, profile.flow_train_size)
+    n_eval = config.eval.n_eval
+    prior_x = _take(prior_x, config.prior.train_size)
+    flow_x = _take(flow_x, config.flow.train_size)
     held_x = held_x[:n_eval]
     tasks = [
         Task(name="imputation", make_operator=_masking(geometry.num_vertices, missing, sigma),
@@ -205,7 +206,7 @@ def sphere_temperature(
     )
 
 
-def image_restoration(profile: Profile, *, root: Any = None) -> Workload:
+def image_restoration(config: Config, *, root: Any = None) -> Workload:
     """32 x 32 images as a regular grid: denoising (0.1), 2x super-resolution and deblurring (0.01).
 
     The prior trains on MNIST padded to 32 x 32; the flows on measurements of MNIST test digits;
@@ -219,10 +220,10 @@ def image_restoration(profile: Profile, *, root: Any = None) -> Workload:
     train_img, _ = mnist_padded_32("train", root=root)
     test_img, _ = mnist_padded_32("test", root=root)
     faces, _ = load_olivetti(size=32, root=root)
-    n_eval = profile.n_eval
-    n_flow = 10_000 - n_eval if profile.flow_train_size is None else profile.flow_train_size
+    n_eval = config.eval.n_eval
+    n_flow = 10_000 - n_eval if config.flow.train_size is None else config.flow.train_size
     as_signal = lambda img: img.reshape(img.shape[0], 1, v).float()  # noqa: E731
-    prior_x = as_signal(_take(train_img, profile.prior_train_size))
+    prior_x = as_signal(_take(train_img, config.prior.train_size))
     test = as_signal(test_img[: n_flow + n_eval])
 
     def shared(op: Callable[[], Operator]) -> OperatorFactory:
@@ -246,3 +247,24 @@ def image_restoration(profile: Profile, *, root: Any = None) -> Workload:
         tasks=tasks, image_shape=(32, 32),
         normalisation={"kind": "minmax", "low": 0.0, "high": 1.0, "unit": "intensity"},
     )
+
+
+WORKLOADS: dict[str, Callable[..., Workload]] = {
+    "bunny-mnist": bunny_mnist,
+    "era5-imputation": sphere_temperature,
+    "image-restoration": image_restoration,
+}
+"""The workloads by their one name (the ``--workload`` of the command line and the sweep scripts;
+the benchmark script of each is ``benchmarks/<name with _>.py`` and runs in ``runs/<that name>``).
+Their first task is the one the sweep scripts use."""
+
+
+def get_workload(name: str) -> Callable[..., Workload]:
+    """The builder ``(config, **options) -> Workload`` of the workload ``name``.
+
+    Raises:
+        ValueError: for any other name, listing the valid ones.
+    """
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
+    return WORKLOADS[name]
