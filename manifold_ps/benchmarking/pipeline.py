@@ -80,8 +80,11 @@ def prior_record(workload: Workload, config: Config) -> dict[str, Any]:
 
 
 def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.device, progress: bool,
-                folder: Path | None = None) -> DiffusionPrior:
-    """Train (or resume, or load) the workload's diffusion prior in ``folder`` (default ``out/prior``)."""
+                folder: Path | None = None, tensorboard: bool = False) -> DiffusionPrior:
+    """Train (or resume, or load) the workload's diffusion prior in ``folder`` (default ``out/prior``).
+
+    ``manifold-ps train-prior`` runs this stage too (with ``folder`` its ``--out``).
+    """
     folder = out / "prior" if folder is None else folder
     done = folder / "prior.pt"
     record = prior_record(workload, config)
@@ -108,7 +111,7 @@ def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.
          + (f" (cap {config.prior.minutes:g} min)" if config.prior.minutes else ""))
     tic = time.perf_counter()
     trained = train_prior(prior, workload.prior_train, out_dir=folder, seed=config.seed, device=device,
-                          progress=progress, callback=_deadline_callback(config.prior.minutes),
+                          progress=progress, tensorboard=tensorboard, callback=_deadline_callback(config.prior.minutes),
                           config={"run": record}, **config.prior.trainer_kwargs())
     (folder / "complete").write_text(json.dumps({"seconds_last_invocation": time.perf_counter() - tic}))
     return trained.to(device).eval()
