@@ -53,7 +53,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if value not in choices:
             raise ValueError(f"{key}: {value!r} is not one of {list(choices)}")
         return value
-    if value is None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
         raise ValueError(f"{key} cannot be none")
     try:
         if hint is bool:
