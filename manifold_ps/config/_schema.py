@@ -17,8 +17,53 @@ __all__ = ["PriorConfig", "FlowConfig", "EvalConfig", "Config", "SECTIONS", "PRO
 
 
 @dataclass(frozen=True)
-class PriorConfig:
-    """How the diffusion prior is built and trained.
+class _Training:
+    """The optimisation settings that the prior and the flow share (their defaults too).
+
+    Attributes:
+        lr: Peak learning rate.
+        lr_schedule: ``"cosine"`` or ``"constant"`` after the warm-up.
+        warmup_steps: Linear warm-up steps; ``None``: ``min(cap, train_steps // 10)`` with the
+            cap 200 for the prior, 100 for the flow.
+        ema_decay: EMA decay of the saved weights; ``None``: 0.999 from 1000 steps on, else 0.9.
+        grad_clip: Gradient-norm clip (``None``: none).
+        amp: Mixed precision on CUDA.
+        train_size: Training signals (prior) or measurements (flow) used (``None``: the whole split).
+        minutes: Wall-clock cap (``None``: none); the run stops at the cap with a checkpoint, and
+            a rerun continues. The flow's is for all flows of a workload together, split over its
+            tasks by their ``flow_share``.
+        checkpoint_every: Steps between checkpoints; ``None``: ``min(cap, train_steps)`` with the
+            cap 500 for the prior, 250 for the flow.
+    """
+
+    lr: float = 5e-4
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int | None = None
+    ema_decay: float | None = None
+    grad_clip: float | None = 1.0
+    amp: bool = False
+    train_size: int | None = None
+    minutes: float | None = None
+    checkpoint_every: int | None = None
+
+    def _resolve(self, *, warmup_cap: int, checkpoint_cap: int, **derived: Any) -> Any:
+        """A copy with the ``None`` schedule fields derived from ``train_steps`` (and ``derived``)."""
+        steps = self.train_steps  # type: ignore[attr-defined]
+        derived = {"warmup_steps": min(warmup_cap, steps // 10), "ema_decay": 0.999 if steps >= 1000 else 0.9,
+                   "checkpoint_every": max(1, min(checkpoint_cap, steps)), **derived}
+        return replace(self, **{k: v for k, v in derived.items() if getattr(self, k) is None})
+
+    def _trainer_kwargs(self) -> dict[str, Any]:
+        """The :class:`~manifold_ps.training.Trainer` keywords of the resolved settings."""
+        r = self.resolved()  # type: ignore[attr-defined]
+        return {"batch_size": r.batch_size, "lr": r.lr, "lr_schedule": r.lr_schedule, "warmup_steps": r.warmup_steps,
+                "ema_decay": r.ema_decay, "grad_clip": r.grad_clip, "spike_guard": r.spike_guard, "amp": r.amp,
+                "checkpoint_every": r.checkpoint_every, "log_every": r.log_every}
+
+
+@dataclass(frozen=True)
+class PriorConfig(_Training):
+    """How the diffusion prior is built and trained (and the fields of :class:`_Training`).
 
     Attributes:
         network: ``"mlp"`` or ``"unet"`` (see :func:`manifold_ps.priors.build_prior`).
@@ -30,17 +75,7 @@ class PriorConfig:
         geometry_channels: Laplacian eigenvectors fed to the denoiser as extra input channels.
         train_steps: Optimizer steps (the length of the learning-rate schedule).
         batch_size: Global batch size.
-        lr: Peak learning rate.
-        lr_schedule: ``"cosine"`` or ``"constant"`` after the warm-up.
-        warmup_steps: Linear warm-up steps; ``None``: ``min(200, train_steps // 10)``.
-        ema_decay: EMA decay of the saved weights; ``None``: 0.999 from 1000 steps on, else 0.9.
-        grad_clip: Gradient-norm clip (``None``: none).
         spike_guard: Skip a step whose loss exceeds this multiple of the running loss (``None``: never).
-        amp: Mixed precision on CUDA.
-        train_size: Clean training signals used (``None``: the whole split).
-        minutes: Wall-clock cap (``None``: none); the run stops at the cap with a checkpoint, and
-            a rerun continues.
-        checkpoint_every: Steps between checkpoints; ``None``: ``min(500, train_steps)``.
         log_every: Steps between logged losses.
     """
 
@@ -50,27 +85,12 @@ class PriorConfig:
     geometry_channels: int = 0
     train_steps: int = 2000
     batch_size: int = 64
-    lr: float = 5e-4
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_steps: int | None = None
-    ema_decay: float | None = None
-    grad_clip: float | None = 1.0
     spike_guard: float | None = None
-    amp: bool = False
-    train_size: int | None = None
-    minutes: float | None = None
-    checkpoint_every: int | None = None
     log_every: int = 50
 
     def resolved(self) -> PriorConfig:
         """A copy with every derived field (``None`` above) filled in."""
-        steps = self.train_steps
-        return replace(
-            self,
-            warmup_steps=min(200, steps // 10) if self.warmup_steps is None else self.warmup_steps,
-            ema_decay=(0.999 if steps >= 1000 else 0.9) if self.ema_decay is None else self.ema_decay,
-            checkpoint_every=max(1, min(500, steps)) if self.checkpoint_every is None else self.checkpoint_every,
-        )
+        return self._resolve(warmup_cap=200, checkpoint_cap=500)
 
     def network_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`manifold_ps.priors.build_prior`."""
@@ -79,16 +99,13 @@ class PriorConfig:
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`manifold_ps.priors.train_prior` (resolved)."""
-        r = self.resolved()
-        return {"steps": r.train_steps, "batch_size": r.batch_size, "lr": r.lr, "lr_schedule": r.lr_schedule,
-                "warmup_steps": r.warmup_steps, "ema_decay": r.ema_decay, "grad_clip": r.grad_clip,
-                "spike_guard": r.spike_guard, "amp": r.amp, "checkpoint_every": r.checkpoint_every,
-                "log_every": r.log_every}
+        return {"steps": self.train_steps, **self._trainer_kwargs()}
 
 
 @dataclass(frozen=True)
-class FlowConfig:
-    """How the amortized conditional flow is built and distilled from the prior.
+class FlowConfig(_Training):
+    """How the amortized conditional flow is built and distilled from the prior (and the fields
+    of :class:`_Training`).
 
     Attributes:
         layers: Flow layers (each: ActNorm + two couplings); ``steps`` of
@@ -108,17 +125,7 @@ class FlowConfig:
             prior smoothed by the forward noise at ``t_min`` (sigma 0.11 at 0.03, 0.077 at 0.02,
             0.045 at 0.01), so single samples keep noise of about that size; below ~0.01 the
             prior's own small-time error takes over (see ``benchmarks/results/flow_ablation-*``).
-        lr: Peak learning rate.
-        lr_schedule: ``"cosine"`` or ``"constant"`` after the warm-up.
-        warmup_steps: Linear warm-up steps; ``None``: ``min(100, train_steps // 10)``.
-        ema_decay: EMA decay of the saved weights; ``None``: 0.999 from 1000 steps on, else 0.9.
-        grad_clip: Gradient-norm clip (``None``: none).
         spike_guard: Skip a step whose loss exceeds this multiple of the running loss (``None``: never).
-        amp: Mixed precision on CUDA.
-        train_size: Measurements the flow trains on (``None``: the whole split).
-        minutes: Wall-clock cap of all flow trainings of a workload together, split over its
-            tasks by their ``flow_share`` (one task: all of it).
-        checkpoint_every: Steps between checkpoints; ``None``: ``min(250, train_steps)``.
         log_every: Steps between logged losses; ``None``: ``min(50, train_steps)``.
     """
 
@@ -135,28 +142,12 @@ class FlowConfig:
     n_z: int = 2
     n_time: int = 1
     t_min: float = T_MIN
-    lr: float = 5e-4
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_steps: int | None = None
-    ema_decay: float | None = None
-    grad_clip: float | None = 1.0
     spike_guard: float | None = 10.0
-    amp: bool = False
-    train_size: int | None = None
-    minutes: float | None = None
-    checkpoint_every: int | None = None
     log_every: int | None = None
 
     def resolved(self) -> FlowConfig:
         """A copy with every derived field (``None`` above) filled in."""
-        steps = self.train_steps
-        return replace(
-            self,
-            warmup_steps=min(100, steps // 10) if self.warmup_steps is None else self.warmup_steps,
-            ema_decay=(0.999 if steps >= 1000 else 0.9) if self.ema_decay is None else self.ema_decay,
-            checkpoint_every=max(1, min(250, steps)) if self.checkpoint_every is None else self.checkpoint_every,
-            log_every=max(1, min(50, steps)) if self.log_every is None else self.log_every,
-        )
+        return self._resolve(warmup_cap=100, checkpoint_cap=250, log_every=max(1, min(50, self.train_steps)))
 
     def network_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~manifold_ps.flows.ConditionalRealNVP` (but the
@@ -168,11 +159,8 @@ class FlowConfig:
     def trainer_kwargs(self, num_measurements: int) -> dict[str, Any]:
         """Keyword arguments of :func:`~manifold_ps.flows.train_amortized` (resolved) for
         ``num_measurements`` training measurements."""
-        r = self.resolved()
-        return {"n_z": r.n_z, "n_time": r.n_time, "t_min": r.t_min, "batch_size": min(r.batch_size, num_measurements),
-                "max_steps": r.train_steps, "lr": r.lr, "lr_schedule": r.lr_schedule, "warmup_steps": r.warmup_steps,
-                "ema_decay": r.ema_decay, "grad_clip": r.grad_clip, "spike_guard": r.spike_guard, "amp": r.amp,
-                "checkpoint_every": r.checkpoint_every, "log_every": r.log_every}
+        return {**self._trainer_kwargs(), "batch_size": min(self.batch_size, num_measurements),
+                "max_steps": self.train_steps, "n_z": self.n_z, "n_time": self.n_time, "t_min": self.t_min}
 
 
 @dataclass(frozen=True)
