@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workload": workload.name, "task": task.name, "profile": config.profile, "measurements": args.n,
         "protocol": task.description, "dataset": workload.eval_sets[0].dataset,
         "device": f"cpu ({torch.get_num_threads()} threads)", "zeta_budget": zeta_budget,
-        "zeta_steps": args.zeta_steps, "methods": {}, "dps_vs_nfe": {}, "dps_vs_zeta": {}}
+        "zeta_steps": args.zeta_steps, "config": config.resolved().to_dict(), "methods": {}, "dps_vs_nfe": {},
+        "dps_vs_zeta": {}}
     stem = report_stem(script, config.profile)
     path = out / f"{stem}.json"
     if path.is_file() and not args.fresh:

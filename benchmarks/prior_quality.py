@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from manifold_ps.benchmarking.pipeline import stage_prior
+from manifold_ps.benchmarking.pipeline import prior_record, stage_prior
 from manifold_ps.benchmarking.results import environment_versions
 from manifold_ps.benchmarking.workloads import WORKLOADS
 from manifold_ps.config import add_config_arguments, config_from_args
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         "heldout_bits_per_dim": real_bpd, "heldout_bits_per_dim_se": real_se,
         "shuffled_bits_per_dim": shuf_bpd, "shuffled_bits_per_dim_se": shuf_se,
         "seconds_per_prior_sample_200_steps": sample_s,
+        "config": prior_record(workload, config),
         "versions": environment_versions(),
     }
     (out / "prior_quality.json").write_text(json.dumps(report, indent=2))
