@@ -31,7 +31,7 @@ from ..priors import DiffusionPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
 from .evaluate import SamplerOutput, run_sampler, score_estimate
 from .results import BenchmarkResults, MethodResult, environment_versions, write_results
-from .workloads import EvalSet, Task, Workload
+from .workloads import Task, Workload
 
 __all__ = ["run_workload", "stage_prior", "stage_measurements", "stage_flow", "build_baselines", "tune_smoothing",
            "score_posterior", "prior_record", "flow_record"]

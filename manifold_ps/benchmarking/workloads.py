@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import Geometry, ImageGrid, Mesh, SphereGrid
-from ..operators import Inpainting, Operator, RandomInpainting
+from ..operators import Operator, RandomInpainting
 from ..config import Config
 
 __all__ = ["EvalSet", "Task", "Workload", "bunny_mnist", "sphere_temperature", "image_restoration", "WORKLOADS",

@@ -8,20 +8,15 @@ them out (:meth:`PriorConfig.network_kwargs`, :meth:`FlowConfig.trainer_kwargs`,
 
 from ._legacy import LEGACY_NAMES as LEGACY_NAMES
 from ._legacy import from_legacy_profile as from_legacy_profile
-from ._overrides import MAY_GROW as MAY_GROW
-from ._overrides import OBSERVE_ONLY as OBSERVE_ONLY
 from ._overrides import add_config_arguments as add_config_arguments
 from ._overrides import add_shortcuts as add_shortcuts
 from ._overrides import apply_overrides as apply_overrides
 from ._overrides import build_config as build_config
-from ._overrides import check_same_run as check_same_run
 from ._overrides import config_from_args as config_from_args
 from ._overrides import config_from_dict as config_from_dict
 from ._overrides import flatten as flatten
 from ._overrides import load_config_file as load_config_file
 from ._overrides import parse_assignments as parse_assignments
-from ._overrides import read_config as read_config
-from ._overrides import write_config as write_config
 from ._schema import PROFILES as PROFILES
 from ._schema import SECTIONS as SECTIONS
 from ._schema import Config as Config
@@ -29,6 +24,11 @@ from ._schema import EvalConfig as EvalConfig
 from ._schema import FlowConfig as FlowConfig
 from ._schema import PriorConfig as PriorConfig
 from ._schema import get_profile as get_profile
+from ._stored import MAY_GROW as MAY_GROW
+from ._stored import OBSERVE_ONLY as OBSERVE_ONLY
+from ._stored import check_same_run as check_same_run
+from ._stored import read_config as read_config
+from ._stored import write_config as write_config
 
 __all__ = [
     "LEGACY_NAMES",

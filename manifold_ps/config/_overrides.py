@@ -1,5 +1,5 @@
-"""Building a :class:`Config` from a profile, a TOML file and ``section.field=value`` overrides;
-saving it, reading it back, and refusing a rerun whose stored configuration differs.
+"""Building a :class:`Config` from a profile, a TOML file and ``section.field=value`` overrides,
+and the command-line options that do it.
 
 Resolution order (later wins): the profile, per-script defaults, the ``--config`` file, the
 convenience flags, the ``--set`` overrides.
@@ -17,23 +17,12 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .._files import atomic_write
-from ._schema import SECTIONS, Config, get_profile, PROFILES
+from ._schema import PROFILES, SECTIONS, Config, get_profile
 
 __all__ = ["apply_overrides", "parse_assignments", "load_config_file", "build_config", "config_from_dict",
-           "flatten", "write_config", "read_config", "check_same_run", "add_config_arguments", "add_shortcuts",
-           "config_from_args", "OBSERVE_ONLY", "MAY_GROW"]
+           "flatten", "add_config_arguments", "add_shortcuts", "config_from_args"]
 
 _TOP = ("profile", "seed")
-
-OBSERVE_ONLY = frozenset({"profile", "prior.minutes", "prior.log_every", "prior.checkpoint_every", "flow.minutes",
-                          "flow.log_every", "flow.checkpoint_every"})
-"""Fields that only observe or budget a run: a rerun may change them."""
-
-MAY_GROW = {"prior.train_steps": ("prior.warmup_steps", "prior.ema_decay"),
-            "flow.train_steps": ("flow.warmup_steps", "flow.ema_decay")}
-"""Fields a rerun may increase (it extends the run), with the fields derived from them."""
-
 
 def _type_of(section: str | None, name: str) -> Any:
     cls = Config if section is None else SECTIONS[section]
@@ -182,50 +171,6 @@ def build_config(profile: str = "cpu", *, file: str | Path | None = None, overri
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """A :class:`Config` from :meth:`Config.to_dict` output (e.g. a saved ``config.json``)."""
     return apply_overrides(Config(), {k: v for k, v in flatten(data).items() if k.split(".")[0] in (*_TOP, *SECTIONS)})
-
-
-def write_config(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Write a resolved configuration (plain data) as JSON, atomically."""
-    return atomic_write(path, json.dumps(data, indent=2) + "\n")
-
-
-def read_config(path: str | Path) -> dict[str, Any] | None:
-    """A configuration written by :func:`write_config`, or ``None`` when the file is missing."""
-    path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def check_same_run(stored: Mapping[str, Any], requested: Mapping[str, Any], folder: str | Path, *,
-                   unresolved: Mapping[str, Any] | None = None) -> None:
-    """Refuse to continue the run in ``folder`` when a result-changing setting differs.
-
-    Compares the stored resolved configuration with the requested one, field by field (nested
-    sections compared as ``section.field``). Fields in :data:`OBSERVE_ONLY` may differ; those in
-    :data:`MAY_GROW` may increase, and then the fields derived from them may follow when the
-    request leaves them derived (``None`` in ``unresolved``). Keys present on one side only are
-    differences too.
-
-    Raises:
-        ValueError: naming every differing field (old -> new) and the folder.
-
-    Example:
-        >>> check_same_run({"flow": {"t_min": 0.02}}, {"flow": {"t_min": 0.03}}, "runs/x")
-        Traceback (most recent call last):
-        ...
-        ValueError: the run in runs/x was made with other settings (flow.t_min 0.02 -> 0.03); ...
-    """
-    had, want = flatten(stored), flatten(requested)
-    raw = flatten(unresolved or {})
-    free = set(OBSERVE_ONLY)
-    for key, derived in MAY_GROW.items():
-        if key in had and key in want and want[key] >= had[key]:
-            free.add(key)
-            free.update(d for d in derived if raw.get(d, "unset") is None)
-    diff = [f"{k} {had.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(had) | set(want))
-            if k not in free and had.get(k) != want.get(k)]
-    if diff:
-        raise ValueError(f"the run in {folder} was made with other settings ({', '.join(diff)}); delete {folder} "
-                         "to start it again, or use another --out")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, default_profile: str = "cpu") -> None:
