@@ -5,6 +5,7 @@ refuse a rerun whose settings differ."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -61,12 +62,20 @@ def test_train_flow_cli_sets_t_min_and_refuses_other_measurements(data_dir: Path
     prior = tmp_path / "prior"
     base = ["--profile", "smoke", "--no-progress", "--device", "cpu"]
     assert main(["train-prior", "--workload", "bunny-mnist", "--out", str(prior), "--steps", "4", *base]) == 0
+    toml = tmp_path / "run.toml"
+    toml.write_text("[flow]\ntrain_steps = 3\nlr = 0.002\n[eval]\nn_posterior = 2\n")
     flow = ["train-flow", "--prior", str(prior / "prior.pt"), "--out", str(tmp_path / "flow"), *base,
-            "--set", "flow.train_steps=3", "--set", "eval.n_posterior=2"]
+            "--config", str(toml), "--set", "flow.lr=0.001"]
     assert main([*flow, "--t-min", "0.02"]) == 0
     report = json.loads((tmp_path / "flow" / "report.json").read_text())
     assert report["steps"] == 3 and report["n_posterior"] == 2
     saved = json.loads((tmp_path / "flow" / "config.json").read_text())
-    assert saved["flow"]["t_min"] == 0.02 and saved["flow"]["layers"] == 2 and saved["measurements"]["missing"] == 0.3
+    assert saved["measurements"]["missing"] == 0.3
+    # the flow section is what the benchmark pipeline resolves for the same settings
+    from manifold_ps.config import apply_overrides, get_profile
+
+    same = apply_overrides(get_profile("smoke"), {"flow.train_steps": 3, "flow.lr": 1e-3, "flow.t_min": 0.02})
+    assert saved["flow"] == asdict(same.flow.resolved())
+    assert saved["flow"]["t_min"] == 0.02 and saved["flow"]["layers"] == 2 and saved["flow"]["warmup_steps"] == 0
     with pytest.raises(ValueError, match=r"flow.t_min 0.02 -> 0.03, measurements.missing 0.3 -> 0.7"):
         main([*flow, "--missing", "0.7"])
