@@ -136,3 +136,12 @@ def test_rerun_may_extend_or_observe() -> None:
 
 def test_flatten_nests_one_level() -> None:
     assert flatten({"seed": 1, "flow": {"t_min": 0.1}}) == {"seed": 1, "flow.t_min": 0.1}
+
+
+def test_help_epilog_lists_every_setting() -> None:
+    from manifold_ps.config import describe_settings
+
+    text = " ".join(describe_settings(get_profile("smoke")).split())
+    for key, value in flatten(get_profile("smoke").to_dict()).items():
+        if key != "profile":
+            assert f"{key}={value!r}" in text, key

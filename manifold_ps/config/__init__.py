@@ -14,6 +14,7 @@ from ._overrides import apply_overrides as apply_overrides
 from ._overrides import build_config as build_config
 from ._overrides import config_from_args as config_from_args
 from ._overrides import config_from_dict as config_from_dict
+from ._overrides import describe_settings as describe_settings
 from ._overrides import flatten as flatten
 from ._overrides import load_config_file as load_config_file
 from ._overrides import parse_assignments as parse_assignments
@@ -47,6 +48,7 @@ __all__ = [
     "check_same_run",
     "config_from_args",
     "config_from_dict",
+    "describe_settings",
     "flatten",
     "from_legacy_profile",
     "get_profile",

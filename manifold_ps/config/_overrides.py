@@ -20,7 +20,7 @@ from typing import Any, Literal
 from ._schema import PROFILES, SECTIONS, Config, get_profile
 
 __all__ = ["apply_overrides", "parse_assignments", "load_config_file", "build_config", "config_from_dict",
-           "flatten", "add_config_arguments", "add_shortcuts", "config_from_args"]
+           "flatten", "describe_settings", "add_config_arguments", "add_shortcuts", "config_from_args"]
 
 _TOP = ("profile", "seed")
 
@@ -173,8 +173,23 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     return apply_overrides(Config(), {k: v for k, v in flatten(data).items() if k.split(".")[0] in (*_TOP, *SECTIONS)})
 
 
+def describe_settings(config: Config, width: int = 100) -> str:
+    """Every setting of ``config`` as ``section.field=value`` lines (the ``--help`` epilog)."""
+    import textwrap
+
+    lines = [f"settings (--set NAME=VALUE; the values of the {config.profile!r} profile):",
+             textwrap.fill(" ".join(f"{k}={config.to_dict()[k]!r}" for k in ("seed",)), width, initial_indent="  ")]
+    for section in SECTIONS:
+        items = " ".join(f"{section}.{k}={v!r}" for k, v in config.to_dict()[section].items())
+        lines.append(textwrap.fill(items, width, initial_indent="  ", subsequent_indent="    "))
+    return "\n".join(lines)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, *, default_profile: str = "cpu") -> None:
-    """Add ``--profile``, ``--config FILE.toml`` and repeated ``--set section.field=value``."""
+    """Add ``--profile``, ``--config FILE.toml`` and repeated ``--set section.field=value`` (and,
+    when the parser has no epilog, the list of every setting as its epilog)."""
+    if parser.epilog is None:
+        parser.epilog = describe_settings(get_profile(default_profile))
     parser.add_argument("--profile", choices=sorted(PROFILES), default=default_profile,
                         help="named configuration: smoke (< 1 min, CI), cpu (~30 min on 2 cores), paper (GPU budgets)")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE.toml",
