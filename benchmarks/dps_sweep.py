@@ -3,12 +3,14 @@ against its number of steps (NFE) and its step size (the paper's figure 3 (a) an
 
 Uses the prior of the workload's benchmark run (``runs/<script>/prior``; trained if missing)
 and, when that run has finished it, its flow (``runs/<script>/<task>/posterior.pt``; never
-trained here). The measurements are the first ``--n`` held-out signals, simulated with a fixed
-seed. Each finished entry is saved at once, so an interrupted sweep resumes where it stopped.
+trained here). The task is the workload's first (bunny: inpainting, sphere: imputation, images:
+denoising). The measurements are the first ``--n`` held-out signals, simulated with a fixed seed.
+The configuration is the benchmark's (``--profile``, ``--config``, ``--set`` as there). Each
+finished entry is saved at once, so an interrupted sweep resumes where it stopped.
 
     python benchmarks/dps_sweep.py --workload bunny-mnist --n 64
     python benchmarks/dps_sweep.py --workload era5-imputation --n 64
-    python benchmarks/dps_sweep.py --workload image-denoising --n 64 --nfe --budgets --methods tweedie
+    python benchmarks/dps_sweep.py --workload image-restoration --n 64 --nfe --budgets --methods tweedie
 
 Writes ``dps_sweep-<script>-<profile>.{json,md,png}`` into ``--out`` (default: the benchmark's
 folder), named as the committed copies in ``benchmarks/results/`` are.
@@ -22,8 +24,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import json
 import math
+from dataclasses import replace
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +34,9 @@ import torch
 from manifold_ps.baselines import DPS
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
 from manifold_ps.benchmarking.pipeline import build_baselines, score_posterior, stage_gaussian, stage_prior, tune_smoothing
-from manifold_ps.benchmarking.profiles import get_profile
-from manifold_ps.benchmarking.workloads import bunny_mnist, image_restoration, sphere_temperature
+from manifold_ps.benchmarking.workloads import WORKLOADS
+from manifold_ps.config import add_config_arguments, config_from_args
 from manifold_ps.flows import AmortizedPosterior
-
-BUILDERS: dict[str, tuple[Callable[..., Any], str, str]] = {
-    "bunny-mnist": (bunny_mnist, "bunny_mnist", "inpainting"),
-    "era5-imputation": (sphere_temperature, "era5_imputation", "imputation"),
-    "image-denoising": (image_restoration, "image_restoration", "denoising"),
-}
-"""Workload name -> (builder, benchmark script whose run folder is used, task)."""
 
 LABELS = {"aps_n1": "ours, N=1", "aps_n128": "ours, mean of N=128", "dps": "DPS", "mcg": "MCG",
           "gaussian": "Gaussian posterior, one exact draw",
@@ -122,8 +117,8 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workload", choices=sorted(BUILDERS), default="bunny-mnist")
-    p.add_argument("--profile", default="cpu", help="profile of the benchmark run whose prior and flow are used")
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="bunny-mnist")
+    add_config_arguments(p)
     p.add_argument("--n", type=int, default=64, help="held-out measurements")
     p.add_argument("--nfe", type=int, nargs="*", default=[10, 30, 100, 300, 1000],
                    help="DPS step counts at the default step budget (none: skip)")
@@ -136,18 +131,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", type=Path, default=None, help="where the report goes (default: --base-out)")
     p.add_argument("--fresh", action="store_true", help="ignore a previous report in --out")
     args = p.parse_args(argv)
-    build, script, task_name = BUILDERS[args.workload]
+    script = args.workload.replace("-", "_")
     base = args.base_out or Path("runs") / script
     out = args.out or base
     out.mkdir(parents=True, exist_ok=True)
-    profile = get_profile(args.profile, n_eval=2 * args.n)  # held-out sets may measure each field twice
-    workload = build(profile)
-    task = next(t for t in workload.tasks if t.name == task_name)
+    config = config_from_args(args, {"n": "eval.n_eval"})
+    # held-out sets may measure each field twice: ask for enough fields to have --n measurements
+    config = replace(config, eval=replace(config.eval, n_eval=2 * args.n))
+    workload = WORKLOADS[args.workload](config)
+    task = workload.tasks[0]
     device = torch.device("cpu")
     x = workload.eval_sets[0].x[: args.n]
     if x.shape[0] < args.n:
         raise ValueError(f"--n {args.n}: the held-out set of {workload.name} has only {x.shape[0]} signals")
-    prior = stage_prior(workload, profile, base, device=device, seed=0, progress=False).eval()
+    prior = stage_prior(workload, config, base, device=device, progress=False).eval()
     g = torch.Generator().manual_seed(123)
     op = task.make_operator(x.shape[0], g)
     y = op(x, generator=g)
@@ -155,11 +152,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     zeta_budget = 250.0
 
     report: dict[str, Any] = {
-        "workload": workload.name, "task": task.name, "profile": profile.name, "measurements": args.n,
+        "workload": workload.name, "task": task.name, "profile": config.profile, "measurements": args.n,
         "protocol": task.description, "dataset": workload.eval_sets[0].dataset,
         "device": f"cpu ({torch.get_num_threads()} threads)", "zeta_budget": zeta_budget,
-        "zeta_steps": args.zeta_steps, "methods": {}, "dps_vs_nfe": {}, "dps_vs_zeta": {}}
-    stem = report_stem(script, profile.name)
+        "zeta_steps": args.zeta_steps, "config": config.resolved().to_dict(), "methods": {}, "dps_vs_nfe": {},
+        "dps_vs_zeta": {}}
+    stem = report_stem(script, config.profile)
     path = out / f"{stem}.json"
     if path.is_file() and not args.fresh:
         old = json.loads(path.read_text())
@@ -174,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             r = report[section][key]
         else:
             tic = time.strftime("%H:%M:%S")
-            o = run_sampler(sampler, y, op, n=1, batch_size=min(profile.eval_batch, args.n),
+            o = run_sampler(sampler, y, op, n=1, batch_size=min(config.eval.batch_size, args.n),
                             generator=torch.Generator().manual_seed(0))
             s = score_estimate(o.first, x, seconds_per_sample=o.seconds_per_sample, nfe=o.nfe, image_shape=img,
                                data_range=workload.data_range)
@@ -190,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     flow_file = base / task.name / "posterior.pt"
     if (base / task.name / "complete").is_file() and not {"aps_n1", "aps_n128"} <= report["methods"].keys():
         posterior = AmortizedPosterior.load(flow_file, fingerprint=workload.geometry.fingerprint()).eval()
-        scores, _ = score_posterior(posterior, x, y, op, n_posterior=profile.n_posterior, batch_size=args.n,
+        scores, _ = score_posterior(posterior, x, y, op, n_posterior=config.eval.n_posterior, batch_size=args.n,
                                     generator=torch.Generator().manual_seed(7), image_shape=img,
                                     data_range=workload.data_range)
         for key, s in scores.items():
@@ -217,8 +215,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     smoothing = tune_smoothing(workload, x, y, op) if "harmonic" in wanted else 0.0
     if "harmonic" in wanted:
         report["tikhonov_smoothing"] = smoothing
-    gaussian = stage_gaussian(workload, profile, base, device=device) if "gaussian" in wanted else None
-    samplers = build_baselines(workload, task, profile, prior, {"harmonic_tikhonov": {"chosen": {"smoothing": smoothing}}},
+    gaussian = stage_gaussian(workload, config, base, device=device) if "gaussian" in wanted else None
+    samplers = build_baselines(workload, task, config, prior, {"harmonic_tikhonov": {"chosen": {"smoothing": smoothing}}},
                                gaussian)
     for name, sampler in samplers.items():
         if name.split("_")[0] not in wanted:

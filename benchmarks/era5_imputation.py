@@ -21,4 +21,4 @@ if __name__ == "__main__":
                    # DPS and MCG at 100 NFE: the DPS sweep on held-out CMIP6 fields shows no loss against
                    # 1000 (benchmarks/results/dps_sweep-era5_imputation-cpu.md); t_min 0.005 is the best row
                    # of the sphere flow ablation (benchmarks/results/flow_ablation-era5_imputation-cpu.md)
-                   profile_defaults={"cpu": {"dps_steps": 100, "flow_t_min": 0.005}})
+                   profile_defaults={"cpu": {"eval.dps_nfe": 100, "flow.t_min": 0.005}})

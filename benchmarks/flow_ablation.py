@@ -35,39 +35,40 @@ import torch
 from manifold_ps.baselines import DPS, GaussianPosterior, HarmonicInterpolation
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
 from manifold_ps.benchmarking.pipeline import stage_flow, stage_gaussian, stage_measurements, stage_prior, tune_smoothing
-from manifold_ps.benchmarking.profiles import get_profile
-from manifold_ps.benchmarking.workloads import bunny_mnist, sphere_temperature
+from manifold_ps.benchmarking.workloads import WORKLOADS
+from manifold_ps.config import (Config, add_config_arguments, apply_overrides, config_from_args, from_legacy_profile,
+                                get_profile)
 
-WORKLOADS: dict[str, tuple[Any, str]] = {"bunny-mnist": (bunny_mnist, "bunny_mnist"),
-                                          "era5-imputation": (sphere_temperature, "era5_imputation")}
-"""Workload name -> (builder, benchmark script); the first task of the workload is ablated."""
+ABLATED = ("bunny-mnist", "era5-imputation")
+"""The workloads this script runs on (their first task is ablated)."""
 
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "tmin-0.03": ("ELBO cutoff t_min = 0.03 (sigma 0.11: the first CPU profile); 3000-step schedule cut by the cap",
-                  {"flow_t_min": 0.03, "flow_train_steps": 3000}),
+                  {"flow.t_min": 0.03, "flow.train_steps": 3000}),
     "tmin-0.01": ("ELBO cutoff t_min = 0.01 (sigma 0.045); 3000-step schedule cut by the cap",
-                  {"flow_t_min": 0.01, "flow_train_steps": 3000}),
+                  {"flow.t_min": 0.01, "flow.train_steps": 3000}),
     "tmin-0.003": ("ELBO cutoff t_min = 0.003 (sigma 0.017); 3000-step schedule cut by the cap",
-                   {"flow_t_min": 0.003, "flow_train_steps": 3000}),
+                   {"flow.t_min": 0.003, "flow.train_steps": 3000}),
     "tmin-0.03-anneal": ("t_min = 0.03, cosine schedule sized to end within the budget (360 steps)",
-                         {"flow_t_min": 0.03, "flow_train_steps": 360}),
+                         {"flow.t_min": 0.03, "flow.train_steps": 360}),
     "tmin-0.01-anneal": ("t_min = 0.01, cosine schedule sized to end within the budget (360 steps)",
-                         {"flow_t_min": 0.01, "flow_train_steps": 360}),
+                         {"flow.t_min": 0.01, "flow.train_steps": 360}),
     "tmin-0.02-anneal": ("t_min = 0.02 (sigma 0.077), cosine schedule sized to the budget (450 steps)",
-                         {"flow_t_min": 0.02, "flow_train_steps": 450}),
+                         {"flow.t_min": 0.02, "flow.train_steps": 450}),
     "tmin-0.005-anneal": ("t_min = 0.005 (sigma 0.025), cosine schedule sized to the budget (450 steps)",
-                          {"flow_t_min": 0.005, "flow_train_steps": 450}),
+                          {"flow.t_min": 0.005, "flow.train_steps": 450}),
     "tmin-0.002-anneal": ("t_min = 0.002 (sigma 0.013), cosine schedule sized to the budget (450 steps)",
-                          {"flow_t_min": 0.002, "flow_train_steps": 450}),
+                          {"flow.t_min": 0.002, "flow.train_steps": 450}),
     # further levers on top of the kept configuration (t_min 0.02, 450 annealed steps)
     "ntime2": ("tmin-0.02-anneal with two ELBO time draws per sample",
-               {"flow_t_min": 0.02, "flow_train_steps": 450, "flow_n_time": 2}),
+               {"flow.t_min": 0.02, "flow.train_steps": 450, "flow.n_time": 2}),
     "nz4": ("tmin-0.02-anneal with four flow draws per measurement (batch 8)",
-            {"flow_t_min": 0.02, "flow_train_steps": 450, "flow_n_z": 4, "flow_batch": 8}),
+            {"flow.t_min": 0.02, "flow.train_steps": 450, "flow.n_z": 4, "flow.batch_size": 8}),
     "wide": ("tmin-0.02-anneal with coupling width 64, patch 8",
-             {"flow_t_min": 0.02, "flow_train_steps": 450, "flow_hidden": 64, "flow_patch": 8}),
+             {"flow.t_min": 0.02, "flow.train_steps": 450, "flow.hidden": 64, "flow.patch": 8}),
 }
-"""Row name -> (what it changes, profile overrides on top of the cpu profile)."""
+"""Row name -> (what it changes, ``section.field`` overrides on top of the configuration: the cpu profile
+unless ``--profile`` / ``--config`` / ``--set`` say otherwise)."""
 
 
 def _score(posterior, y, op, x, n: int, seed: int, data_range: tuple[float, float] | None = None) -> dict[str, float]:
@@ -81,17 +82,18 @@ def _score(posterior, y, op, x, n: int, seed: int, data_range: tuple[float, floa
 
 
 def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Path, out: Path,
-            workload_name: str = "bunny-mnist", train_steps: int | None = None) -> dict[str, Any]:
+            workload_name: str = "bunny-mnist", train_steps: int | None = None, base: Config | None = None
+            ) -> dict[str, Any]:
     description, overrides = ROWS[name]
     if train_steps is not None:
-        overrides = {**overrides, "flow_train_steps": train_steps}
+        overrides = {**overrides, "flow.train_steps": train_steps}
         description = f"{description.split(',')[0].split(' (')[0]} ({train_steps}-step schedule)"
-    profile = get_profile("cpu", flow_minutes=minutes, **overrides)
-    workload = WORKLOADS[workload_name][0](profile)
+    config = apply_overrides(base or get_profile("cpu"), {"flow.minutes": minutes, **overrides})
+    workload = WORKLOADS[workload_name](config)
     device = torch.device("cpu")
-    prior = stage_prior(workload, profile, base_out, device=device, seed=0, progress=False)
+    prior = stage_prior(workload, config, base_out, device=device, progress=False)
     task = workload.tasks[0]
-    train, evals = stage_measurements(workload, task, profile, base_out, seed=0)
+    train, evals = stage_measurements(workload, task, config, base_out)
     held = evals["heldout"]
     folder = out / f"{name}-s{seed}"
     curve: list[dict[str, float]] = []
@@ -119,31 +121,32 @@ def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Pa
         return spent
 
     tic = time.perf_counter()
-    posterior = stage_flow(workload, task, profile, prior, train, folder, device=device, seed=seed, progress=False,
-                           observer=observer)
+    posterior = stage_flow(workload, task, apply_overrides(config, {"seed": seed}), prior, train, folder,
+                           device=device, progress=False, observer=observer)
     wall = time.perf_counter() - tic
     done = json.loads((folder / task.name / "complete").read_text())
-    scores = _score(posterior, held.y, held.operator, held.x, profile.n_posterior, seed, workload.data_range)
+    scores = _score(posterior, held.y, held.operator, held.x, config.eval.n_posterior, seed, workload.data_range)
     return {"row": name, "description": description, "overrides": overrides, "seed": seed,
             "train_minutes": done["seconds_last_invocation"] / 60, "train_steps": done["steps"],
             "skipped_steps": done.get("skipped", 0), "wall_minutes_this_call": wall / 60, **scores, "curve": curve}
 
 
-def references(base_out: Path, out: Path, n_dps: int, workload_name: str = "bunny-mnist") -> dict[str, Any]:
+def references(base_out: Path, out: Path, n_dps: int, workload_name: str = "bunny-mnist",
+               config: Config | None = None) -> dict[str, Any]:
     """The Gaussian posterior (mean and one exact draw) and harmonic interpolation (plain and
-    Tikhonov-smoothed) on every held-out measurement and DPS (the profile's steps) on the first
-    ``n_dps`` of them, with the same prior, cached in ``out``.
+    Tikhonov-smoothed) on every held-out measurement and DPS (the configuration's NFE) on the
+    first ``n_dps`` of them, with the same prior, cached in ``out``.
     DPS is taken from the benchmark's ``results.json`` in ``base_out`` when it ran on exactly
     these measurements."""
     cache = out / "references.json"
-    profile = get_profile("cpu")
+    config = config or get_profile("cpu")
     if cache.is_file():
         ref = json.loads(cache.read_text())
         if (ref.get("dps_measurements") == n_dps and ref.get("workload", "bunny-mnist") == workload_name
                 and "gaussian_mean" in ref):
             return ref
-    workload = WORKLOADS[workload_name][0](profile)
-    _, evals = stage_measurements(workload, workload.tasks[0], profile, base_out, seed=0)
+    workload = WORKLOADS[workload_name](config)
+    _, evals = stage_measurements(workload, workload.tasks[0], config, base_out)
     held = evals["heldout"]
     dr = workload.data_range
 
@@ -154,7 +157,7 @@ def references(base_out: Path, out: Path, n_dps: int, workload_name: str = "bunn
     est = harmonic.sample(held.y, held.operator, 1)[:, 0]
     ref: dict[str, Any] = {"workload": workload_name, "harmonic": psnr_of(est, held.x),
                            "measurements": int(held.x.shape[0]), "dps_measurements": n_dps}
-    gaussian = GaussianPosterior(stage_gaussian(workload, profile, base_out, device=torch.device("cpu")))
+    gaussian = GaussianPosterior(stage_gaussian(workload, config, base_out, device=torch.device("cpu")))
     mean, _ = gaussian.posterior_mean_std(held.y, held.operator)
     draw = gaussian.sample(held.y, held.operator, 1, generator=torch.Generator().manual_seed(0))[:, 0]
     ref.update(gaussian_mean=psnr_of(mean, held.x), gaussian_draw=psnr_of(draw, held.x))
@@ -175,8 +178,8 @@ def references(base_out: Path, out: Path, n_dps: int, workload_name: str = "bunn
             ref.update(dps=stored["psnr"], dps_seconds_per_sample=stored["seconds_per_sample"], dps_nfe=stored["nfe"],
                        dps_source=str(bench))
         else:
-            prior = stage_prior(workload, profile, base_out, device=torch.device("cpu"), seed=0, progress=False).eval()
-            dps = DPS(prior, steps=profile.dps_steps, zeta=profile.dps_zeta)
+            prior = stage_prior(workload, config, base_out, device=torch.device("cpu"), progress=False).eval()
+            dps = DPS(prior, steps=config.eval.dps_nfe, zeta=config.eval.dps_zeta)
             o = run_sampler(dps, y, op, n=1, batch_size=n_dps, generator=torch.Generator().manual_seed(0))
             ref.update(dps=psnr_of(o.first, x), dps_seconds_per_sample=o.seconds_per_sample, dps_nfe=o.nfe)
         est = harmonic.sample(y, op, 1)[:, 0]
@@ -234,11 +237,12 @@ def benchmark_row(base_out: Path) -> dict[str, Any] | None:
     data = json.loads(path.read_text())
     for e in data.get("evaluations") or [data]:
         if e["protocol"].get("evaluation") == "heldout":
-            cfg = e["config"]["profile"]
+            cfg = e["config"] if "flow" in e["config"] else from_legacy_profile(e["config"]["profile"])
             row = {"psnr_n1": e["methods"]["aps_n1"]["psnr"], "psnr_mean": e["methods"]["aps_n128"]["psnr"],
                    "coverage90": e["methods"]["aps_n128"].get("coverage90", float("nan")),
-                   "t_min": cfg["flow_t_min"], "schedule": cfg["flow_train_steps"], "steps": cfg["flow_train_steps"],
-                   "minutes": cfg["flow_minutes"], "seed": e["config"].get("seed", 0),
+                   "t_min": cfg["flow"]["t_min"], "schedule": cfg["flow"]["train_steps"],
+                   "steps": cfg["flow"]["train_steps"], "minutes": cfg["flow"]["minutes"],
+                   "seed": e["config"].get("seed", 0),
                    "script": path.parent.name}
             done = base_out / e["protocol"].get("task", "") / "complete"
             if e["protocol"].get("task") and done.is_file():
@@ -298,7 +302,8 @@ def write_table(results: list[dict[str, Any]], ref: dict[str, Any], out: Path,
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workload", choices=sorted(WORKLOADS), default="bunny-mnist")
+    p.add_argument("--workload", choices=ABLATED, default="bunny-mnist")
+    add_config_arguments(p)
     p.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget of each row")
@@ -312,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dps-measurements", type=int, default=16, help="held-out measurements DPS is run on (0: none)")
     p.add_argument("--table-only", action="store_true", help="rewrite the table and plot from ablation.json")
     args = p.parse_args(argv)
-    script = WORKLOADS[args.workload][1]
+    script = args.workload.replace("-", "_")
+    config = config_from_args(args)
     args.base_out = args.base_out or Path("runs") / script
     if args.out is None:
         args.out = Path("runs") / ("flow_ablation" if args.workload == "bunny-mnist" else f"flow_ablation-{script}")
@@ -320,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     previous: list[dict[str, Any]] = []
     if (args.out / "ablation.json").is_file():
         previous = json.loads((args.out / "ablation.json").read_text())["rows"]
-    ref = references(args.base_out, args.out, args.dps_measurements, args.workload)
+    ref = references(args.base_out, args.out, args.dps_measurements, args.workload, config)
     if args.table_only:
         write_table(previous, ref, args.out, benchmark_row(args.base_out))
         return
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             print(f"[{time.strftime('%H:%M:%S')}] row {name}, seed {seed}", flush=True)
             r = run_row(name, seed, args.minutes, args.curve_every, args.base_out, args.out, args.workload,
-                        args.train_steps)
+                        args.train_steps, config)
             previous = [q for q in previous if (q["row"], q["seed"]) != (name, seed)] + [r]
             print(f"    N=1 {r['psnr_n1']:.2f} dB, mean {r['psnr_mean']:.2f} dB, coverage {r['coverage90']:.3f}, "
                   f"{r['train_steps']} steps in {r['train_minutes']:.1f} min", flush=True)

@@ -17,4 +17,4 @@ if __name__ == "__main__":
     benchmark_main("image_restoration", image_restoration, description=__doc__,
                    # the iterative baselines (three tasks, two evaluation sets) dominate the 30-minute CPU
                    # budget here: 8 of the 32 measurements per set
-                   profile_defaults={"cpu": {"n_eval": 32, "baseline_eval": 8}})
+                   profile_defaults={"cpu": {"eval.n_eval": 32, "eval.baseline_eval": 8}})

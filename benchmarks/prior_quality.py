@@ -23,14 +23,15 @@ from pathlib import Path
 
 import torch
 
-from manifold_ps.benchmarking.pipeline import stage_prior
-from manifold_ps.benchmarking.profiles import PROFILES, get_profile
+from manifold_ps.benchmarking.pipeline import prior_record, stage_prior
 from manifold_ps.benchmarking.results import environment_versions
-from manifold_ps.benchmarking.workloads import bunny_mnist, sphere_temperature
+from manifold_ps.benchmarking.workloads import WORKLOADS
+from manifold_ps.config import add_config_arguments, config_from_args
 from manifold_ps.priors import bits_per_dim
 from manifold_ps.viz import plot_mesh_signal, plot_sphere_map
 
-BUILDERS = {"bunny-mnist": (bunny_mnist, "bunny_mnist"), "era5-imputation": (sphere_temperature, "era5_imputation")}
+MEASURED = ("bunny-mnist", "era5-imputation")
+"""The workloads whose priors this script measures."""
 
 
 def throughput(prior, data: torch.Tensor, batch: int, steps: int = 10) -> float:
@@ -64,8 +65,8 @@ def heldout_bits(prior, x: torch.Tensor, *, n_time: int, t_min: float, seed: int
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workload", choices=sorted(BUILDERS), default="bunny-mnist")
-    p.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    p.add_argument("--workload", choices=MEASURED, default="bunny-mnist")
+    add_config_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="default: runs/<workload script>")
     p.add_argument("--n-heldout", type=int, default=256)
     p.add_argument("--n-time", type=int, default=16, help="time draws per signal in the ELBO")
@@ -74,12 +75,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    build, script = BUILDERS[args.workload]
-    profile = get_profile(args.profile)
+    script = args.workload.replace("-", "_")
+    config = config_from_args(args)
     out = args.out or Path("runs") / script
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    workload = build(profile)
-    prior = stage_prior(workload, profile, out, device=device, seed=0, progress=not args.no_progress).eval()
+    workload = WORKLOADS[args.workload](config)
+    prior = stage_prior(workload, config, out, device=device, progress=not args.no_progress).eval()
 
     held = workload.eval_sets[0].x[: args.n_heldout].to(device)
     if held.shape[0] < args.n_heldout:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     shuffled = torch.stack([s[:, torch.randperm(s.shape[-1], generator=g).to(device)] for s in held])
     real_bpd, real_se = heldout_bits(prior, held, n_time=args.n_time, t_min=args.t_min, seed=2)
     shuf_bpd, shuf_se = heldout_bits(prior, shuffled, n_time=args.n_time, t_min=args.t_min, seed=2)
-    rate = throughput(prior, workload.prior_train.to(device), profile.prior_batch)
+    rate = throughput(prior, workload.prior_train.to(device), config.prior.batch_size)
 
     tic = time.perf_counter()
     samples = prior.sample(args.samples, steps=200, method="ddpm", generator=torch.Generator(device).manual_seed(3),
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     fig.savefig(out / "prior_samples.png", dpi=80)
 
     report = {
-        "workload": args.workload, "profile": args.profile, "device": str(device),
+        "workload": args.workload, "profile": config.profile, "device": str(device),
         "prior_parameters": sum(q.numel() for q in prior.parameters()),
         "network": type(prior.network).__name__,
         "train_samples_per_s": rate,
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         "heldout_bits_per_dim": real_bpd, "heldout_bits_per_dim_se": real_se,
         "shuffled_bits_per_dim": shuf_bpd, "shuffled_bits_per_dim_se": shuf_se,
         "seconds_per_prior_sample_200_steps": sample_s,
+        "config": prior_record(workload, config),
         "versions": environment_versions(),
     }
     (out / "prior_quality.json").write_text(json.dumps(report, indent=2))

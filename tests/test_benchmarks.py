@@ -61,7 +61,7 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
                     assert entry[f"diff_{ref}_low"] <= entry[f"diff_{ref}"] <= entry[f"diff_{ref}_high"], name
         assert ev["methods"]["aps_n1"]["nfe"] == 1 and ev["methods"]["gaussian_mean"]["nfe"] == 0
         assert 0 <= ev["methods"]["gaussian_mean"]["coverage90"] <= 1
-        assert ev["config"]["gaussian"]["ridge"] in ev["config"]["profile"]["gaussian_ridges"]
+        assert ev["config"]["gaussian"]["ridge"] in ev["config"]["eval"]["gaussian_ridges"]
         tuning = ev["config"]["tuning"]
         assert "disjoint from every evaluation set" in tuning["request"]["validation"]
         for name in set(ITERATIVE) & set(required):
@@ -90,16 +90,18 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
         import torch
 
         from manifold_ps.benchmarking.pipeline import stage_prior
-        from manifold_ps.benchmarking.profiles import get_profile
         from manifold_ps.benchmarking.workloads import bunny_mnist
+        from manifold_ps.config import apply_overrides, get_profile
 
-        stored = get_profile("smoke").prior_parameterization
-        other = get_profile("smoke", prior_parameterization="edm" if stored != "edm" else "x0")
-        with pytest.raises(ValueError, match="parameterisation.*delete"):
-            stage_prior(bunny_mnist(other), other, out, device=torch.device("cpu"), seed=0, progress=False)
-        # so is a stored flow trained with other flow settings (here the ELBO cutoff)
-        with pytest.raises(ValueError, match=r"other settings \(flow_t_min 0.03 -> 0.05\); delete"):
-            _run(script, out, monkeypatch, "--flow-t-min", "0.05", "--no-figures")
+        stored = get_profile("smoke").prior.parameterization
+        other = apply_overrides(get_profile("smoke"), {"prior.parameterization": "edm" if stored != "edm" else "x0"})
+        with pytest.raises(ValueError, match=rf"prior.parameterization '{stored}' -> .*delete .*prior"):
+            stage_prior(bunny_mnist(other), other, out, device=torch.device("cpu"), progress=False)
+        # so is a stored flow trained with other flow settings (here the ELBO cutoff), naming each one
+        with pytest.raises(ValueError, match=r"other settings \(flow.n_z 2 -> 3, flow.t_min 0.03 -> 0.05\); delete"):
+            _run(script, out, monkeypatch, "--flow-t-min", "0.05", "--set", "flow.n_z=3", "--no-figures")
+        # a budget or a longer schedule only extends the run: accepted
+        _run(script, out, monkeypatch, "--flow-minutes", "5", "--no-figures")
 
 
 def _sweep(out: Path, *extra: str) -> dict:

@@ -24,7 +24,7 @@ from ..operators import Operator
 from ..priors import DiffusionPrior, GaussianPrior
 from ..sampling import PosteriorSampler
 from .evaluate import run_sampler
-from .profiles import Profile
+from ..config import Config
 from .workloads import Task, Workload
 
 __all__ = ["stage_gaussian", "stage_tuning", "build_baselines", "tune_smoothing", "SLOW_BASELINES"]
@@ -53,28 +53,28 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 # -- the Gaussian baseline --------------------------------------------------------------------------------
-def stage_gaussian(workload: Workload, profile: Profile, out: Path, *, device: torch.device) -> GaussianPrior:
+def stage_gaussian(workload: Workload, config: Config, out: Path, *, device: torch.device) -> GaussianPrior:
     """Fit (or load) the Gaussian of the prior's training signals in ``out/gaussian/gaussian.pt``.
 
-    The ridge is chosen among ``profile.gaussian_ridges`` by the log-likelihood of the last
+    The ridge is chosen among ``config.eval.gaussian_ridges`` by the log-likelihood of the last
     ``gaussian_validation_fraction`` of the training signals under a fit to the rest; the chosen
     ridge is then refitted on all of them. Float64, like every exact posterior computed from it.
     """
     path = out / "gaussian" / "gaussian.pt"
     signals = workload.prior_train
-    settings = {"rank": profile.gaussian_rank, "ridges": list(profile.gaussian_ridges),
-                "validation_fraction": profile.gaussian_validation_fraction, "signals": int(signals.shape[0])}
+    settings = {"rank": config.eval.gaussian_rank, "ridges": list(config.eval.gaussian_ridges),
+                "validation_fraction": config.eval.gaussian_validation_fraction, "signals": int(signals.shape[0])}
     if path.is_file():
         prior = GaussianPrior.load(path, num_vertices=workload.geometry.num_vertices)
         _refuse_if_changed(prior.fit_info.get("settings", {}), settings, path)
         _log(f"gaussian: loaded {path} (rank {prior.rank}, ridge {prior.fit_info['ridge']:g})")
         return prior.to(device)
     tic = time.perf_counter()
-    n_val = max(1, int(round(profile.gaussian_validation_fraction * signals.shape[0])))
-    probe = GaussianPrior.fit(signals[:-n_val], rank=profile.gaussian_rank, ridge=profile.gaussian_ridges,
+    n_val = max(1, int(round(config.eval.gaussian_validation_fraction * signals.shape[0])))
+    probe = GaussianPrior.fit(signals[:-n_val], rank=config.eval.gaussian_rank, ridge=config.eval.gaussian_ridges,
                               validation=signals[-n_val:])
     ridge = float(probe.fit_info["ridge"])
-    prior = GaussianPrior.fit(signals, rank=profile.gaussian_rank, ridge=ridge)
+    prior = GaussianPrior.fit(signals, rank=config.eval.gaussian_rank, ridge=ridge)
     prior.fit_info.update(settings=settings, ridge_candidates=probe.fit_info.get("ridge_candidates", [ridge]),
                           validation_log_likelihood=probe.fit_info.get("validation_log_likelihood", []),
                           validation_signals=n_val, seconds=time.perf_counter() - tic)
@@ -116,8 +116,8 @@ def _grid_search(name: str, make: Callable[[dict[str, Any]], PosteriorSampler], 
     return {"chosen": {k: best[k] for k in grid[0]}, "grid": rows}
 
 
-def stage_tuning(workload: Workload, task: Task, profile: Profile, prior: DiffusionPrior, x: Tensor, y: Tensor,
-                 operator: Operator, out: Path, *, validation: str, seed: int) -> dict[str, Any]:
+def stage_tuning(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, x: Tensor, y: Tensor,
+                 operator: Operator, out: Path, *, validation: str) -> dict[str, Any]:
     """Choose every tunable baseline setting on validation measurements (or load the choice).
 
     Tuned: DPS's and MCG's step budget ``zeta * steps`` and ``clip_denoised`` (only where the
@@ -128,14 +128,13 @@ def stage_tuning(workload: Workload, task: Task, profile: Profile, prior: Diffus
     Args:
         workload: The workload (geometry, data range).
         task: The task (which baselines apply).
-        profile: Grids and step counts.
+        config: Grids and step counts (``config.eval``), the seed of the samplers' noise.
         prior: The diffusion prior of the iterative baselines.
         x: Clean validation signals ``(K, C, V)`` (only scored, never seen by a method).
         y: Their measurements.
         operator: Their operator.
         out: Run folder.
         validation: Human-readable name of the validation measurements.
-        seed: Seed of the samplers' noise.
 
     Returns:
         The tuning document (``{"validation": ..., "<baseline>": {"chosen": ..., "grid": ...}}``).
@@ -143,10 +142,10 @@ def stage_tuning(workload: Workload, task: Task, profile: Profile, prior: Diffus
     from ..baselines import DPS, MCG, REDDiff
 
     path = out / task.name / "tuning.json"
-    request = {"measurements": int(x.shape[0]), "validation": validation, "dps_steps": profile.dps_steps,
-               "reddiff_steps": profile.reddiff_steps, "zeta_budgets": list(profile.tune_zeta_budgets),
-               "reddiff_lrs": list(profile.tune_reddiff_lrs), "reddiff_lambdas": list(profile.tune_reddiff_lambdas),
-               "smoothings": list(profile.tune_smoothings), "data_range": workload.data_range, "seed": seed,
+    request = {"measurements": int(x.shape[0]), "validation": validation, "dps_steps": config.eval.dps_nfe,
+               "reddiff_steps": config.eval.reddiff_steps, "zeta_budgets": list(config.eval.tune_zeta_budgets),
+               "reddiff_lrs": list(config.eval.tune_reddiff_lrs), "reddiff_lambdas": list(config.eval.tune_reddiff_lambdas),
+               "smoothings": list(config.eval.tune_smoothings), "data_range": workload.data_range, "seed": config.seed,
                "baselines": list(task.baselines)}
     request = json.loads(json.dumps(request))  # tuples as lists, as stored
     if path.is_file():
@@ -159,28 +158,28 @@ def stage_tuning(workload: Workload, task: Task, profile: Profile, prior: Diffus
     _log(f"{task.name}: tuning baseline settings on {x.shape[0]} validation measurements ({validation})")
     clips = (False, True) if workload.data_range is not None else (False,)
     dr = workload.data_range
-    steps = profile.dps_steps
-    common = dict(x=x, y=y, operator=operator, data_range=dr, batch=profile.eval_batch, seed=seed)
+    steps = config.eval.dps_nfe
+    common = dict(x=x, y=y, operator=operator, data_range=dr, batch=config.eval.batch_size, seed=config.seed)
     for name, cls in (("dps", DPS), ("mcg", MCG)):
         if name in task.baselines:
-            grid = [{"zeta": b / steps, "clip_denoised": c} for b in profile.tune_zeta_budgets for c in clips]
+            grid = [{"zeta": b / steps, "clip_denoised": c} for b in config.eval.tune_zeta_budgets for c in clips]
             doc[name] = _grid_search(name, lambda s, cls=cls: cls(prior, steps=steps, zeta=s["zeta"],
                                                                   clip_denoised=s["clip_denoised"], data_range=dr),
                                      grid, **common)
     if "reddiff" in task.baselines:
-        grid = [{"lr": lr, "lambda_": lam} for lr in profile.tune_reddiff_lrs for lam in profile.tune_reddiff_lambdas]
-        doc["reddiff"] = _grid_search("reddiff", lambda s: REDDiff(prior, steps=profile.reddiff_steps, **s), grid,
+        grid = [{"lr": lr, "lambda_": lam} for lr in config.eval.tune_reddiff_lrs for lam in config.eval.tune_reddiff_lambdas]
+        doc["reddiff"] = _grid_search("reddiff", lambda s: REDDiff(prior, steps=config.eval.reddiff_steps, **s), grid,
                                       **common)
     if "harmonic" in task.baselines:
-        weight = tune_smoothing(workload, x, y, operator, profile.tune_smoothings)
-        doc["harmonic_tikhonov"] = {"chosen": {"smoothing": weight}, "grid": list(profile.tune_smoothings)}
+        weight = tune_smoothing(workload, x, y, operator, config.eval.tune_smoothings)
+        doc["harmonic_tikhonov"] = {"chosen": {"smoothing": weight}, "grid": list(config.eval.tune_smoothings)}
     doc["seconds"] = time.perf_counter() - tic
     _write_json(path, doc)
     _log(f"{task.name}: tuning took {doc['seconds'] / 60:.1f} min (not counted in the benchmark's budget)")
     return doc
 
 
-def build_baselines(workload: Workload, task: Task, profile: Profile, prior: DiffusionPrior,
+def build_baselines(workload: Workload, task: Task, config: Config, prior: DiffusionPrior,
                     tuned: dict[str, Any] | None = None, gaussian: GaussianPrior | None = None
                     ) -> dict[str, PosteriorSampler]:
     """The baselines that apply to the task, with the validation-tuned settings where given.
@@ -203,15 +202,15 @@ def build_baselines(workload: Workload, task: Task, profile: Profile, prior: Dif
                 out["gaussian"] = GaussianPosterior(gaussian)
         elif name in ("dps", "mcg"):
             cls = DPS if name == "dps" else MCG
-            out[name] = cls(prior, steps=profile.dps_steps, data_range=dr,
-                            **({"zeta": profile.dps_zeta} | chosen(name)))
+            out[name] = cls(prior, steps=config.eval.dps_nfe, data_range=dr,
+                            **({"zeta": config.eval.dps_zeta} | chosen(name)))
         elif name == "harmonic":
             out["harmonic"] = HarmonicInterpolation(workload.geometry)
             smoothing = chosen("harmonic_tikhonov").get("smoothing", 0.0)
             if smoothing > 0:
                 out["harmonic_tikhonov"] = HarmonicInterpolation(workload.geometry, smoothing=smoothing)
         elif name == "reddiff":
-            out["reddiff"] = REDDiff(prior, steps=profile.reddiff_steps, **chosen("reddiff"))
+            out["reddiff"] = REDDiff(prior, steps=config.eval.reddiff_steps, **chosen("reddiff"))
         elif name == "tweedie":
             out["tweedie"] = TweedieDenoiser(prior)
         else:

@@ -3,6 +3,9 @@
 Every stage writes into ``out`` and is skipped or resumed on a rerun (Ctrl-C, then the same
 command): the prior and the flows resume from their checkpoints, the measurements are generated
 once with a fixed seed and stored, and the evaluation is recomputed from the stored samplers.
+Each training stage writes its resolved configuration to ``config.json`` in its folder and a
+rerun whose result-changing settings differ from it is refused (:func:`~manifold_ps.config.check_same_run`).
+The command line (``manifold-ps train-prior``) runs the same :func:`stage_prior`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._files import atomic_open
+from ..config import Config, check_same_run, read_config, write_config
+from ..config._legacy import legacy_flow_settings
 from ..flows import AdjointFill, AmortizedPosterior, ConditionalRealNVP, HarmonicFill, condition_channels
 from ..flows import prepare_data, train_amortized
 from ..operators import Inpainting, Operator, operator_from_config
@@ -25,12 +31,12 @@ from ..priors import DiffusionPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
 from .baselines import SLOW_BASELINES, build_baselines, stage_gaussian, stage_tuning, tune_smoothing
 from .evaluate import SamplerOutput, add_paired_differences, run_sampler, score_estimate
-from .profiles import Profile
 from .results import BenchmarkResults, MethodResult, environment_versions, write_results
-from .workloads import EvalSet, Task, Workload
+from .workloads import Task, Workload
 
 __all__ = ["run_workload", "stage_prior", "stage_measurements", "stage_flow", "build_baselines", "tune_smoothing",
-           "score_posterior", "stage_gaussian", "stage_tuning"]
+           "score_posterior", "prior_record", "flow_record", "stage_gaussian", "stage_tuning",
+           "validation_measurements"]
 
 
 def _log(msg: str) -> None:
@@ -53,40 +59,62 @@ def _deadline_callback(minutes: float | None, observer: Callable[..., float | No
     return callback
 
 
+def _resume_or_load(folder: Path, done: Path, record: dict[str, Any], unresolved: dict[str, Any],
+                    section: str) -> tuple[bool, dict[str, Any] | None]:
+    """Compare ``folder/config.json`` with the requested ``record`` (refusing a difference) and say
+    whether the finished result in ``done`` can be loaded as is (else train or resume; a larger
+    ``train_steps`` extends a finished run). Returns ``(load, stored record or None)``."""
+    stored = read_config(folder / "config.json")
+    if stored is not None:
+        check_same_run(stored, record, folder, unresolved=unresolved)
+    finished = done.is_file() and (folder / "complete").is_file()
+    grows = stored is not None and stored[section]["train_steps"] < record[section]["train_steps"]
+    if not (finished and not grows):
+        write_config(folder / "config.json", record)
+    return finished and not grows, stored
+
+
 # -- stage 1: the prior --------------------------------------------------------------------------------
-def stage_prior(workload: Workload, profile: Profile, out: Path, *, device: torch.device, seed: int,
-                progress: bool) -> DiffusionPrior:
-    """Train (or resume, or load) the workload's diffusion prior in ``out/prior``."""
-    folder = out / "prior"
+def prior_record(workload: Workload, config: Config) -> dict[str, Any]:
+    """The resolved settings of a workload's prior, as written to ``prior/config.json``."""
+    return {"workload": workload.name, "profile": config.profile, "seed": config.seed,
+            "prior": asdict(config.prior.resolved())}
+
+
+def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.device, progress: bool,
+                folder: Path | None = None, tensorboard: bool = False) -> DiffusionPrior:
+    """Train (or resume, or load) the workload's diffusion prior in ``folder`` (default ``out/prior``).
+
+    ``manifold-ps train-prior`` runs this stage too (with ``folder`` its ``--out``).
+    """
+    folder = out / "prior" if folder is None else folder
     done = folder / "prior.pt"
-    if done.is_file() and (folder / "complete").is_file():
+    record = prior_record(workload, config)
+    load, stored = _resume_or_load(folder, done, record, {"prior": asdict(config.prior)}, "prior")
+    if load:
         _log(f"prior: loading {done}")
         prior = DiffusionPrior.load(done, geometry=workload.geometry, map_location=device)
-        network = {"mlp": "MLPDenoiser", "unet": "UNet1d"}[profile.prior_network]
-        found = (type(prior.network).__name__, prior.parameterization)
-        if found != (network, profile.prior_parameterization):
-            raise ValueError(
-                f"{done} holds a {found[0]} prior with {found[1]!r} parameterisation, but the {profile.name!r} "
-                f"profile asks for {network} with {profile.prior_parameterization!r}; delete {folder} to retrain "
-                "or pass another --out")
+        if stored is None:  # written before config.json existed: check what the file itself says
+            network = {"mlp": "MLPDenoiser", "unet": "UNet1d"}[config.prior.network]
+            found = (type(prior.network).__name__, prior.parameterization)
+            if found != (network, config.prior.parameterization):
+                raise ValueError(
+                    f"{done} holds a {found[0]} prior with {found[1]!r} parameterisation, but the configuration "
+                    f"asks for {network} with {config.prior.parameterization!r}; delete {folder} to retrain "
+                    "or pass another --out")
         return prior
-    torch.manual_seed(seed)
+    torch.manual_seed(config.seed)
     # The prototype's MLP had to be wider than the signal to pass the identity through with
     # eps-prediction; the EDM skip connection of DiffusionPrior does that, so the preset width
     # (2048) also serves the 4140-vertex sphere.
-    prior = build_prior(workload.geometry, channels=workload.channels, preset=profile.prior_preset,
-                        network=profile.prior_network, parameterization=profile.prior_parameterization)
+    prior = build_prior(workload.geometry, channels=workload.channels, **config.prior.network_kwargs())
     _log(f"prior: training {sum(p.numel() for p in prior.parameters()) / 1e6:.1f}M parameters on "
-         f"{workload.prior_train.shape[0]} signals for {profile.prior_steps} steps"
-         + (f" (cap {profile.prior_minutes:g} min)" if profile.prior_minutes else ""))
+         f"{workload.prior_train.shape[0]} signals for {config.prior.train_steps} steps"
+         + (f" (cap {config.prior.minutes:g} min)" if config.prior.minutes else ""))
     tic = time.perf_counter()
-    trained = train_prior(prior, workload.prior_train, out_dir=folder, steps=profile.prior_steps,
-                          batch_size=profile.prior_batch, lr=profile.prior_lr, seed=seed, device=device,
-                          warmup_steps=min(200, profile.prior_steps // 10), lr_schedule="cosine",
-                          ema_decay=0.999 if profile.prior_steps >= 1000 else 0.9, progress=progress,
-                          checkpoint_every=max(1, min(500, profile.prior_steps)),
-                          callback=_deadline_callback(profile.prior_minutes),
-                          config={"workload": workload.name, "profile": profile.to_dict()})
+    trained = train_prior(prior, workload.prior_train, out_dir=folder, seed=config.seed, device=device,
+                          progress=progress, tensorboard=tensorboard, callback=_deadline_callback(config.prior.minutes),
+                          config={"run": record}, **config.prior.trainer_kwargs())
     (folder / "complete").write_text(json.dumps({"seconds_last_invocation": time.perf_counter() - tic}))
     return trained.to(device).eval()
 
@@ -115,12 +143,12 @@ def _simulate(task: Task, x: Tensor, generator: torch.Generator) -> Measured:
     return Measured(x, op(x, generator=generator), op)
 
 
-def stage_measurements(workload: Workload, task: Task, profile: Profile, out: Path, *, seed: int
+def stage_measurements(workload: Workload, task: Task, config: Config, out: Path
                        ) -> tuple[Measured, dict[str, Measured]]:
-    """Simulate (once, seeded) or load the task's training and evaluation measurements.
+    """Simulate (once, seeded with ``config.seed``) or load the task's training and evaluation measurements.
 
     Returns:
-        ``(train, evals)`` where ``evals`` maps ``"paper"`` (the first ``n_eval`` training
+        ``(train, evals)`` where ``evals`` maps ``"paper"`` (the first ``eval.n_eval`` training
         measurements: the flow is evaluated on what it trained on) and each eval set's name.
     """
     path = out / task.name / "measurements.pt"
@@ -130,98 +158,89 @@ def stage_measurements(workload: Workload, task: Task, profile: Profile, out: Pa
             raise ValueError(f"{path} was made for another geometry; delete it or use another --out")
         sets = {k: Measured(v["x"], v["y"], operator_from_config(v["operator"])) for k, v in blob["sets"].items()}
     else:
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(config.seed)
         sets = {"train": _simulate(task, workload.flow_train, g)}
         for ev in workload.eval_sets:
             sets[ev.name] = _simulate(task, ev.x, g)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        blob = {"seed": seed, "fingerprint": workload.geometry.fingerprint(),
+        blob = {"seed": config.seed, "fingerprint": workload.geometry.fingerprint(),
                 "sets": {k: {"x": m.x, "y": m.y, "operator": m.operator.config()} for k, m in sets.items()}}
-        tmp = path.with_suffix(".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(path)
+        with atomic_open(path) as fh:
+            torch.save(blob, fh)
     train = sets.pop("train")
     for ev in workload.eval_sets:
         if ev.name in sets:
             sets[ev.name].groups = ev.groups
-    n = min(profile.n_eval, train.x.shape[0])
+    n = min(config.eval.n_eval, train.x.shape[0])
     evals = {"paper": train.subset(torch.arange(n))}
     evals.update(sets)
     return train, evals
 
 
-def validation_measurements(train: Measured, profile: Profile) -> Measured:
+def validation_measurements(train: Measured, config: Config) -> Measured:
     """The flow-training measurements ``n_eval .. n_eval + tune_measurements``: never evaluated."""
-    start = min(profile.n_eval, train.x.shape[0])
-    stop = min(start + profile.tune_measurements, train.x.shape[0])
+    start = min(config.eval.n_eval, train.x.shape[0])
+    stop = min(start + config.eval.tune_measurements, train.x.shape[0])
     return train.subset(torch.arange(start, stop))
 
 
 # -- stage 3: the amortized flow ------------------------------------------------------------------------
-def _new_posterior(workload: Workload, task: Task, profile: Profile, prior: DiffusionPrior, train: Measured,
-                   seed: int) -> AmortizedPosterior:
+def flow_record(workload: Workload, task: Task, config: Config) -> dict[str, Any]:
+    """The resolved settings of a task's flow, as written to ``<task>/config.json``."""
+    return {"workload": workload.name, "task": task.name, "measurements": dict(task.description),
+            "profile": config.profile, "seed": config.seed, "flow": asdict(config.flow.resolved())}
+
+
+def _new_posterior(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured,
+                   record: dict[str, Any]) -> AmortizedPosterior:
     reconstruct: Any = None
     if task.reconstruct == "harmonic":
         reconstruct = HarmonicFill.from_geometry(workload.geometry)
     elif task.reconstruct == "adjoint":
         reconstruct = AdjointFill()
-    _, evecs = workload.geometry.eigenbasis(9)
+    _, evecs = workload.geometry.eigenbasis(config.flow.geometry_features + 1)
     cond = condition_channels(workload.channels, train.operator, condition=task.condition,
                               reconstruct=reconstruct is not None)
-    flow = ConditionalRealNVP(
-        workload.channels, prior.layout, cond, steps=profile.flow_steps, hidden=profile.flow_hidden,
-        blocks=profile.flow_blocks, patch=profile.flow_patch, context_channels=profile.flow_context, encoder_hidden=profile.flow_encoder_hidden,
-        geometry_features=evecs[:, 1:].to(torch.get_default_dtype()), init_scale=profile.flow_init_scale, seed=seed,
-    )
+    flow = ConditionalRealNVP(workload.channels, prior.layout, cond, **config.flow.network_kwargs(),
+                              geometry_features=evecs[:, 1:].to(torch.get_default_dtype()), seed=config.seed)
     op_cfg = {k: v for k, v in train.operator.config().items() if k != "mask"}
     return AmortizedPosterior(flow, condition=task.condition, reconstruct=reconstruct,
                               operator_config={**op_cfg, **task.description}, normalisation=workload.normalisation,
                               fingerprint=workload.geometry.fingerprint(),
-                              metadata={"workload": workload.name, "task": task.name, "profile": profile.name,
-                                        "flow_settings": _flow_settings(profile)})
+                              metadata={"workload": workload.name, "task": task.name, "profile": config.profile,
+                                        "config": record})
 
 
-def _flow_settings(profile: Profile) -> dict[str, Any]:
-    """The profile fields that shape a trained flow (all ``flow_*`` but the minutes budget)."""
-    return {k: v for k, v in profile.to_dict().items() if k.startswith("flow_") and k != "flow_minutes"}
-
-
-def stage_flow(workload: Workload, task: Task, profile: Profile, prior: DiffusionPrior, train: Measured, out: Path,
-               *, device: torch.device, seed: int, progress: bool,
+def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured, out: Path,
+               *, device: torch.device, progress: bool,
                observer: Callable[[Any, int, dict[str, float]], float | None] | None = None) -> AmortizedPosterior:
     """Distil the prior into the task's amortized flow (or resume / load it) in ``out/<task>``.
 
     ``observer(trainer, step, logs)`` is called after every step (e.g. to score the flow during
-    training); the seconds it returns are not counted against ``profile.flow_minutes``.
+    training); the seconds it returns are not counted against ``config.flow.minutes``.
     """
     folder = out / task.name
     done = folder / "posterior.pt"
-    if done.is_file() and (folder / "complete").is_file():
+    record = flow_record(workload, task, config)
+    load, stored = _resume_or_load(folder, done, record, {"flow": asdict(config.flow)}, "flow")
+    if load:
         _log(f"{task.name}: loading {done}")
-        stored = AmortizedPosterior.load(done, fingerprint=workload.geometry.fingerprint())
-        had = stored.metadata.get("flow_settings")
-        want = _flow_settings(profile)
-        if had is not None and had != want:
-            diff = ", ".join(f"{k} {had.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(had) | set(want))
-                             if had.get(k) != want.get(k))
-            raise ValueError(f"the flow in {folder} was trained with other settings ({diff}); "
-                             f"delete {folder} to retrain it, or use another --out")
-        return stored.to(device).eval()
-    posterior = _new_posterior(workload, task, profile, prior, train, seed).to(device)
+        posterior = AmortizedPosterior.load(done, fingerprint=workload.geometry.fingerprint())
+        legacy = posterior.metadata.get("flow_settings")
+        if stored is None and legacy is not None:  # written before config.json existed
+            had = legacy_flow_settings(legacy)
+            check_same_run(had, {"flow": {k: record["flow"][k] for k in had["flow"]}}, folder)
+        return posterior.to(device).eval()
+    posterior = _new_posterior(workload, task, config, prior, train, record).to(device)
     data = prepare_data(posterior, train.y.to(device), train.operator.to(device))
-    _log(f"{task.name}: distilling into a {profile.flow_steps}-step flow "
+    flow = config.flow
+    _log(f"{task.name}: distilling into a {flow.layers}-layer flow "
          f"({sum(p.numel() for p in posterior.parameters()) / 1e6:.2f}M parameters) on {train.y.shape[0]} measurements "
-         f"for {profile.flow_train_steps} steps" + (f" (cap {profile.flow_minutes:.3g} min)" if profile.flow_minutes else ""))
+         f"for {flow.train_steps} steps" + (f" (cap {flow.minutes:.3g} min)" if flow.minutes else ""))
     tic = time.perf_counter()
-    steps = profile.flow_train_steps
     trainer = train_amortized(
-        posterior, prior, train.y, train.operator, out_dir=folder, data=data, n_z=profile.flow_n_z,
-        t_min=profile.flow_t_min, n_time=profile.flow_n_time, batch_size=min(profile.flow_batch, train.y.shape[0]), max_steps=steps,
-        lr=profile.flow_lr, seed=seed, warmup_steps=min(100, steps // 10), lr_schedule="cosine", grad_clip=1.0,
-        ema_decay=0.999 if steps >= 1000 else 0.9, spike_guard=10.0, checkpoint_every=max(1, min(250, steps)),
-        log_every=max(1, min(50, steps)), progress=progress, device=device,
-        config={"workload": workload.name, "task": task.name, "profile": profile.to_dict()},
-        callback=_deadline_callback(profile.flow_minutes, observer),
+        posterior, prior, train.y, train.operator, out_dir=folder, data=data, seed=config.seed, progress=progress,
+        device=device, config={"run": record}, callback=_deadline_callback(flow.minutes, observer),
+        **flow.trainer_kwargs(train.y.shape[0]),
     )
     final = trainer.ema_model.eval()
     final.metadata["train_steps"] = trainer.step
@@ -233,31 +252,31 @@ def stage_flow(workload: Workload, task: Task, profile: Profile, prior: Diffusio
 
 
 # -- stage 4: evaluation ---------------------------------------------------------------------------------
-def _evaluate_set(workload: Workload, profile: Profile, posterior: AmortizedPosterior,
-                  baselines: dict[str, PosteriorSampler], m: Measured, *, device: torch.device, seed: int,
-                  slow: bool, figures: Path | None) -> dict[str, MethodResult]:
-    g = torch.Generator(device).manual_seed(seed + 7)
+def _evaluate_set(workload: Workload, config: Config, posterior: AmortizedPosterior,
+                  baselines: dict[str, PosteriorSampler], m: Measured, *, device: torch.device, slow: bool,
+                  figures: Path | None) -> dict[str, MethodResult]:
+    g = torch.Generator(device).manual_seed(config.seed + config.eval.seed_offset)
     x, y, op = m.x.to(device), m.y.to(device), m.operator.to(device)
     results: dict[str, MethodResult] = {}
     outputs: dict[str, Any] = {}
     score = dict(image_shape=workload.image_shape, data_range=workload.data_range, groups=m.groups,
                  observed=op.mask.expand(x.shape[0], -1) if isinstance(op, Inpainting) else None)
 
-    flow_scores, outputs["aps"] = score_posterior(posterior, x, y, op, n_posterior=profile.n_posterior,
-                                                  batch_size=profile.eval_batch, generator=g, **score)
+    flow_scores, outputs["aps"] = score_posterior(posterior, x, y, op, n_posterior=config.eval.n_posterior,
+                                                  batch_size=config.eval.batch_size, generator=g, **score)
     results.update(flow_scores)
-    n_base = x.shape[0] if profile.baseline_eval is None else min(profile.baseline_eval, x.shape[0])
+    n_base = x.shape[0] if config.eval.baseline_eval is None else min(config.eval.baseline_eval, x.shape[0])
     for name, sampler in baselines.items():
         if name in SLOW_BASELINES and not slow:
             continue
         if name == "gaussian":
-            scores, outputs[name] = _score_gaussian(sampler, x, y, op, profile, g, score)
+            scores, outputs[name] = _score_gaussian(sampler, x, y, op, config, g, score)
             results.update(scores)
             continue
         n = n_base if name in SLOW_BASELINES else x.shape[0]
         sub = torch.arange(n, device=device)
         _log(f"  {name} on {n} measurements")
-        out = run_sampler(sampler, y[sub], op.select(sub.cpu()), n=1, batch_size=profile.eval_batch, generator=g)
+        out = run_sampler(sampler, y[sub], op.select(sub.cpu()), n=1, batch_size=config.eval.batch_size, generator=g)
         sub_score = dict(score, groups=None if m.groups is None else m.groups[:n],
                          observed=None if score["observed"] is None else score["observed"][:n])
         results[name] = score_estimate(out.first, x[sub], seconds_per_sample=out.seconds_per_sample, nfe=out.nfe,
@@ -269,16 +288,17 @@ def _evaluate_set(workload: Workload, profile: Profile, posterior: AmortizedPost
     return results
 
 
-def _score_gaussian(sampler: Any, x: Tensor, y: Tensor, op: Operator, profile: Profile, g: torch.Generator,
+def _score_gaussian(sampler: Any, x: Tensor, y: Tensor, op: Operator, config: Config, g: torch.Generator,
                     score: dict[str, Any]) -> tuple[dict[str, MethodResult], SamplerOutput]:
     """``gaussian_draw`` (one exact draw) and ``gaussian_mean`` (the closed-form mean, with the
     exact std and the coverage of ``n_posterior`` draws)."""
     _log(f"  gaussian posterior on {x.shape[0]} measurements")
-    many = run_sampler(sampler, y, op, n=profile.n_posterior, batch_size=profile.eval_batch, keep=profile.n_posterior,
+    batch = config.eval.batch_size
+    many = run_sampler(sampler, y, op, n=config.eval.n_posterior, batch_size=batch, keep=config.eval.n_posterior,
                        generator=g)
     means, stds, seconds = [], [], 0.0
-    for start in range(0, y.shape[0], profile.eval_batch):
-        idx = torch.arange(start, min(start + profile.eval_batch, y.shape[0]))
+    for start in range(0, y.shape[0], batch):
+        idx = torch.arange(start, min(start + batch, y.shape[0]))
         mean, std = sampler.posterior_mean_std(y[idx.to(y.device)], op.select(idx))
         means.append(mean)
         stds.append(std)
@@ -352,9 +372,10 @@ def _figures(workload: Workload, m: Measured, outputs: dict[str, Any], folder: P
         fig.savefig(folder / f"{name}.png", dpi=80)
 
 
-def run_workload(workload: Workload, profile: Profile, out: str | Path, *, device: str | torch.device | None = None,
-                 seed: int = 0, progress: bool = True, figures: bool = True) -> dict[str, Any]:
-    """Run every stage of a workload and write ``results.json`` / ``results.md`` into ``out``.
+def run_workload(workload: Workload, config: Config, out: str | Path, *, device: str | torch.device | None = None,
+                 progress: bool = True, figures: bool = True) -> dict[str, Any]:
+    """Run every stage of a workload and write ``results.json`` / ``results.md`` (and the resolved
+    configuration, ``config.json``) into ``out``.
 
     Returns:
         The written results document.
@@ -372,42 +393,44 @@ def run_workload(workload: Workload, profile: Profile, out: str | Path, *, devic
         _log(f"stage {name}: {stages[name]:.0f} s")
         return result
 
-    prior = timed_stage("prior", lambda: stage_prior(workload, profile, out, device=dev, seed=seed, progress=progress))
+    prior = timed_stage("prior", lambda: stage_prior(workload, config, out, device=dev, progress=progress))
     gaussian = None
     if any("gaussian" in t.baselines for t in workload.tasks):
-        gaussian = timed_stage("gaussian", lambda: stage_gaussian(workload, profile, out, device=dev))
+        gaussian = timed_stage("gaussian", lambda: stage_gaussian(workload, config, out, device=dev))
     evaluations: list[BenchmarkResults] = []
+    resolved = config.resolved().to_dict()
     set_info = {ev.name: ev for ev in workload.eval_sets}
     shares = sum(t.flow_share for t in workload.tasks)
     for task in workload.tasks:
-        train, evals = stage_measurements(workload, task, profile, out, seed=seed)
-        task_profile = profile if profile.flow_minutes is None else replace(
-            profile, flow_minutes=profile.flow_minutes * task.flow_share / shares)
+        train, evals = stage_measurements(workload, task, config, out)
+        minutes = config.flow.minutes
+        task_config = config if minutes is None else replace(
+            config, flow=replace(config.flow, minutes=minutes * task.flow_share / shares))
         posterior = timed_stage(f"{task.name}/flow", lambda: stage_flow(
-            workload, task, task_profile, prior, train, out, device=dev, seed=seed, progress=progress))
-        val = validation_measurements(train, profile)
-        validation = (f"flow-training measurements {profile.n_eval}-{profile.n_eval + val.x.shape[0] - 1} "
+            workload, task, task_config, prior, train, out, device=dev, progress=progress))
+        val = validation_measurements(train, config)
+        validation = (f"flow-training measurements {config.eval.n_eval}-{config.eval.n_eval + val.x.shape[0] - 1} "
                       f"({workload.flow_dataset}; disjoint from every evaluation set)")
         tuned: dict[str, Any] = {}
-        if profile.tune_measurements > 0 and val.x.shape[0] > 0:
+        if config.eval.tune_measurements > 0 and val.x.shape[0] > 0:
             tuned = timed_stage(f"{task.name}/tuning", lambda: stage_tuning(
-                workload, task, profile, prior, val.x.to(dev), val.y.to(dev), val.operator.to(dev), out,
-                validation=validation, seed=seed))
-        baselines = build_baselines(workload, task, profile, prior, tuned, gaussian)
+                workload, task, config, prior, val.x.to(dev), val.y.to(dev), val.operator.to(dev), out,
+                validation=validation))
+        baselines = build_baselines(workload, task, config, prior, tuned, gaussian)
         for set_name, m in evals.items():
             _log(f"{task.name}: evaluating on '{set_name}' ({m.x.shape[0]} measurements)")
             # the iterative baselines never see measurements while training: the paper protocol
             # (the flow's own training measurements) tells nothing new about them
             slow = set_name != "paper"
             methods = timed_stage(f"{task.name}/evaluate {set_name}", lambda: _evaluate_set(
-                workload, profile, posterior, baselines, m, device=dev, seed=seed, slow=slow,
+                workload, config, posterior, baselines, m, device=dev, slow=slow,
                 figures=(out / "figures" / task.name / set_name) if figures else None))
             ev = set_info.get(set_name)
             protocol = {
                 "task": task.name, **task.description,
                 "evaluation": "paper (flow trained on these measurements)" if set_name == "paper" else set_name,
                 "dataset": workload.flow_dataset if ev is None else ev.dataset,
-                "measurements": int(m.x.shape[0]), "n_posterior": profile.n_posterior,
+                "measurements": int(m.x.shape[0]), "n_posterior": config.eval.n_posterior,
                 "blind": task.condition == "measurement",
                 "scoring": ("estimates projected onto the guaranteed range "
                             f"{list(workload.data_range)}; raw PSNR beside it" if workload.data_range is not None
@@ -418,21 +441,22 @@ def run_workload(workload: Workload, profile: Profile, out: str | Path, *, devic
                 protocol["fields"] = int(m.groups.unique().numel())
             if not slow:
                 protocol["iterative_baselines"] = "evaluated on the held-out sets only"
-            if profile.baseline_eval is not None and profile.baseline_eval < m.x.shape[0]:
-                protocol["baseline_measurements"] = int(profile.baseline_eval)
+            if config.eval.baseline_eval is not None and config.eval.baseline_eval < m.x.shape[0]:
+                protocol["baseline_measurements"] = int(config.eval.baseline_eval)
             if ev is not None and ev.note:
                 protocol["note"] = ev.note
             evaluations.append(BenchmarkResults(
-                workload=workload.name, profile=profile.name, device=_device_name(dev), protocol=protocol,
-                methods=methods, config={"profile": profile.to_dict(), "seed": seed, "notes": workload.notes,
-                                         "tuning": tuned, "gaussian": None if gaussian is None else gaussian.fit_info},
+                workload=workload.name, profile=config.profile, device=_device_name(dev), protocol=protocol,
+                methods=methods, config={**resolved, "notes": workload.notes, "tuning": tuned,
+                                         "gaussian": None if gaussian is None else gaussian.fit_info},
                 versions=environment_versions()))
     total = time.perf_counter() - tic
     tuning = sum(v for k, v in stages.items() if k.endswith("/tuning"))
     timings = {"stages_s": stages, "total_s": total, "tuning_s": tuning, "budgeted_s": total - tuning}
+    write_config(out / "config.json", {"workload": workload.name, **resolved})
     for e in evaluations:
         e.config["timings"] = timings
-    doc = write_results(evaluations, out, title=f"{workload.name} ({profile.name} profile)")
+    doc = write_results(evaluations, out, title=f"{workload.name} ({config.profile} profile)")
     with open(out / "results.md", "a") as fh:
         if workload.notes:
             fh.write("\n" + "\n".join(f"> {n}" for n in workload.notes) + "\n")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .._files import atomic_write
 
 __all__ = [
     "MethodResult",
@@ -197,13 +197,6 @@ def write_results(evaluations: list[BenchmarkResults], out_dir: str | Path, *, t
     doc = dict(docs[0])
     doc["evaluations"] = docs
     md = "\n\n".join([f"# {title}"] + [e.to_markdown() for e in evaluations]) + "\n"
-    _atomic_write(out / "results.json", json.dumps(doc, indent=2, sort_keys=False))
-    _atomic_write(out / "results.md", md)
+    atomic_write(out / "results.json", json.dumps(doc, indent=2, sort_keys=False))
+    atomic_write(out / "results.md", md)
     return doc
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -15,10 +15,11 @@ import torch
 from torch import Tensor
 
 from ..geometry import Geometry, ImageGrid, Mesh, SphereGrid
-from ..operators import Inpainting, Operator, RandomInpainting
-from .profiles import Profile
+from ..operators import Operator, RandomInpainting
+from ..config import Config
 
-__all__ = ["EvalSet", "Task", "Workload", "bunny_mnist", "sphere_temperature", "image_restoration"]
+__all__ = ["EvalSet", "Task", "Workload", "bunny_mnist", "sphere_temperature", "image_restoration", "WORKLOADS",
+           "get_workload"]
 
 OperatorFactory = Callable[[int, torch.Generator], Operator]
 
@@ -65,8 +66,8 @@ class Task:
         condition: What the flow sees: ``"operator"`` (y and the operator's features) or
             ``"measurement"`` (y only: blind mode).
         baselines: Which baselines apply (``dps``, ``mcg``, ``harmonic``, ``reddiff``, ``tweedie``).
-        flow_share: Relative share of the profile's flow-training minutes (the workload's tasks
-            split ``Profile.flow_minutes`` in these proportions).
+        flow_share: Relative share of the configuration's flow-training minutes (the workload's tasks
+            split ``FlowConfig.minutes`` in these proportions).
     """
 
     name: str
@@ -132,7 +133,7 @@ def _take(x: Tensor, n: int | None) -> Tensor:
     return x if n is None else x[: min(n, x.shape[0])]
 
 
-def bunny_mnist(profile: Profile, *, root: Any = None, missing: float = 0.3, sigma: float = 0.1,
+def bunny_mnist(config: Config, *, root: Any = None, missing: float = 0.3, sigma: float = 0.1,
                 masks_per_digit: int = 2) -> Workload:
     """MNIST digits painted on the 1889-vertex Stanford bunny; 30% of the vertices masked.
 
@@ -144,9 +145,9 @@ def bunny_mnist(profile: Profile, *, root: Any = None, missing: float = 0.3, sig
     from ..datasets import BunnyMNIST, bunny_path
 
     geometry = Mesh.from_file(bunny_path("res3", root=root))
-    n_digits = max(1, profile.n_eval // masks_per_digit)
-    train = BunnyMNIST(geometry.positions, "train", root=root, num_samples=profile.prior_train_size).signals
-    n_flow = 10_000 - n_digits if profile.flow_train_size is None else profile.flow_train_size
+    n_digits = max(1, config.eval.n_eval // masks_per_digit)
+    train = BunnyMNIST(geometry.positions, "train", root=root, num_samples=config.prior.train_size).signals
+    n_flow = 10_000 - n_digits if config.flow.train_size is None else config.flow.train_size
     test = BunnyMNIST(geometry.positions, "test", root=root, num_samples=n_flow + n_digits).signals
     flow_train = test[:n_flow]
     heldout = EvalSet.repeated("heldout", "MNIST test digits on the bunny (not seen by the flow)",
@@ -165,7 +166,7 @@ def bunny_mnist(profile: Profile, *, root: Any = None, missing: float = 0.3, sig
 
 
 def sphere_temperature(
-    profile: Profile,
+    config: Config,
     *,
     root: Any = None,
     missing: float = 0.6,
@@ -207,9 +208,9 @@ def sphere_temperature(
         era5 = load_gridded_temperature("era5_sample24", root=root).values
         extra = [EvalSet.repeated("era5-real", f"real ERA5 snapshots (24 from 2026-03, {masks_per_snapshot} masks each)",
                                   era5.float(), masks_per_snapshot, note="cross-dataset: the flow was trained on CMIP6")]
-    n_eval = profile.n_eval
-    prior_x = _take(prior_x, profile.prior_train_size)
-    flow_x = _take(flow_x, profile.flow_train_size)
+    n_eval = config.eval.n_eval
+    prior_x = _take(prior_x, config.prior.train_size)
+    flow_x = _take(flow_x, config.flow.train_size)
     held_x = held_x[:n_eval]
     tasks = [
         Task(name="imputation", make_operator=_masking(geometry.num_vertices, missing, sigma),
@@ -228,7 +229,7 @@ def sphere_temperature(
     )
 
 
-def image_restoration(profile: Profile, *, root: Any = None) -> Workload:
+def image_restoration(config: Config, *, root: Any = None) -> Workload:
     """32 x 32 images as a regular grid: denoising (0.1), 2x super-resolution and deblurring (0.01).
 
     The prior trains on MNIST padded to 32 x 32; the flows on measurements of MNIST test digits;
@@ -242,10 +243,10 @@ def image_restoration(profile: Profile, *, root: Any = None) -> Workload:
     train_img, _ = mnist_padded_32("train", root=root)
     test_img, _ = mnist_padded_32("test", root=root)
     faces, _ = load_olivetti(size=32, root=root)
-    n_eval = profile.n_eval
-    n_flow = 10_000 - n_eval if profile.flow_train_size is None else profile.flow_train_size
+    n_eval = config.eval.n_eval
+    n_flow = 10_000 - n_eval if config.flow.train_size is None else config.flow.train_size
     as_signal = lambda img: img.reshape(img.shape[0], 1, v).float()  # noqa: E731
-    prior_x = as_signal(_take(train_img, profile.prior_train_size))
+    prior_x = as_signal(_take(train_img, config.prior.train_size))
     test = as_signal(test_img[: n_flow + n_eval])
 
     def shared(op: Callable[[], Operator]) -> OperatorFactory:
@@ -269,3 +270,24 @@ def image_restoration(profile: Profile, *, root: Any = None) -> Workload:
         tasks=tasks, image_shape=(32, 32),
         normalisation={"kind": "minmax", "low": 0.0, "high": 1.0, "unit": "intensity"}, data_range=(0.0, 1.0),
     )
+
+
+WORKLOADS: dict[str, Callable[..., Workload]] = {
+    "bunny-mnist": bunny_mnist,
+    "era5-imputation": sphere_temperature,
+    "image-restoration": image_restoration,
+}
+"""The workloads by their one name (the ``--workload`` of the command line and the sweep scripts;
+the benchmark script of each is ``benchmarks/<name with _>.py`` and runs in ``runs/<that name>``).
+Their first task is the one the sweep scripts use."""
+
+
+def get_workload(name: str) -> Callable[..., Workload]:
+    """The builder ``(config, **options) -> Workload`` of the workload ``name``.
+
+    Raises:
+        ValueError: for any other name, listing the valid ones.
+    """
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
+    return WORKLOADS[name]

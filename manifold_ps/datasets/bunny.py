@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._files import atomic_open
 from .mnist import MNIST_FILES, load_mnist
 from .paths import cache_root, resolve_file
 from .registry import REGISTRY
@@ -251,7 +252,8 @@ class BunnyMNIST(SignalDataset):
                 [_paint(positions, images[i : i + chunk_size], paint_kwargs) for i in range(0, len(images), chunk_size)]
             )
             if path is not None:
-                _atomic_save({"signals": signals, "labels": labels, "key": key}, path)
+                with atomic_open(path) as handle:
+                    torch.save({"signals": signals, "labels": labels, "key": key}, handle)
         super().__init__(signals, labels, name=f"bunny-mnist-{split}")
         self.cache_path = path
         self.split = split
@@ -286,12 +288,3 @@ def _fingerprint(value: Any) -> str:
         return f"{array.dtype}{array.shape}:" + hashlib.sha256(array.tobytes()).hexdigest()
     return repr(value)
 
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

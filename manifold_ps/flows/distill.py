@@ -32,7 +32,11 @@ from ..training import Trainer
 from .bijections import ActNorm
 from .posterior import AmortizedPosterior
 
-__all__ = ["reverse_kl_loss", "train_amortized", "fit_single", "prepare_data"]
+__all__ = ["T_MIN", "reverse_kl_loss", "train_amortized", "fit_single", "prepare_data"]
+
+T_MIN: float = 0.03
+"""Default lower time limit of the ELBO in the distillation loss (the one place it is written;
+:class:`manifold_ps.config.FlowConfig` and the profiles start from it)."""
 
 
 def _core(model: nn.Module) -> nn.Module:
@@ -50,7 +54,7 @@ def reverse_kl_loss(
     n_z: int = 4,
     n_time: int = 1,
     n_noise: int = 1,
-    t_min: float = 0.03,
+    t_min: float = T_MIN,
     importance: bool = True,
     include_constants: bool = True,
     prior_weight: float = 1.0,
@@ -72,7 +76,7 @@ def reverse_kl_loss(
         n_z: Flow draws per measurement.
         n_time: ELBO time draws per flow sample.
         n_noise: ELBO forward-noise draws per time.
-        t_min: Lower limit of the ELBO time integral (0.03 keeps the terms comparable, see SPEC).
+        t_min: Lower limit of the ELBO time integral (:data:`T_MIN` keeps the terms comparable, see SPEC).
         importance: Importance-sample the ELBO times.
         include_constants: Keep the ELBO's constants (the reported prior term is then a bound on
             ``-log p(x)``); they do not change the gradients.
@@ -190,7 +194,7 @@ def train_amortized(
     n_z: int = 4,
     n_time: int = 1,
     n_noise: int = 1,
-    t_min: float = 0.03,
+    t_min: float = T_MIN,
     importance: bool = True,
     prior_weight: float = 1.0,
     prior_term: Literal["elbo", "exact"] = "elbo",

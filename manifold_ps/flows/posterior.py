@@ -17,7 +17,6 @@ geometry fingerprint; :meth:`AmortizedPosterior.load` needs nothing else.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_finite, check_signal
+from .._files import atomic_open
 from ..operators.base import Operator
 from .realnvp import ConditionalRealNVP
 from .reconstruct import Reconstruction, reconstruction_from_config
@@ -263,16 +263,8 @@ class AmortizedPosterior(nn.Module):
             "metadata": self.metadata,
         }
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(blob, handle)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path) as handle:
+            torch.save(blob, handle)
         return path
 
     @classmethod

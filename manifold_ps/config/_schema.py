@@ -1,0 +1,300 @@
+"""The typed run configuration: one frozen dataclass per stage and the named profiles.
+
+Every setting of a run has one name, one default and one place here. A setting that used to be
+derived inside the pipeline (warm-up length, EMA decay, checkpoint interval) is a field whose
+default ``None`` means "derived from the step count"; :meth:`Config.resolved` fills in the
+derived values, and it is the resolved configuration that is written beside every result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from ..flows.distill import T_MIN
+
+__all__ = ["PriorConfig", "FlowConfig", "EvalConfig", "Config", "SECTIONS", "PROFILES", "get_profile"]
+
+
+@dataclass(frozen=True)
+class _Training:
+    """The optimisation settings that the prior and the flow share (their defaults too).
+
+    Attributes:
+        lr: Peak learning rate.
+        lr_schedule: ``"cosine"`` or ``"constant"`` after the warm-up.
+        warmup_steps: Linear warm-up steps; ``None``: ``min(cap, train_steps // 10)`` with the
+            cap 200 for the prior, 100 for the flow.
+        ema_decay: EMA decay of the saved weights; ``None``: 0.999 from 1000 steps on, else 0.9.
+        grad_clip: Gradient-norm clip (``None``: none).
+        amp: Mixed precision on CUDA.
+        train_size: Training signals (prior) or measurements (flow) used (``None``: the whole split).
+        minutes: Wall-clock cap (``None``: none); the run stops at the cap with a checkpoint, and
+            a rerun continues. The flow's is for all flows of a workload together, split over its
+            tasks by their ``flow_share``.
+        checkpoint_every: Steps between checkpoints; ``None``: ``min(cap, train_steps)`` with the
+            cap 500 for the prior, 250 for the flow.
+    """
+
+    lr: float = 5e-4
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int | None = None
+    ema_decay: float | None = None
+    grad_clip: float | None = 1.0
+    amp: bool = False
+    train_size: int | None = None
+    minutes: float | None = None
+    checkpoint_every: int | None = None
+
+    def _resolve(self, *, warmup_cap: int, checkpoint_cap: int, **derived: Any) -> Any:
+        """A copy with the ``None`` schedule fields derived from ``train_steps`` (and ``derived``)."""
+        steps = self.train_steps  # type: ignore[attr-defined]
+        derived = {"warmup_steps": min(warmup_cap, steps // 10), "ema_decay": 0.999 if steps >= 1000 else 0.9,
+                   "checkpoint_every": max(1, min(checkpoint_cap, steps)), **derived}
+        return replace(self, **{k: v for k, v in derived.items() if getattr(self, k) is None})
+
+    def _trainer_kwargs(self) -> dict[str, Any]:
+        """The :class:`~manifold_ps.training.Trainer` keywords of the resolved settings."""
+        r = self.resolved()  # type: ignore[attr-defined]
+        return {"batch_size": r.batch_size, "lr": r.lr, "lr_schedule": r.lr_schedule, "warmup_steps": r.warmup_steps,
+                "ema_decay": r.ema_decay, "grad_clip": r.grad_clip, "spike_guard": r.spike_guard, "amp": r.amp,
+                "checkpoint_every": r.checkpoint_every, "log_every": r.log_every}
+
+
+@dataclass(frozen=True)
+class PriorConfig(_Training):
+    """How the diffusion prior is built and trained (and the fields of :class:`_Training`).
+
+    Attributes:
+        network: ``"mlp"`` or ``"unet"`` (see :func:`manifold_ps.priors.build_prior`).
+        preset: Network size preset.
+        parameterization: Denoiser parameterisation. ``"x0"`` for the MLP: with EDM
+            preconditioning the small-noise regime is eps-prediction, which the MLP did not learn
+            (bunny, 7 min of CPU training, denoising MSE at sigma/alpha = 0.11: 0.0031 with x0
+            against 0.0093 with EDM, 0.0120 for the noisy input itself).
+        geometry_channels: Laplacian eigenvectors fed to the denoiser as extra input channels.
+        train_steps: Optimizer steps (the length of the learning-rate schedule).
+        batch_size: Global batch size.
+        spike_guard: Skip a step whose loss exceeds this multiple of the running loss (``None``: never).
+        log_every: Steps between logged losses.
+    """
+
+    network: Literal["mlp", "unet"] = "mlp"
+    preset: Literal["tiny", "cpu", "paper"] = "cpu"
+    parameterization: Literal["edm", "x0", "eps"] = "x0"
+    geometry_channels: int = 0
+    train_steps: int = 2000
+    batch_size: int = 64
+    spike_guard: float | None = None
+    log_every: int = 50
+
+    def resolved(self) -> PriorConfig:
+        """A copy with every derived field (``None`` above) filled in."""
+        return self._resolve(warmup_cap=200, checkpoint_cap=500)
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`manifold_ps.priors.build_prior`."""
+        return {"network": self.network, "preset": self.preset, "parameterization": self.parameterization,
+                "geometry_channels": self.geometry_channels}
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`manifold_ps.priors.train_prior` (resolved)."""
+        return {"steps": self.train_steps, **self._trainer_kwargs()}
+
+
+@dataclass(frozen=True)
+class FlowConfig(_Training):
+    """How the amortized conditional flow is built and distilled from the prior (and the fields
+    of :class:`_Training`).
+
+    Attributes:
+        layers: Flow layers (each: ActNorm + two couplings); ``steps`` of
+            :class:`~manifold_ps.flows.ConditionalRealNVP`.
+        hidden: Coupling-network width.
+        blocks: Residual blocks per coupling network.
+        patch: Positions folded into channels inside the coupling networks.
+        context_channels: Condition-encoder output channels.
+        encoder_hidden: Condition-encoder width.
+        geometry_features: Non-constant Laplacian eigenvectors given to the condition encoder.
+        init_scale: Initial scale of the flow's base noise around the reconstruction.
+        train_steps: Optimizer steps (the length of the learning-rate schedule).
+        batch_size: Measurements per step (at most the training measurements).
+        n_z: Flow draws per measurement per step.
+        n_time: ELBO time draws per flow sample.
+        t_min: Lower time limit of the ELBO. It bounds the sample quality: the loss only sees the
+            prior smoothed by the forward noise at ``t_min`` (sigma 0.11 at 0.03, 0.077 at 0.02,
+            0.045 at 0.01), so single samples keep noise of about that size; below ~0.01 the
+            prior's own small-time error takes over (see ``benchmarks/results/flow_ablation-*``).
+        spike_guard: Skip a step whose loss exceeds this multiple of the running loss (``None``: never).
+        log_every: Steps between logged losses; ``None``: ``min(50, train_steps)``.
+    """
+
+    layers: int = 8
+    hidden: int = 32
+    blocks: int = 1
+    patch: int = 1
+    context_channels: int = 16
+    encoder_hidden: int = 32
+    geometry_features: int = 8
+    init_scale: float = 0.1
+    train_steps: int = 3000
+    batch_size: int = 16
+    n_z: int = 2
+    n_time: int = 1
+    t_min: float = T_MIN
+    spike_guard: float | None = 10.0
+    log_every: int | None = None
+
+    def resolved(self) -> FlowConfig:
+        """A copy with every derived field (``None`` above) filled in."""
+        return self._resolve(warmup_cap=100, checkpoint_cap=250, log_every=max(1, min(50, self.train_steps)))
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~manifold_ps.flows.ConditionalRealNVP` (but the
+        geometry features themselves, which need the geometry)."""
+        return {"steps": self.layers, "hidden": self.hidden, "blocks": self.blocks, "patch": self.patch,
+                "context_channels": self.context_channels, "encoder_hidden": self.encoder_hidden,
+                "init_scale": self.init_scale}
+
+    def trainer_kwargs(self, num_measurements: int) -> dict[str, Any]:
+        """Keyword arguments of :func:`~manifold_ps.flows.train_amortized` (resolved) for
+        ``num_measurements`` training measurements."""
+        return {**self._trainer_kwargs(), "batch_size": min(self.batch_size, num_measurements),
+                "max_steps": self.train_steps, "n_z": self.n_z, "n_time": self.n_time, "t_min": self.t_min}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How the samplers are evaluated.
+
+    Attributes:
+        n_eval: Measurements evaluated per protocol (and held out from the flow's training set).
+        n_posterior: Samples for the posterior mean (the paper's N = 128).
+        batch_size: Measurements per sampler call.
+        baseline_eval: Measurements evaluated for the slow baselines (``None``: ``n_eval``).
+        dps_nfe: DPS / MCG steps, each one network evaluation.
+        dps_zeta: DPS / MCG step size (per-sample residual-norm convention); ``None``: the
+            samplers' default ``250 / dps_nfe`` (the budget ``zeta * steps`` is what matters; 10
+            at 1000 steps collapses the samples).
+        reddiff_steps: RED-diff optimisation steps.
+        seed_offset: The evaluation draws are seeded with ``seed + seed_offset``.
+        gaussian_rank: Directions kept by the Gaussian baseline's covariance (``None``: every
+            direction with non-zero variance).
+        gaussian_ridges: Ridge candidates of the Gaussian baseline, chosen by the log-likelihood of
+            the last ``gaussian_validation_fraction`` of the prior's training signals.
+        gaussian_validation_fraction: Share of the prior's training signals held out for that
+            choice (the chosen ridge is then refitted on all of them).
+        tune_measurements: Validation measurements on which every tuned baseline setting is
+            chosen: the task's flow-training measurements after the first ``n_eval`` (disjoint from
+            every evaluation set). 0: no tuning, the samplers' defaults.
+        tune_zeta_budgets: DPS / MCG step budgets ``zeta * dps_nfe`` tried (each with and without
+            ``clip_denoised`` where the workload guarantees a data range).
+        tune_reddiff_lrs: RED-diff learning rates tried.
+        tune_reddiff_lambdas: RED-diff regularisation weights tried.
+        tune_smoothings: Tikhonov weights of the harmonic baseline tried (0: plain harmonic).
+    """
+
+    n_eval: int = 64
+    n_posterior: int = 128
+    batch_size: int = 64
+    baseline_eval: int | None = None
+    dps_nfe: int = 1000
+    dps_zeta: float | None = None
+    reddiff_steps: int = 500
+    seed_offset: int = 7
+    gaussian_rank: int | None = None
+    gaussian_ridges: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    gaussian_validation_fraction: float = 0.1
+    tune_measurements: int = 16
+    tune_zeta_budgets: tuple[float, ...] = (60.0, 125.0, 250.0, 500.0)
+    tune_reddiff_lrs: tuple[float, ...] = (0.01, 0.03, 0.1)
+    tune_reddiff_lambdas: tuple[float, ...] = (0.5, 2.0, 8.0)
+    tune_smoothings: tuple[float, ...] = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+    def resolved(self) -> EvalConfig:
+        return self
+
+
+@dataclass(frozen=True)
+class Config:
+    """The configuration of a whole run: one section per stage.
+
+    Attributes:
+        profile: Name of the profile it started from (``smoke``, ``cpu``, ``paper``).
+        seed: Seeds the prior's initialisation and batches, the simulated measurements, the flow
+            and (with ``eval.seed_offset``) the evaluation.
+        prior: See :class:`PriorConfig`.
+        flow: See :class:`FlowConfig`.
+        eval: See :class:`EvalConfig`.
+
+    Example:
+        >>> from manifold_ps.config import get_profile
+        >>> cfg = get_profile("cpu")
+        >>> cfg.flow.t_min, cfg.flow.train_steps, cfg.resolved().flow.warmup_steps
+        (0.02, 900, 90)
+    """
+
+    profile: str = "custom"
+    seed: int = 0
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def resolved(self) -> Config:
+        """A copy with every derived field filled in (what is saved beside results)."""
+        return replace(self, prior=self.prior.resolved(), flow=self.flow.resolved(), eval=self.eval.resolved())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested data (JSON-ready)."""
+        return asdict(self)
+
+
+SECTIONS: dict[str, type] = {"prior": PriorConfig, "flow": FlowConfig, "eval": EvalConfig}
+"""Section name -> its dataclass (``prior``, ``flow``, ``eval``)."""
+
+PROFILES: dict[str, Config] = {
+    # well under a minute (CI)
+    "smoke": Config(
+        profile="smoke",
+        prior=PriorConfig(preset="tiny", train_steps=30, batch_size=16, lr=2e-3, train_size=256),
+        flow=FlowConfig(layers=2, hidden=8, context_channels=8, encoder_hidden=8, train_steps=10, batch_size=8,
+                        lr=1e-3, train_size=32),
+        eval=EvalConfig(n_eval=4, n_posterior=8, dps_nfe=10, reddiff_steps=10, batch_size=4, gaussian_rank=16,
+                        gaussian_ridges=(1e-4, 1e-2), tune_measurements=4, tune_zeta_budgets=(250.0,),
+                        tune_reddiff_lrs=(0.03,), tune_reddiff_lambdas=(2.0,), tune_smoothings=(0.0, 0.1)),
+    ),
+    # ~30 min on 2 cores: prior <= 11 min, flow <= 10 min, the rest is evaluation of 64 measurements
+    # per set. DPS and MCG run at 300 NFE: the DPS sweep (benchmarks/results/dps_sweep-*) shows no
+    # loss against 1000 on either mesh workload. The flow settings are the best of the bunny-MNIST
+    # ablation (benchmarks/flow_ablation.py): t_min = 0.02 balances single-sample noise (sigma 0.077)
+    # against the x0 prior's small-time error, and a 900-step cosine schedule (~1.5 steps/s on 2
+    # cores) anneals within the 10 minutes instead of being cut at full rate.
+    "cpu": Config(
+        profile="cpu",
+        prior=PriorConfig(minutes=11.0),
+        flow=FlowConfig(minutes=10.0, train_steps=900, t_min=0.02, patch=16),
+        eval=EvalConfig(n_eval=64, dps_nfe=300),
+    ),
+    # the paper's appendix hyper-parameters (for a GPU)
+    "paper": Config(
+        profile="paper",
+        prior=PriorConfig(network="unet", preset="paper", parameterization="edm", train_steps=360_000,
+                          batch_size=128, lr=2e-4),
+        flow=FlowConfig(layers=24, hidden=64, blocks=2, context_channels=32, encoder_hidden=64, train_steps=315_000,
+                        batch_size=64, n_z=1, lr=1e-5),
+        eval=EvalConfig(n_eval=1000, batch_size=128, baseline_eval=256),
+    ),
+}
+"""The named profiles: ``smoke`` (CI), ``cpu`` (the default, ~30 minutes of a 2-core CPU) and
+``paper`` (the paper's budgets, for a GPU)."""
+
+
+def get_profile(name: str) -> Config:
+    """The profile ``name``.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones).
+    """
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return PROFILES[name]

@@ -1,0 +1,147 @@
+"""The one run configuration: profiles, TOML and --set resolution, errors, the rerun check."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import pytest
+
+from manifold_ps.config import (LEGACY_NAMES, PROFILES, SECTIONS, Config, EvalConfig, FlowConfig, PriorConfig,
+                                add_config_arguments, add_shortcuts, apply_overrides, build_config, check_same_run,
+                                config_from_args, config_from_dict, flatten, from_legacy_profile, get_profile)
+from manifold_ps.flows.distill import T_MIN
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profiles_are_instances_of_the_one_config(name: str) -> None:
+    config = get_profile(name)
+    assert isinstance(config, Config) and config.profile == name
+    assert isinstance(config.prior, PriorConfig) and isinstance(config.flow, FlowConfig)
+    assert isinstance(config.eval, EvalConfig)
+    resolved = config.resolved()
+    assert None not in (resolved.prior.warmup_steps, resolved.prior.ema_decay, resolved.flow.warmup_steps,
+                        resolved.flow.ema_decay, resolved.flow.log_every, resolved.flow.checkpoint_every)
+    assert config_from_dict(resolved.to_dict()) == resolved  # what is saved reads back
+
+
+def test_profile_values_are_the_benchmark_ones() -> None:
+    cpu = get_profile("cpu")
+    assert (cpu.flow.train_steps, cpu.flow.t_min, cpu.flow.patch, cpu.flow.minutes) == (900, 0.02, 16, 10.0)
+    assert (cpu.prior.lr, cpu.prior.train_steps, cpu.prior.minutes, cpu.eval.n_eval, cpu.eval.dps_nfe) == (5e-4, 2000, 11.0, 64, 300)
+    assert get_profile("smoke").flow.t_min == get_profile("paper").flow.t_min == T_MIN == 0.03
+    paper = get_profile("paper")
+    assert (paper.prior.network, paper.prior.train_steps, paper.flow.layers, paper.flow.train_steps) == (
+        "unet", 360_000, 24, 315_000)
+
+
+@pytest.mark.parametrize("steps, prior, flow", [(30, (3, 0.9, 30), (3, 0.9, 30, 30)),
+                                                 (900, (90, 0.9, 500), (90, 0.9, 250, 50)),
+                                                 (2000, (200, 0.999, 500), (100, 0.999, 250, 50))])
+def test_derived_settings_resolve_as_the_pipeline_derived_them(steps, prior, flow) -> None:
+    p = PriorConfig(train_steps=steps).resolved()
+    f = FlowConfig(train_steps=steps).resolved()
+    assert (p.warmup_steps, p.ema_decay, p.checkpoint_every) == prior
+    assert (f.warmup_steps, f.ema_decay, f.checkpoint_every, f.log_every) == flow
+    assert PriorConfig(train_steps=steps, warmup_steps=7).resolved().warmup_steps == 7  # explicit values stay
+
+
+def test_every_legacy_profile_field_has_one_new_name() -> None:
+    names = {f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls)} | {"profile", "seed"}
+    assert set(LEGACY_NAMES.values()) <= names
+    assert len(set(LEGACY_NAMES.values())) == len(LEGACY_NAMES)
+    assert from_legacy_profile({"flow_steps": 8, "dps_steps": 1000, "name": "cpu"}) == {
+        "flow": {"layers": 8}, "eval": {"dps_nfe": 1000}, "profile": "cpu"}
+
+
+def test_toml_file_then_set_overrides_merge_over_the_profile(tmp_path: Path) -> None:
+    file = tmp_path / "run.toml"
+    file.write_text('seed = 3\n[flow]\nt_min = 0.01\nlayers = 4\nminutes = "none"\n[eval]\ndps_nfe = 100\n')
+    config = build_config("cpu", file=file, overrides={"flow.layers": "6", "prior.amp": "true"},
+                          defaults={"eval.baseline_eval": 16, "eval.dps_nfe": 5})
+    assert config.seed == 3 and config.profile == "cpu"
+    assert (config.flow.t_min, config.flow.layers, config.flow.minutes) == (0.01, 6, None)  # --set wins over the file
+    assert config.eval.dps_nfe == 100 and config.eval.baseline_eval == 16  # the file wins over script defaults
+    assert config.prior.amp is True and config.flow.train_steps == 900  # the rest is the profile's
+
+
+def test_command_line_resolution(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text("[prior]\nlr = 1e-4\nbatch_size = 8\n")
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    flags = add_shortcuts(parser, {"--train-steps|--steps": "prior.train_steps", "--lr": "prior.lr",
+                                   "--amp": "prior.amp", "--parameterization": "prior.parameterization"})
+    args = parser.parse_args(["--profile", "smoke", "--config", str(file), "--steps", "7", "--amp",
+                              "--set", "prior.batch_size=4", "--set", "seed=2"])
+    config = config_from_args(args, flags)
+    assert (config.prior.train_steps, config.prior.lr, config.prior.batch_size, config.prior.amp) == (7, 1e-4, 4, True)
+    assert config.seed == 2 and config.prior.preset == "tiny"
+    with pytest.raises(SystemExit):  # a Literal field's flag only takes its choices
+        parser.parse_args(["--parameterization", "v"])
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("flow.tmin", "0.1", r"unknown field 'flow.tmin'; the fields of \[flow\] are \[.*'t_min'"),
+    ("flw.t_min", "0.1", r"unknown section 'flw'"),
+    ("steps", "3", r"unknown setting 'steps'"),
+    ("flow.layers", "two", r"flow.layers: 'two' is not a valid int"),
+    ("flow.layers", "2.5", r"flow.layers: '2.5' is not a valid int"),
+    ("prior.network", "cnn", r"prior.network: 'cnn' is not one of \['mlp', 'unet'\]"),
+    ("prior.amp", "maybe", r"prior.amp: 'maybe' is not a valid bool"),
+    ("flow.t_min", "none", r"flow.t_min cannot be none"),
+])
+def test_bad_overrides_name_the_setting(key: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(get_profile("smoke"), {key: value})
+
+
+def test_bad_file_is_named(tmp_path: Path) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text("[flow]\nlayer = 3\n")
+    with pytest.raises(ValueError, match=r"bad.toml: unknown field 'flow.layer'"):
+        build_config("smoke", file=file)
+    file.write_text("[flow\n")
+    with pytest.raises(ValueError, match="bad.toml is not valid TOML"):
+        build_config("smoke", file=file)
+    with pytest.raises(ValueError, match=r"unknown profile 'gpu'; choose one of \['cpu', 'paper', 'smoke'\]"):
+        build_config("gpu")
+
+
+def _record(config: Config) -> dict:
+    return {"seed": config.seed, "flow": asdict(config.flow.resolved())}
+
+
+def test_rerun_with_a_result_changing_field_is_refused_naming_each() -> None:
+    cpu = get_profile("cpu")
+    other = apply_overrides(cpu, {"flow.t_min": 0.01, "flow.n_z": 4, "seed": 1})
+    with pytest.raises(ValueError, match=r"runs/x was made with other settings \(flow.n_z 2 -> 4, "
+                                         r"flow.t_min 0.02 -> 0.01, seed 0 -> 1\); delete runs/x"):
+        check_same_run(_record(cpu), _record(other), "runs/x", unresolved={"flow": asdict(other.flow)})
+
+
+def test_rerun_may_extend_or_observe() -> None:
+    cpu = get_profile("cpu")
+    more = apply_overrides(cpu, {"flow.minutes": 30, "flow.log_every": 5, "flow.train_steps": 2000})
+    check_same_run(_record(cpu), _record(more), "runs/x", unresolved={"flow": asdict(more.flow)})  # no error
+    fewer = apply_overrides(cpu, {"flow.train_steps": 100})
+    with pytest.raises(ValueError, match="flow.train_steps 900 -> 100"):
+        check_same_run(_record(cpu), _record(fewer), "runs/x", unresolved={"flow": asdict(fewer.flow)})
+    # a warm-up written out explicitly is a request of its own, even on a longer run
+    pinned = apply_overrides(cpu, {"flow.train_steps": 2000, "flow.warmup_steps": 7})
+    with pytest.raises(ValueError, match="flow.warmup_steps 90 -> 7"):
+        check_same_run(_record(cpu), _record(pinned), "runs/x", unresolved={"flow": asdict(pinned.flow)})
+
+
+def test_flatten_nests_one_level() -> None:
+    assert flatten({"seed": 1, "flow": {"t_min": 0.1}}) == {"seed": 1, "flow.t_min": 0.1}
+
+
+def test_help_epilog_lists_every_setting() -> None:
+    from manifold_ps.config import describe_settings
+
+    text = " ".join(describe_settings(get_profile("smoke")).split())
+    for key, value in flatten(get_profile("smoke").to_dict()).items():
+        if key != "profile":
+            assert f"{key}={value!r}" in text, key
