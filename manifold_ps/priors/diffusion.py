@@ -40,6 +40,7 @@ from .._checks import check_generator_device, check_signal
 from ..geometry.layout import VertexLayout
 from .base import ScorePrior
 from .sde import VPSDE, append_dims
+from .graph import GraphDenoiser, chebyshev_operator
 from .mlp import MLPDenoiser
 from .unet import UNet1d
 
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from ..geometry import Geometry
     from .gaussian import GaussianPrior
 
-__all__ = ["DiffusionPrior", "build_prior", "PRIOR_FORMAT", "PRESETS", "MLP_PRESETS"]
+__all__ = ["DiffusionPrior", "build_prior", "PRIOR_FORMAT", "PRESETS", "MLP_PRESETS", "GRAPH_PRESETS"]
 
 PRIOR_FORMAT = "manifold_ps.prior/1"
 """Value of the ``"format"`` key of a saved prior."""
@@ -56,7 +57,7 @@ Parameterization = Literal["edm", "x0", "eps", "wiener"]
 _PARAMETERIZATIONS = ("edm", "x0", "eps", "wiener")
 TimeSampling = Literal["log_snr", "uniform", "edm"]
 
-_NETWORKS: dict[str, type[nn.Module]] = {"UNet1d": UNet1d, "MLPDenoiser": MLPDenoiser}
+_NETWORKS: dict[str, type[nn.Module]] = {"UNet1d": UNet1d, "MLPDenoiser": MLPDenoiser, "GraphDenoiser": GraphDenoiser}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # a few seconds per hundred steps on a laptop CPU: tests and smoke runs
@@ -76,6 +77,13 @@ MLP_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(hidden=4096, depth=6, time_embedding_dim=256),
 }
 """Residual-MLP widths of :func:`build_prior`'s presets (``network="mlp"``)."""
+
+GRAPH_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden=16, depth=2, order=2, time_embedding_dim=32),
+    "cpu": dict(hidden=32, depth=4, order=3, time_embedding_dim=128),
+    "paper": dict(hidden=128, depth=8, order=4, time_embedding_dim=256),
+}
+"""Chebyshev graph-network sizes of :func:`build_prior`'s presets (``network="graph"``)."""
 
 
 class DiffusionPrior(ScorePrior):
@@ -456,7 +464,7 @@ def build_prior(
     *,
     channels: int = 1,
     preset: Literal["tiny", "cpu", "paper"] = "cpu",
-    network: Literal["unet", "mlp"] = "unet",
+    network: Literal["unet", "mlp", "graph"] = "unet",
     geometry_channels: int = 0,
     parameterization: Parameterization = "edm",
     ordering: str = "auto",
@@ -473,8 +481,10 @@ def build_prior(
         geometry: The geometry (its fingerprint is stored in the prior).
         channels: Signal channels ``C``.
         preset: Network size: ``"tiny"`` (tests), ``"cpu"`` (minutes of CPU training) or ``"paper"``.
-        network: ``"unet"`` (1-D U-Net over the ordered vertices, the paper's architecture) or
-            ``"mlp"`` (residual MLP over the whole sequence, several times faster on a CPU).
+        network: ``"unet"`` (1-D U-Net over the ordered vertices, the paper's architecture),
+            ``"mlp"`` (residual MLP over the whole sequence, several times faster on a CPU) or
+            ``"graph"`` (:class:`~manifold_ps.priors.GraphDenoiser`: Chebyshev filters of the
+            geometry's Laplacian, on the surface graph itself).
         geometry_channels: Number of eigenvector features ``k`` (0: none).
         parameterization: Denoiser parameterisation; ``"wiener"`` needs ``gaussian``.
         ordering: Vertex ordering method passed to ``geometry.ordering``.
@@ -500,10 +510,10 @@ def build_prior(
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     if geometry_channels < 0:
         raise ValueError(f"geometry_channels must be >= 0, got {geometry_channels}")
-    if network not in ("unet", "mlp"):
-        raise ValueError(f"network must be 'unet' or 'mlp', got {network!r}")
-    if network == "mlp":
-        kwargs = {**MLP_PRESETS[preset], **network_overrides}
+    if network not in ("unet", "mlp", "graph"):
+        raise ValueError(f"network must be 'unet', 'mlp' or 'graph', got {network!r}")
+    if network in ("mlp", "graph"):
+        kwargs = {**(MLP_PRESETS if network == "mlp" else GRAPH_PRESETS)[preset], **network_overrides}
         multiple = 1
     else:
         kwargs = {**PRESETS[preset], **network_overrides}
@@ -515,6 +525,10 @@ def build_prior(
         features = evecs[:, 1:].to(torch.get_default_dtype())  # drop the constant eigenvector
     if network == "mlp":
         net: nn.Module = MLPDenoiser(channels + geometry_channels, channels, layout.length, **kwargs)
+    elif network == "graph":
+        index, weight = chebyshev_operator(geometry, layout)
+        net = GraphDenoiser(channels + geometry_channels, channels, layout.length, edge_index=index,
+                            edge_weight=weight, **kwargs)
     else:
         net = UNet1d(channels + geometry_channels, channels, **kwargs)
     stats: dict[str, Tensor] = _gaussian_statistics(gaussian) if gaussian is not None else {}
