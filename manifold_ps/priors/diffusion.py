@@ -91,8 +91,11 @@ class DiffusionPrior(ScorePrior):
 
     Args:
         network: Module ``F(seq, t) -> seq`` over ``(B, C + k, L)`` inputs and ``(B, C, L)``
-            outputs, where ``k`` is the number of geometry features; e.g. :class:`UNet1d`. To be
-            saved and loaded it needs a ``config()`` method returning its keyword arguments.
+            outputs, where ``k`` is the number of geometry features; e.g. :class:`UNet1d`,
+            :class:`MLPDenoiser` or :class:`~manifold_ps.priors.GraphDenoiser`. To be saved and
+            loaded it needs a ``config()`` method returning its keyword arguments. With
+            ``"wiener"`` its output must be zero at initialisation for the untrained prior to be
+            the Gaussian (the last layer of each of these three is zero-initialised).
         layout: Vertex ordering and padding (length ``L`` must suit the network).
         channels: Number of signal channels ``C``.
         sde: The VP-SDE (default ``VPSDE()``).

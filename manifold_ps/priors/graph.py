@@ -51,8 +51,12 @@ def chebyshev_operator(geometry: Geometry, layout: VertexLayout | None = None) -
             node ``i``; the padding positions ``V..L-1`` are isolated nodes). ``None``: natural order.
 
     Returns:
-        ``(edge_index (2, E) long, edge_weight (E,) float64)``: the non-zero entries of ``L~``
-        (diagonal included), symmetric, with eigenvalues in ``[-1, 1]``.
+        ``(edge_index, edge_weight)``: the non-zero entries of ``L~`` (diagonal included), a
+        symmetric matrix with eigenvalues in ``[-1, 1]``, the largest exactly 1.
+
+    Shapes:
+        edge_index: ``(2, E)`` long, node indices in ``[0, L)`` (``[0, V)`` without a layout);
+        edge_weight: ``(E,)`` float64.
 
     Example:
         >>> from manifold_ps.geometry import Icosphere
@@ -86,7 +90,18 @@ def chebyshev_operator(geometry: Geometry, layout: VertexLayout | None = None) -
 
 
 def sparse_operator(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> Tensor:
-    """The sparse ``(N, N)`` COO matrix with entries ``edge_weight`` at ``edge_index`` (coalesced).
+    """The sparse COO matrix with entries ``edge_weight`` at ``edge_index`` (coalesced).
+
+    Args:
+        edge_index: Row and column of each entry (duplicates are summed).
+        edge_weight: The entries.
+        num_nodes: Size ``N`` of the matrix.
+
+    Returns:
+        A sparse ``(N, N)`` tensor in the dtype and on the device of ``edge_weight``.
+
+    Shapes:
+        edge_index: ``(2, E)``; edge_weight: ``(E,)``.
 
     Example:
         >>> a = sparse_operator(torch.tensor([[0, 1], [1, 0]]), torch.tensor([2.0, 2.0]), 2)
