@@ -250,3 +250,18 @@ def test_train_prior_learns_what_the_gaussian_misses(tmp_path: Path) -> None:
     loaded = DiffusionPrior.load(tmp_path / "prior.pt", num_vertices=16)
     x, t = data[:2], torch.tensor([0.2, 0.6])
     torch.testing.assert_close(loaded.denoise(x, t), trained.denoise(x, t))
+
+
+@pytest.mark.parametrize("time_sampling", ["log_snr", "uniform", "edm"])
+def test_training_times_respect_t_max(time_sampling: str) -> None:
+    prior = _prior()
+    t = prior.sample_times(256, t_min=0.01, t_max=0.2, time_sampling=time_sampling,  # type: ignore[arg-type]
+                           generator=torch.Generator().manual_seed(0))
+    assert t.shape == (256,) and float(t.min()) >= 0.01 and float(t.max()) <= 0.2
+    default = prior.sample_times(8, generator=torch.Generator().manual_seed(0))
+    explicit = prior.sample_times(8, t_max=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(default, explicit)
+    for bad in (dict(t_min=0.3, t_max=0.2), dict(t_max=1.5), dict(t_min=0.0)):
+        with pytest.raises(ValueError, match="t_min < t_max"):
+            prior.sample_times(4, **bad)  # type: ignore[arg-type]
+    assert prior.dsm_loss(_signals(4).float(), torch.Generator().manual_seed(0), t_max=0.1).shape == (4,)

@@ -22,8 +22,8 @@ zeroed on the padding before returning to natural vertex order.
 
 Training minimises :meth:`DiffusionPrior.dsm_loss`, the denoising error weighted by
 ``1 / c_out^2`` (``den / (sigma^2 sigma_d^2)`` but for ``"wiener"``: the EDM weighting, unit-scale
-targets at every noise level), with times drawn uniformly in ``log(sigma / alpha)`` (the distribution the importance-sampled
-ELBO uses) and stratified over the batch.
+targets at every noise level), with times drawn uniformly in ``log(sigma / alpha)`` (the
+distribution the importance-sampled ELBO uses) and stratified over the batch.
 """
 
 from __future__ import annotations
@@ -299,19 +299,33 @@ class DiffusionPrior(ScorePrior):
         return mean_var.clamp_min(0.0).sqrt().to(x.dtype)[..., None]
 
     # -- training objective ------------------------------------------------------------------------
-    def sample_times(self, batch: int, *, t_min: float = 1e-3, time_sampling: TimeSampling = "log_snr",
-                     generator: torch.Generator | None = None, device: torch.device | str | None = None,
-                     dtype: torch.dtype | None = None) -> Tensor:
-        """Training times ``(batch,)`` in ``[t_min, 1]``, stratified over the batch.
+    def sample_times(self, batch: int, *, t_min: float = 1e-3, t_max: float | None = None,
+                     time_sampling: TimeSampling = "log_snr", generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
+        """Training times ``(batch,)`` in ``[t_min, t_max]``, stratified over the batch.
 
         ``"log_snr"``: uniform in ``log(sigma / alpha)``; ``"uniform"``: uniform in ``t``;
         ``"edm"``: ``log(sigma / alpha) ~ N(-1.2, 1.2^2)`` (Karras et al.), clipped.
+        ``t_max`` (default: the SDE's end, 1) narrows the range from above, e.g. to spend no
+        steps at noise levels where the Gaussian of ``"wiener"`` is already optimal.
+
+        Raises:
+            ValueError: unless ``0 < t_min < t_max <= T``, or for an unknown ``time_sampling``.
+
+        Example:
+            >>> prior = DiffusionPrior(MLPDenoiser(1, 1, 4, hidden=8, depth=1), VertexLayout(4), channels=1)
+            >>> t = prior.sample_times(64, t_min=0.01, t_max=0.3, generator=torch.Generator().manual_seed(0))
+            >>> bool((t >= 0.01).all() and (t <= 0.3).all())
+            True
         """
+        t_top = self.sde.T if t_max is None else float(t_max)
+        if not 0.0 < t_min < t_top <= self.sde.T:
+            raise ValueError(f"need 0 < t_min < t_max <= {self.sde.T}, got t_min={t_min}, t_max={t_max}")
         dtype = dtype or torch.get_default_dtype()
         u = (torch.randperm(batch, generator=generator, device=device).to(dtype)
              + torch.rand(batch, generator=generator, device=device, dtype=dtype)) / batch
         lo = torch.tensor(t_min, dtype=dtype, device=device)
-        hi = torch.tensor(self.sde.T, dtype=dtype, device=device)
+        hi = torch.tensor(t_top, dtype=dtype, device=device)
         if time_sampling == "uniform":
             return lo + (hi - lo) * u
         if time_sampling == "log_snr":
@@ -328,6 +342,7 @@ class DiffusionPrior(ScorePrior):
         generator: torch.Generator | None = None,
         *,
         t_min: float = 1e-3,
+        t_max: float | None = None,
         time_sampling: TimeSampling = "log_snr",
     ) -> Tensor:
         """Denoising score-matching loss per sample (mean over channels and valid vertices).
@@ -336,6 +351,7 @@ class DiffusionPrior(ScorePrior):
             x0: Clean training signals.
             generator: Source of the times and noises.
             t_min: Smallest training time.
+            t_max: Largest training time (default: the SDE's end).
             time_sampling: Distribution of the times (see :meth:`sample_times`).
 
         Returns:
@@ -346,7 +362,7 @@ class DiffusionPrior(ScorePrior):
         """
         check_signal(x0, self.num_vertices, "x0", channels=self.channels)
         check_generator_device(generator, x0.device)
-        t = self.sample_times(x0.shape[0], t_min=t_min, time_sampling=time_sampling, generator=generator,
+        t = self.sample_times(x0.shape[0], t_min=t_min, t_max=t_max, time_sampling=time_sampling, generator=generator,
                               device=x0.device, dtype=x0.dtype)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         alpha, sigma, _, sd, den = self._coefficients(x0, t)

@@ -252,7 +252,8 @@ class GraphDenoiser(nn.Module):
             raise ValueError(f"time_embedding_dim must be even, got {time_embedding_dim}")
         if edge_index is None:
             if edge_weight is not None or num_edges is None or num_edges < 0:
-                raise ValueError("give edge_index and edge_weight, or num_edges alone (to be filled by load_state_dict)")
+                raise ValueError("give edge_index and edge_weight, or num_edges alone "
+                                 "(buffers to be filled by load_state_dict)")
             edge_index = torch.zeros(2, num_edges, dtype=torch.long)
             edge_weight = torch.zeros(num_edges)
         else:
