@@ -164,3 +164,19 @@ def test_graph_denoiser_validation() -> None:
         net(torch.randn(2, 1, N + 1), torch.rand(2))
     with pytest.raises(ValueError, match="network must be"):
         build_prior(Icosphere(1), network="transformer")  # type: ignore[arg-type]
+
+
+def test_wiener_graph_prior_moves_to_a_device(device: torch.device) -> None:
+    sphere = Icosphere(1)
+    data = torch.rand(64, 1, sphere.num_vertices, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    g = GaussianPrior.fit(data, rank=10)
+    prior = build_prior(sphere, preset="tiny", network="graph", parameterization="wiener", gaussian=g)
+    prior = prior.to(device=device, dtype=torch.float64)
+    assert prior.network.edge_index.device.type == device.type and prior.gaussian is not None
+    assert prior.gaussian.eigvecs.device.type == device.type
+    x = data[:3].to(device)
+    t = torch.tensor([0.01, 0.2, 0.9], dtype=torch.float64, device=device)
+    torch.testing.assert_close(prior.denoise(x, t), prior.gaussian.denoise(x, t))
+    prior.dsm_loss(x, torch.Generator(device).manual_seed(0)).mean().backward()
+    draws = prior.sample(2, steps=5, generator=torch.Generator(device).manual_seed(0))
+    assert draws.device.type == device.type and torch.isfinite(draws).all()
