@@ -12,8 +12,8 @@
 * ``"wiener"``: ``D = W(x_t, t) + c_out(t) F``, where ``W`` is the exact Wiener (Tweedie)
   denoiser of a fitted :class:`~manifold_ps.priors.GaussianPrior` ``N(m, S)`` and ``c_out`` its
   root-mean-square posterior standard deviation per channel (see :meth:`DiffusionPrior.output_scale`).
-  ``"edm"`` is the special case ``S = sigma_d^2 I``: the network learns only what the Gaussian
-  misses, and with a network whose output is zero at initialisation (every network of this
+  ``"edm"`` is the special case ``m = mu``, ``S = sigma_d^2 I``. The network learns only what the
+  Gaussian misses; with a network whose output is zero at initialisation (every network of this
   package zero-initialises its last layer) the untrained prior *is* the Gaussian.
 
 The network always sees the unit-variance input ``(x_t - alpha mu) / sqrt(den)`` in sequence
@@ -362,8 +362,8 @@ class DiffusionPrior(ScorePrior):
         """
         check_signal(x0, self.num_vertices, "x0", channels=self.channels)
         check_generator_device(generator, x0.device)
-        t = self.sample_times(x0.shape[0], t_min=t_min, t_max=t_max, time_sampling=time_sampling, generator=generator,
-                              device=x0.device, dtype=x0.dtype)
+        t = self.sample_times(x0.shape[0], t_min=t_min, t_max=t_max, time_sampling=time_sampling,
+                              generator=generator, device=x0.device, dtype=x0.dtype)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         alpha, sigma, _, sd, den = self._coefficients(x0, t)
         xt = alpha * x0 + sigma * noise
@@ -491,7 +491,7 @@ def build_prior(
     gaussian: GaussianPrior | None = None,
     **network_overrides: Any,
 ) -> DiffusionPrior:
-    """A :class:`DiffusionPrior` with a :class:`UNet1d` (or :class:`MLPDenoiser`) sized for ``geometry``.
+    """A :class:`DiffusionPrior` with a :class:`UNet1d`, :class:`MLPDenoiser` or graph network sized for ``geometry``.
 
     Picks the locality ordering of the geometry, pads to the U-Net's down-sampling multiple,
     and optionally feeds the first ``geometry_channels`` non-constant Laplacian eigenvectors.
