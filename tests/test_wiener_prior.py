@@ -163,6 +163,9 @@ def test_save_load_round_trips_the_gaussian_part(tmp_path: Path) -> None:
     assert g is not None
     x, t = torch.randn(2, C, V), torch.tensor([0.02, 0.6])
     expected = prior.denoise(x, t)
+    torch.save(prior, tmp_path / "module.pt")
+    whole = torch.load(tmp_path / "module.pt", weights_only=False)
+    torch.testing.assert_close(whole.denoise(x, t), expected, rtol=0.0, atol=0.0)
     prior.save(tmp_path / "prior.pt")
     loaded = DiffusionPrior.load(tmp_path / "prior.pt", fingerprint="toy-geometry", num_vertices=V)
     assert loaded.parameterization == "wiener" and loaded.gaussian is not None
