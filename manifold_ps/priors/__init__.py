@@ -11,6 +11,10 @@ from .sde import SDE as SDE
 from .sde import VPSDE as VPSDE
 from .sde import append_dims as append_dims
 from .mlp import MLPDenoiser as MLPDenoiser
+from .graph import ChebConv as ChebConv
+from .graph import GraphDenoiser as GraphDenoiser
+from .graph import chebyshev_operator as chebyshev_operator
+from .graph import sparse_operator as sparse_operator
 from .unet import UNet1d as UNet1d
 from .unet import timestep_embedding as timestep_embedding
 from .sampling import ddpm_sample as ddpm_sample
@@ -21,6 +25,7 @@ from .sampling import ode_sample as ode_sample
 from .sampling import ode_sample_adaptive as ode_sample_adaptive
 from .likelihood import ode_log_likelihood as ode_log_likelihood
 from .diffusion import MLP_PRESETS as MLP_PRESETS
+from .diffusion import GRAPH_PRESETS as GRAPH_PRESETS
 from .diffusion import PRESETS as PRESETS
 from .diffusion import DiffusionPrior as DiffusionPrior
 from .diffusion import build_prior as build_prior
@@ -40,11 +45,16 @@ __all__ = [
     "LinearGaussianPosterior",
     "UNet1d",
     "MLPDenoiser",
+    "GraphDenoiser",
+    "ChebConv",
+    "chebyshev_operator",
+    "sparse_operator",
     "timestep_embedding",
     "DiffusionPrior",
     "build_prior",
     "PRESETS",
     "MLP_PRESETS",
+    "GRAPH_PRESETS",
     "DSMObjective",
     "train_prior",
     "ddpm_sample",

@@ -8,16 +8,22 @@
   ``D = mu + alpha sigma_d^2 / den (x_t - alpha mu) + sigma sigma_d / sqrt(den) F``
   -- a noise-dependent skip, so the network never has to pass the identity through;
 * ``"x0"``: ``D = mu + sigma_d F``;
-* ``"eps"``: ``F`` predicts the noise, ``D = (x_t - sigma F) / alpha``.
+* ``"eps"``: ``F`` predicts the noise, ``D = (x_t - sigma F) / alpha``;
+* ``"wiener"``: ``D = W(x_t, t) + c_out(t) F``, where ``W`` is the exact Wiener (Tweedie)
+  denoiser of a fitted :class:`~manifold_ps.priors.GaussianPrior` ``N(m, S)`` and ``c_out`` its
+  root-mean-square posterior standard deviation per channel (see :meth:`DiffusionPrior.output_scale`).
+  ``"edm"`` is the special case ``m = mu``, ``S = sigma_d^2 I``. The network learns only what the
+  Gaussian misses; with a network whose output is zero at initialisation (every network of this
+  package zero-initialises its last layer) the untrained prior *is* the Gaussian.
 
 The network always sees the unit-variance input ``(x_t - alpha mu) / sqrt(den)`` in sequence
 order (optionally with geometry features as extra channels) and the time ``t``. Its output is
 zeroed on the padding before returning to natural vertex order.
 
 Training minimises :meth:`DiffusionPrior.dsm_loss`, the denoising error weighted by
-``1 / c_out^2 = den / (sigma^2 sigma_d^2)`` (the EDM weighting: unit-scale targets at every noise
-level), with times drawn uniformly in ``log(sigma / alpha)`` (the distribution the importance-sampled
-ELBO uses) and stratified over the batch.
+``1 / c_out^2`` (``den / (sigma^2 sigma_d^2)`` but for ``"wiener"``: the EDM weighting, unit-scale
+targets at every noise level), with times drawn uniformly in ``log(sigma / alpha)`` (the
+distribution the importance-sampled ELBO uses) and stratified over the batch.
 """
 
 from __future__ import annotations
@@ -34,21 +40,24 @@ from .._checks import check_generator_device, check_signal
 from ..geometry.layout import VertexLayout
 from .base import ScorePrior
 from .sde import VPSDE, append_dims
+from .graph import GraphDenoiser, chebyshev_operator
 from .mlp import MLPDenoiser
 from .unet import UNet1d
 
 if TYPE_CHECKING:
     from ..geometry import Geometry
+    from .gaussian import GaussianPrior
 
-__all__ = ["DiffusionPrior", "build_prior", "PRIOR_FORMAT", "PRESETS", "MLP_PRESETS"]
+__all__ = ["DiffusionPrior", "build_prior", "PRIOR_FORMAT", "PRESETS", "MLP_PRESETS", "GRAPH_PRESETS"]
 
 PRIOR_FORMAT = "manifold_ps.prior/1"
 """Value of the ``"format"`` key of a saved prior."""
 
-Parameterization = Literal["edm", "x0", "eps"]
+Parameterization = Literal["edm", "x0", "eps", "wiener"]
+_PARAMETERIZATIONS = ("edm", "x0", "eps", "wiener")
 TimeSampling = Literal["log_snr", "uniform", "edm"]
 
-_NETWORKS: dict[str, type[nn.Module]] = {"UNet1d": UNet1d, "MLPDenoiser": MLPDenoiser}
+_NETWORKS: dict[str, type[nn.Module]] = {"UNet1d": UNet1d, "MLPDenoiser": MLPDenoiser, "GraphDenoiser": GraphDenoiser}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # a few seconds per hundred steps on a laptop CPU: tests and smoke runs
@@ -69,23 +78,37 @@ MLP_PRESETS: dict[str, dict[str, Any]] = {
 }
 """Residual-MLP widths of :func:`build_prior`'s presets (``network="mlp"``)."""
 
+GRAPH_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden=16, depth=2, order=2, time_embedding_dim=32),
+    "cpu": dict(hidden=32, depth=4, order=3, time_embedding_dim=128),
+    "paper": dict(hidden=128, depth=8, order=4, time_embedding_dim=256),
+}
+"""Chebyshev graph-network sizes of :func:`build_prior`'s presets (``network="graph"``)."""
+
 
 class DiffusionPrior(ScorePrior):
     """Diffusion prior over ``(B, C, V)`` vertex signals with a sequence network.
 
     Args:
         network: Module ``F(seq, t) -> seq`` over ``(B, C + k, L)`` inputs and ``(B, C, L)``
-            outputs, where ``k`` is the number of geometry features; e.g. :class:`UNet1d`. To be
-            saved and loaded it needs a ``config()`` method returning its keyword arguments.
+            outputs, where ``k`` is the number of geometry features; e.g. :class:`UNet1d`,
+            :class:`MLPDenoiser` or :class:`~manifold_ps.priors.GraphDenoiser`. To be saved and
+            loaded it needs a ``config()`` method returning its keyword arguments. With
+            ``"wiener"`` its output must be zero at initialisation for the untrained prior to be
+            the Gaussian (the last layer of each of these three is zero-initialised).
         layout: Vertex ordering and padding (length ``L`` must suit the network).
         channels: Number of signal channels ``C``.
         sde: The VP-SDE (default ``VPSDE()``).
-        parameterization: ``"edm"``, ``"x0"`` or ``"eps"`` (see the module docstring).
+        parameterization: ``"edm"``, ``"x0"``, ``"eps"`` or ``"wiener"`` (see the module docstring).
         geometry_features: Optional ``(V, k)`` per-vertex features (e.g. Laplacian eigenvectors),
             standardised to unit RMS per column and fed as extra input channels.
         fingerprint: Fingerprint of the geometry the prior is made for (checked on load).
         data_mean: Per-channel data mean ``mu`` (float or ``(C,)``); see :meth:`set_data_statistics`.
         data_std: Per-channel data scale ``sigma_d`` (float or ``(C,)``).
+        gaussian: The fitted Gaussian whose Wiener denoiser is the skip of ``"wiener"`` (required
+            there, refused otherwise). It becomes the submodule ``gaussian``: its buffers are part
+            of the prior's state and file, and it keeps its own dtype (float64 is recommended;
+            the denoiser evaluates it in that dtype). Its SDE must equal ``sde``.
 
     Example:
         >>> layout = VertexLayout(10, multiple=2)
@@ -113,10 +136,22 @@ class DiffusionPrior(ScorePrior):
         fingerprint: str = "",
         data_mean: float | Tensor = 0.5,
         data_std: float | Tensor = 0.5,
+        gaussian: GaussianPrior | None = None,
     ) -> None:
-        super().__init__(sde or VPSDE(), channels, layout.num_vertices)
-        if parameterization not in ("edm", "x0", "eps"):
-            raise ValueError(f"parameterization must be 'edm', 'x0' or 'eps', got {parameterization!r}")
+        super().__init__(sde or (gaussian.sde if gaussian is not None else VPSDE()), channels, layout.num_vertices)
+        if parameterization not in _PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be 'edm', 'x0', 'eps' or 'wiener', got {parameterization!r}")
+        if (parameterization == "wiener") != (gaussian is not None):
+            raise ValueError("parameterization 'wiener' needs a fitted gaussian (GaussianPrior), and only it takes one")
+        if gaussian is not None:
+            if (gaussian.channels, gaussian.num_vertices) != (self.channels, self.num_vertices):
+                raise ValueError(f"gaussian is over {gaussian.channels} channels x {gaussian.num_vertices} vertices, "
+                                 f"the prior over {self.channels} x {self.num_vertices}")
+            if gaussian.sde.config() != self.sde.config():
+                raise ValueError(f"gaussian has SDE {gaussian.sde}, the prior {self.sde}: they must be equal")
+            self.gaussian: GaussianPrior | None = gaussian
+        else:
+            self.gaussian = None
         self.network = network
         self.layout = layout
         self.parameterization: Parameterization = parameterization
@@ -196,24 +231,101 @@ class DiffusionPrior(ScorePrior):
         out = self.layout.from_sequence(self.network_output(centered / den.sqrt(), t))
         if self.parameterization == "edm":
             return mu + (alpha * sd**2 / den) * centered + (sigma * sd / den.sqrt()) * out
+        if self.parameterization == "wiener":
+            return self._wiener(x, t) + self.output_scale(x, t) * out
         if self.parameterization == "x0":
             return mu + sd * out
         return (x - sigma * out) / alpha
 
+    def _gaussian_part(self) -> GaussianPrior:
+        if self.gaussian is None:
+            raise ValueError("this prior has no Gaussian part (parameterization 'wiener' only)")
+        return self.gaussian
+
+    def _wiener(self, x: Tensor, t: Tensor) -> Tensor:
+        g = self._gaussian_part()
+        return g.denoise(x.to(g.mean.dtype), t.to(g.mean.dtype)).to(x.dtype)
+
+    def output_scale(self, x: Tensor, t: Tensor) -> Tensor:
+        """The scale ``c_out(t)`` of the network output in the denoiser, per sample and channel.
+
+        For ``"edm"``, ``"x0"`` and ``"eps"`` it is EDM's ``sigma sigma_d / sqrt(sigma^2 + alpha^2
+        sigma_d^2)``. For ``"wiener"`` it is the root-mean-square posterior standard deviation of
+        the fitted Gaussian ``N(m, S)`` over each channel's vertices,
+
+            c_out^2 = mean_i [S (I + alpha^2 / sigma^2 S)^{-1}]_ii,
+
+        which is the expected squared error per coordinate of the Wiener denoiser on any data with
+        mean ``m`` and covariance ``S`` -- in particular on the signals the Gaussian was fitted
+        to. So the weighted loss ``|D - x_0|^2 / c_out^2`` of :meth:`dsm_loss` starts at 1 at
+        every noise level and reads directly as the error relative to the Gaussian; the
+        correction is scaled to what the Gaussian misses (it vanishes like ``sigma / alpha`` as
+        the noise does), where EDM's isotropic scale would be too large at small noise whenever
+        the spectrum of ``S`` decays.
+
+        Args:
+            x: Signals (for the shape, dtype and device) ``(B, C, V)``.
+            t: Times ``(B,)``.
+
+        Returns:
+            ``(B, C, 1)``.
+
+        Example:
+            >>> from manifold_ps.priors import GaussianPrior
+            >>> g = GaussianPrior(torch.zeros(1, 4, dtype=torch.float64), torch.eye(4, dtype=torch.float64))
+            >>> prior = DiffusionPrior(MLPDenoiser(1, 1, 4, hidden=8, depth=1), VertexLayout(4), channels=1,
+            ...                        parameterization="wiener", gaussian=g, data_mean=0.0, data_std=1.0)
+            >>> x, t = torch.zeros(2, 1, 4), torch.tensor([0.1, 0.5])
+            >>> torch.allclose(prior.output_scale(x, t), prior.sde.std(t)[:, None, None])  # unit S: EDM's
+            True
+        """
+        t = self._check_t(x, t)
+        if self.parameterization != "wiener":
+            alpha, sigma, _, sd, den = self._coefficients(x, t)
+            return sigma * sd / den.sqrt()
+        g = self._gaussian_part()
+        dtype = g.eigvals.dtype
+        alpha = self.sde.alpha(t.to(dtype))[:, None]
+        var = self.sde.std(t.to(dtype))[:, None] ** 2
+
+        def post_var(lam: Tensor) -> Tensor:  # variance left along a direction of variance lam
+            den = alpha**2 * lam + var
+            return torch.where(den > 0, lam * var / den.clamp_min(torch.finfo(dtype).tiny), lam)
+
+        # diag(g(S))_i = g(floor) + sum_k Q_ik^2 (g(lam_k) - g(floor)), averaged over each channel
+        weights = g.eigvecs.square().reshape(self.channels, self.num_vertices, -1).mean(1)  # (C, r)
+        off = post_var(g.floor.reshape(1, 1))  # (B, 1)
+        mean_var = off + (post_var(g.eigvals[None]) - off) @ weights.T  # (B, C)
+        return mean_var.clamp_min(0.0).sqrt().to(x.dtype)[..., None]
+
     # -- training objective ------------------------------------------------------------------------
-    def sample_times(self, batch: int, *, t_min: float = 1e-3, time_sampling: TimeSampling = "log_snr",
-                     generator: torch.Generator | None = None, device: torch.device | str | None = None,
-                     dtype: torch.dtype | None = None) -> Tensor:
-        """Training times ``(batch,)`` in ``[t_min, 1]``, stratified over the batch.
+    def sample_times(self, batch: int, *, t_min: float = 1e-3, t_max: float | None = None,
+                     time_sampling: TimeSampling = "log_snr", generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
+        """Training times ``(batch,)`` in ``[t_min, t_max]``, stratified over the batch.
 
         ``"log_snr"``: uniform in ``log(sigma / alpha)``; ``"uniform"``: uniform in ``t``;
         ``"edm"``: ``log(sigma / alpha) ~ N(-1.2, 1.2^2)`` (Karras et al.), clipped.
+        ``t_max`` (default: the SDE's end, 1) narrows the range from above, e.g. to spend no
+        steps at noise levels where the Gaussian of ``"wiener"`` is already optimal.
+
+        Raises:
+            ValueError: unless ``0 < t_min < t_max <= T``, or for an unknown ``time_sampling``.
+
+        Example:
+            >>> prior = DiffusionPrior(MLPDenoiser(1, 1, 4, hidden=8, depth=1), VertexLayout(4), channels=1)
+            >>> t = prior.sample_times(64, t_min=0.01, t_max=0.3, generator=torch.Generator().manual_seed(0))
+            >>> bool((t >= 0.01).all() and (t <= 0.3).all())
+            True
         """
+        t_top = self.sde.T if t_max is None else float(t_max)
+        if not 0.0 < t_min < t_top <= self.sde.T:
+            raise ValueError(f"need 0 < t_min < t_max <= {self.sde.T}, got t_min={t_min}, t_max={t_max}")
         dtype = dtype or torch.get_default_dtype()
         u = (torch.randperm(batch, generator=generator, device=device).to(dtype)
              + torch.rand(batch, generator=generator, device=device, dtype=dtype)) / batch
         lo = torch.tensor(t_min, dtype=dtype, device=device)
-        hi = torch.tensor(self.sde.T, dtype=dtype, device=device)
+        hi = torch.tensor(t_top, dtype=dtype, device=device)
         if time_sampling == "uniform":
             return lo + (hi - lo) * u
         if time_sampling == "log_snr":
@@ -230,6 +342,7 @@ class DiffusionPrior(ScorePrior):
         generator: torch.Generator | None = None,
         *,
         t_min: float = 1e-3,
+        t_max: float | None = None,
         time_sampling: TimeSampling = "log_snr",
     ) -> Tensor:
         """Denoising score-matching loss per sample (mean over channels and valid vertices).
@@ -238,6 +351,7 @@ class DiffusionPrior(ScorePrior):
             x0: Clean training signals.
             generator: Source of the times and noises.
             t_min: Smallest training time.
+            t_max: Largest training time (default: the SDE's end).
             time_sampling: Distribution of the times (see :meth:`sample_times`).
 
         Returns:
@@ -248,12 +362,15 @@ class DiffusionPrior(ScorePrior):
         """
         check_signal(x0, self.num_vertices, "x0", channels=self.channels)
         check_generator_device(generator, x0.device)
-        t = self.sample_times(x0.shape[0], t_min=t_min, time_sampling=time_sampling, generator=generator,
-                              device=x0.device, dtype=x0.dtype)
+        t = self.sample_times(x0.shape[0], t_min=t_min, t_max=t_max, time_sampling=time_sampling,
+                              generator=generator, device=x0.device, dtype=x0.dtype)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         alpha, sigma, _, sd, den = self._coefficients(x0, t)
         xt = alpha * x0 + sigma * noise
-        c_out = sigma * sd / den.sqrt()
+        if self.parameterization == "wiener":
+            c_out = self.output_scale(x0, t).clamp_min(torch.finfo(x0.dtype).tiny)
+        else:
+            c_out = sigma * sd / den.sqrt()
         return ((self.denoise(xt, t) - x0) / c_out).square().flatten(1).mean(-1)
 
     def forward(self, x0: Tensor, generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
@@ -276,6 +393,7 @@ class DiffusionPrior(ScorePrior):
             "layout_length": self.layout.length,
             "num_features": self.num_features,
             "fingerprint": self.fingerprint,
+            **({"gaussian_fit_info": self.gaussian.fit_info} if self.gaussian is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -341,9 +459,19 @@ class DiffusionPrior(ScorePrior):
         if sde_cfg.pop("type", "VPSDE") != "VPSDE":
             raise ValueError(f"prior {path} uses an unknown SDE {state['sde']}")
         features = torch.zeros(stored_v, int(state["num_features"])) if state["num_features"] else None
+        gaussian = None
+        if state["parameterization"] == "wiener":
+            from .gaussian import GaussianPrior
+
+            missing = [k for k in ("mean", "eigvecs", "eigvals", "floor") if f"gaussian.{k}" not in sd]
+            if missing:
+                raise ValueError(f"prior {path} uses the 'wiener' parameterization but lacks its Gaussian {missing}")
+            gaussian = GaussianPrior.from_factors(sd["gaussian.mean"], sd["gaussian.eigvecs"], sd["gaussian.eigvals"],
+                                                  sd["gaussian.floor"], VPSDE(**sde_cfg),
+                                                  fit_info=state.get("gaussian_fit_info"))
         prior = cls(network, layout, channels=int(state["channels"]), sde=VPSDE(**sde_cfg),
                     parameterization=state["parameterization"], geometry_features=features,
-                    fingerprint=stored_fp)
+                    fingerprint=stored_fp, gaussian=gaussian)
         prior.load_state_dict(sd)
         if map_location is not None:
             prior.to(map_location)
@@ -355,14 +483,15 @@ def build_prior(
     *,
     channels: int = 1,
     preset: Literal["tiny", "cpu", "paper"] = "cpu",
-    network: Literal["unet", "mlp"] = "unet",
+    network: Literal["unet", "mlp", "graph"] = "unet",
     geometry_channels: int = 0,
     parameterization: Parameterization = "edm",
     ordering: str = "auto",
     sde: VPSDE | None = None,
+    gaussian: GaussianPrior | None = None,
     **network_overrides: Any,
 ) -> DiffusionPrior:
-    """A :class:`DiffusionPrior` with a :class:`UNet1d` (or :class:`MLPDenoiser`) sized for ``geometry``.
+    """A :class:`DiffusionPrior` with a :class:`UNet1d`, :class:`MLPDenoiser` or graph network sized for ``geometry``.
 
     Picks the locality ordering of the geometry, pads to the U-Net's down-sampling multiple,
     and optionally feeds the first ``geometry_channels`` non-constant Laplacian eigenvectors.
@@ -371,25 +500,39 @@ def build_prior(
         geometry: The geometry (its fingerprint is stored in the prior).
         channels: Signal channels ``C``.
         preset: Network size: ``"tiny"`` (tests), ``"cpu"`` (minutes of CPU training) or ``"paper"``.
-        network: ``"unet"`` (1-D U-Net over the ordered vertices, the paper's architecture) or
-            ``"mlp"`` (residual MLP over the whole sequence, several times faster on a CPU).
+        network: ``"unet"`` (1-D U-Net over the ordered vertices, the paper's architecture),
+            ``"mlp"`` (residual MLP over the whole sequence, several times faster on a CPU) or
+            ``"graph"`` (:class:`~manifold_ps.priors.GraphDenoiser`: Chebyshev filters of the
+            geometry's Laplacian, on the surface graph itself).
         geometry_channels: Number of eigenvector features ``k`` (0: none).
-        parameterization: Denoiser parameterisation.
+        parameterization: Denoiser parameterisation; ``"wiener"`` needs ``gaussian``.
         ordering: Vertex ordering method passed to ``geometry.ordering``.
-        sde: The VP-SDE (default ``VPSDE()``).
+        sde: The VP-SDE (default: the Gaussian's with ``"wiener"``, else ``VPSDE()``).
+        gaussian: The fitted Gaussian of ``"wiener"`` (e.g. ``GaussianPrior.fit(train_signals)``);
+            the prior's data mean and scale (the network's input scaling) are set from it.
         **network_overrides: Replace preset entries of the network's keyword arguments.
 
     Returns:
-        An untrained prior.
+        An untrained prior; with ``"wiener"`` its denoiser is exactly the Gaussian's.
+
+    Example:
+        >>> from manifold_ps.geometry import ImageGrid
+        >>> from manifold_ps.priors import GaussianPrior
+        >>> grid = ImageGrid(3, 4)
+        >>> g = GaussianPrior.fit(torch.rand(50, 1, 12, generator=torch.Generator().manual_seed(0)))
+        >>> prior = build_prior(grid, preset="tiny", network="mlp", parameterization="wiener", gaussian=g)
+        >>> x, t = torch.rand(2, 1, 12, dtype=torch.float64), torch.tensor([0.1, 0.5], dtype=torch.float64)
+        >>> torch.allclose(prior.double().denoise(x, t), g.denoise(x, t))
+        True
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     if geometry_channels < 0:
         raise ValueError(f"geometry_channels must be >= 0, got {geometry_channels}")
-    if network not in ("unet", "mlp"):
-        raise ValueError(f"network must be 'unet' or 'mlp', got {network!r}")
-    if network == "mlp":
-        kwargs = {**MLP_PRESETS[preset], **network_overrides}
+    if network not in ("unet", "mlp", "graph"):
+        raise ValueError(f"network must be 'unet', 'mlp' or 'graph', got {network!r}")
+    if network in ("mlp", "graph"):
+        kwargs = {**(MLP_PRESETS if network == "mlp" else GRAPH_PRESETS)[preset], **network_overrides}
         multiple = 1
     else:
         kwargs = {**PRESETS[preset], **network_overrides}
@@ -401,7 +544,21 @@ def build_prior(
         features = evecs[:, 1:].to(torch.get_default_dtype())  # drop the constant eigenvector
     if network == "mlp":
         net: nn.Module = MLPDenoiser(channels + geometry_channels, channels, layout.length, **kwargs)
+    elif network == "graph":
+        index, weight = chebyshev_operator(geometry, layout)
+        net = GraphDenoiser(channels + geometry_channels, channels, layout.length, edge_index=index,
+                            edge_weight=weight, **kwargs)
     else:
         net = UNet1d(channels + geometry_channels, channels, **kwargs)
+    stats: dict[str, Tensor] = _gaussian_statistics(gaussian) if gaussian is not None else {}
     return DiffusionPrior(net, layout, channels=channels, sde=sde, parameterization=parameterization,
-                          geometry_features=features, fingerprint=geometry.fingerprint())
+                          geometry_features=features, fingerprint=geometry.fingerprint(), gaussian=gaussian, **stats)
+
+
+def _gaussian_statistics(gaussian: GaussianPrior) -> dict[str, Tensor]:
+    """Per-channel mean and RMS deviation from it of ``N(m, S)``: ``data_mean`` and ``data_std``."""
+    diag = gaussian.floor + gaussian.eigvecs.square() @ (gaussian.eigvals - gaussian.floor)
+    diag = diag.reshape(gaussian.channels, gaussian.num_vertices)
+    mu = gaussian.mean.mean(-1)
+    second = (diag + (gaussian.mean - mu[:, None]).square()).mean(-1)
+    return {"data_mean": mu.float(), "data_std": second.sqrt().clamp_min(1e-3).float()}

@@ -21,6 +21,7 @@ class DSMObjective(nn.Module):
     Args:
         prior: The prior to train.
         t_min: Smallest training time.
+        t_max: Largest training time (default: the SDE's end).
         time_sampling: Distribution of the training times.
 
     Example:
@@ -31,14 +32,17 @@ class DSMObjective(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, prior: DiffusionPrior, *, t_min: float = 1e-3, time_sampling: TimeSampling = "log_snr") -> None:
+    def __init__(self, prior: DiffusionPrior, *, t_min: float = 1e-3, t_max: float | None = None,
+                 time_sampling: TimeSampling = "log_snr") -> None:
         super().__init__()
         self.prior = prior
         self.t_min = t_min
+        self.t_max = t_max
         self.time_sampling: TimeSampling = time_sampling
 
     def forward(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return self.prior.dsm_loss(x0, generator, t_min=self.t_min, time_sampling=self.time_sampling).mean()
+        return self.prior.dsm_loss(x0, generator, t_min=self.t_min, t_max=self.t_max,
+                                   time_sampling=self.time_sampling).mean()
 
 
 def _loss_fn(model: nn.Module, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
@@ -54,6 +58,7 @@ def train_prior(
     batch_size: int = 64,
     lr: float = 2e-4,
     t_min: float = 1e-3,
+    t_max: float | None = None,
     time_sampling: TimeSampling = "log_snr",
     fit_statistics: bool = True,
     config: dict[str, Any] | None = None,
@@ -74,6 +79,7 @@ def train_prior(
         batch_size: Global batch size.
         lr: Peak learning rate.
         t_min: Smallest training time.
+        t_max: Largest training time (default: the SDE's end).
         time_sampling: Distribution of the training times.
         fit_statistics: Set the prior's data mean/scale from ``data`` before training.
         config: Extra plain data saved in checkpoints.
@@ -87,8 +93,9 @@ def train_prior(
     check_signal(data, prior.num_vertices, "data", channels=prior.channels)
     if fit_statistics:
         prior.set_data_statistics(data)
-    objective = DSMObjective(prior, t_min=t_min, time_sampling=time_sampling)
-    full_config = {"prior": prior.config(), "t_min": t_min, "time_sampling": time_sampling, **(config or {})}
+    objective = DSMObjective(prior, t_min=t_min, t_max=t_max, time_sampling=time_sampling)
+    full_config = {"prior": prior.config(), "t_min": t_min, "t_max": t_max, "time_sampling": time_sampling,
+                   **(config or {})}
     trainer = Trainer(objective, _loss_fn, data, out_dir=out_dir, batch_size=batch_size, max_steps=steps, lr=lr,
                       config=full_config, fingerprint=prior.fingerprint, **trainer_kwargs)
     try:
