@@ -121,3 +121,111 @@ def test_deadline_callback_discounts_observer_time():
     assert plain(None, 1, {}) is True
     assert _deadline_callback(None) is None
     assert calls == [1]
+
+
+# -- scoring as the benchmarks report it ---------------------------------------------------------------------
+def test_score_estimate_projects_onto_a_guaranteed_range_and_keeps_the_raw_psnr() -> None:
+    truth = torch.full((4, 1, 10), 0.5, dtype=torch.float64)
+    est = truth.clone()
+    est[..., :5] = 1.5  # out of range by 1.0, projected to 1.0 (error 0.5)
+    est[..., 5:] = 0.4  # in range, error 0.1
+    r = score_estimate(est, truth, seconds_per_sample=0.0, nfe=0, data_range=(0.0, 1.0))
+    raw_mse = (5 * 1.0**2 + 5 * 0.1**2) / 10
+    projected_mse = (5 * 0.5**2 + 5 * 0.1**2) / 10
+    assert r.extra["psnr_raw"] == pytest.approx(-10 * math.log10(raw_mse))
+    assert r.psnr == pytest.approx(-10 * math.log10(projected_mse))
+    unbounded = score_estimate(est, truth, seconds_per_sample=0.0, nfe=0)
+    assert unbounded.psnr == pytest.approx(unbounded.extra["psnr_raw"]) == pytest.approx(r.extra["psnr_raw"])
+
+
+def test_score_estimate_interval_coverage_and_std_over_missing_vertices() -> None:
+    g = torch.Generator().manual_seed(0)
+    truth = torch.zeros(6, 1, 8, dtype=torch.float64)
+    est = 0.1 * torch.randn(6, 1, 8, generator=g, dtype=torch.float64)
+    observed = torch.zeros(6, 8, dtype=torch.bool)
+    observed[:, :4] = True
+    samples = torch.randn(6, 50, 1, 8, generator=g, dtype=torch.float64)
+    samples[..., :4] = samples[..., :4] + 10.0  # intervals far from the truth on observed vertices
+    std = torch.ones(6, 1, 8, dtype=torch.float64)
+    std[..., 4:] = 3.0
+    r = score_estimate(est, truth, seconds_per_sample=0.0, nfe=0, samples=samples, observed=observed, std=std)
+    assert r.extra["psnr_low"] < r.psnr < r.extra["psnr_high"]
+    assert r.extra["coverage90"] == pytest.approx(0.5 * r.extra["coverage90_missing"])
+    assert r.extra["coverage90_missing"] > 0.7
+    assert (r.extra["std_missing"], r.extra["std_observed"], r.extra["std_mean"]) == (3.0, 1.0, 2.0)
+    # two masks of each of three fields: the interval resamples fields and is wider than the i.i.d. one
+    groups = torch.arange(3).repeat_interleave(2)
+    grouped = score_estimate(est[groups], truth, seconds_per_sample=0.0, nfe=0, groups=groups)
+    iid = score_estimate(est[groups], truth, seconds_per_sample=0.0, nfe=0)
+    assert grouped.psnr == iid.psnr
+    assert grouped.extra["psnr_high"] - grouped.extra["psnr_low"] > iid.extra["psnr_high"] - iid.extra["psnr_low"]
+
+
+def test_paired_differences_against_our_draw_and_mean() -> None:
+    from manifold_ps.benchmarking.evaluate import add_paired_differences
+
+    g = torch.Generator().manual_seed(1)
+    truth = torch.rand(8, 1, 16, generator=g, dtype=torch.float64)
+    noise = torch.randn(8, 1, 16, generator=g, dtype=torch.float64)
+    results = {name: score_estimate(truth + scale * noise, truth, seconds_per_sample=0.0, nfe=0)
+               for name, scale in (("aps_n1", 0.2), ("aps_n128", 0.1), ("other", 0.05))}
+    add_paired_differences(results)
+    # halving the error of the same noise adds exactly 20 log10(2) dB to every measurement
+    assert results["other"].extra["diff_aps_n128"] == pytest.approx(20 * math.log10(2))
+    assert results["other"].extra["diff_aps_n128_low"] == pytest.approx(results["other"].extra["diff_aps_n128_high"])
+    assert results["aps_n128"].extra["diff_aps_n1"] == pytest.approx(20 * math.log10(2))
+    assert "diff_aps_n1" not in results["aps_n1"].extra
+    assert "per_measurement" not in results["other"].to_dict()
+
+
+# -- validation tuning ---------------------------------------------------------------------------------------
+def test_tuning_chooses_on_validation_and_refuses_other_settings(tmp_path) -> None:
+    from dataclasses import replace
+
+    from manifold_ps.benchmarking.baselines import build_baselines, stage_tuning
+    from manifold_ps.benchmarking.workloads import Task, Workload
+    from manifold_ps.config import get_profile
+    from manifold_ps.geometry import ImageGrid
+    from manifold_ps.priors import GaussianPrior
+
+    g = torch.Generator().manual_seed(0)
+    x = (0.5 + 0.2 * torch.randn(40, 1, 16, generator=g, dtype=torch.float64).cumsum(-1) / 4).clamp(0, 1)
+    prior = GaussianPrior.fit(x, ridge=1e-3)
+    task = Task("inpainting", lambda n, gen: Inpainting(random_mask(16, 0.4, n, generator=gen), 0.1), {},
+                baselines=("dps", "harmonic"))
+    workload = Workload("toy", ImageGrid(4, 4), "image", x, x, "toy signals", [], [task], data_range=(0.0, 1.0))
+    base = get_profile("smoke")
+    config = replace(base, eval=replace(base.eval, tune_zeta_budgets=(2.0, 250.0), tune_smoothings=(0.0, 0.1, 1.0)))
+    op = task.make_operator(4, g)
+    y = op(x[:4], generator=g)
+    doc = stage_tuning(workload, task, config, prior, x[:4], y, op, tmp_path, validation="toy validation")
+    grid = doc["dps"]["grid"]
+    assert len(grid) == 4 and {(r["zeta"] * 10, r["clip_denoised"]) for r in grid} == {
+        (2.0, False), (2.0, True), (250.0, False), (250.0, True)}
+    best = max(grid, key=lambda r: r["psnr"])
+    assert doc["dps"]["chosen"] == {"zeta": best["zeta"], "clip_denoised": best["clip_denoised"]}
+    assert doc["harmonic_tikhonov"]["chosen"]["smoothing"] in (0.0, 0.1, 1.0)
+    samplers = build_baselines(workload, task, config, prior, doc)
+    assert samplers["dps"].zeta == best["zeta"] and samplers["dps"].clip_denoised == best["clip_denoised"]
+    assert stage_tuning(workload, task, config, prior, x[:4], y, op, tmp_path, validation="toy validation") == doc
+    other = replace(config, eval=replace(config.eval, tune_zeta_budgets=(250.0,)))
+    with pytest.raises(ValueError, match=r"tuning.json was made with other settings \(zeta_budgets \[2.0, 250.0\] -> \[250.0\]\)"):
+        stage_tuning(workload, task, other, prior, x[:4], y, op, tmp_path, validation="toy validation")
+
+
+@pytest.mark.data
+def test_wiener_prior_stage_fits_the_gaussian_first(tmp_path, data_dir) -> None:
+    from manifold_ps.benchmarking.pipeline import stage_gaussian, stage_prior
+    from manifold_ps.benchmarking.workloads import bunny_mnist
+    from manifold_ps.config import apply_overrides, get_profile
+
+    config = apply_overrides(get_profile("smoke"), {"prior.parameterization": "wiener", "prior.train_steps": 2})
+    workload = bunny_mnist(config)
+    prior = stage_prior(workload, config, tmp_path, device=torch.device("cpu"), progress=False)
+    gaussian = stage_gaussian(workload, config, tmp_path, device=torch.device("cpu"))  # loads the same file
+    assert prior.parameterization == "wiener"
+    torch.testing.assert_close(prior.gaussian.eigvals, gaussian.eigvals)
+    assert gaussian.fit_info["ridge"] in config.eval.gaussian_ridges
+    with pytest.raises(ValueError, match="ridges"):
+        stage_gaussian(workload, apply_overrides(config, {"eval.gaussian_ridges": (0.5,)}), tmp_path,
+                       device=torch.device("cpu"))

@@ -95,7 +95,7 @@ def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.
         _log(f"prior: loading {done}")
         prior = DiffusionPrior.load(done, geometry=workload.geometry, map_location=device)
         if stored is None:  # written before config.json existed: check what the file itself says
-            network = {"mlp": "MLPDenoiser", "unet": "UNet1d"}[config.prior.network]
+            network = {"mlp": "MLPDenoiser", "unet": "UNet1d", "graph": "GraphDenoiser"}[config.prior.network]
             found = (type(prior.network).__name__, prior.parameterization)
             if found != (network, config.prior.parameterization):
                 raise ValueError(
@@ -107,7 +107,11 @@ def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.
     # The prototype's MLP had to be wider than the signal to pass the identity through with
     # eps-prediction; the EDM skip connection of DiffusionPrior does that, so the preset width
     # (2048) also serves the 4140-vertex sphere.
-    prior = build_prior(workload.geometry, channels=workload.channels, **config.prior.network_kwargs())
+    gaussian = None
+    if config.prior.parameterization == "wiener":  # the exact Gaussian denoiser plus a learned correction
+        gaussian = stage_gaussian(workload, config, out, device=torch.device("cpu"))
+    prior = build_prior(workload.geometry, channels=workload.channels, gaussian=gaussian,
+                        **config.prior.network_kwargs())
     _log(f"prior: training {sum(p.numel() for p in prior.parameters()) / 1e6:.1f}M parameters on "
          f"{workload.prior_train.shape[0]} signals for {config.prior.train_steps} steps"
          + (f" (cap {config.prior.minutes:g} min)" if config.prior.minutes else ""))
@@ -393,10 +397,10 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
         _log(f"stage {name}: {stages[name]:.0f} s")
         return result
 
-    prior = timed_stage("prior", lambda: stage_prior(workload, config, out, device=dev, progress=progress))
     gaussian = None
-    if any("gaussian" in t.baselines for t in workload.tasks):
+    if any("gaussian" in t.baselines for t in workload.tasks) or config.prior.parameterization == "wiener":
         gaussian = timed_stage("gaussian", lambda: stage_gaussian(workload, config, out, device=dev))
+    prior = timed_stage("prior", lambda: stage_prior(workload, config, out, device=dev, progress=progress))
     evaluations: list[BenchmarkResults] = []
     resolved = config.resolved().to_dict()
     set_info = {ev.name: ev for ev in workload.eval_sets}

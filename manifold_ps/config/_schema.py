@@ -66,12 +66,12 @@ class PriorConfig(_Training):
     """How the diffusion prior is built and trained (and the fields of :class:`_Training`).
 
     Attributes:
-        network: ``"mlp"`` or ``"unet"`` (see :func:`manifold_ps.priors.build_prior`).
+        network: ``"mlp"``, ``"unet"`` or ``"graph"`` (see :func:`manifold_ps.priors.build_prior`).
         preset: Network size preset.
-        parameterization: Denoiser parameterisation. ``"x0"`` for the MLP: with EDM
-            preconditioning the small-noise regime is eps-prediction, which the MLP did not learn
-            (bunny, 7 min of CPU training, denoising MSE at sigma/alpha = 0.11: 0.0031 with x0
-            against 0.0093 with EDM, 0.0120 for the noisy input itself).
+        parameterization: Denoiser parameterisation (see :class:`~manifold_ps.priors.DiffusionPrior`).
+            ``"x0"`` for the MLP, which does not learn the eps-prediction regime of EDM's small
+            noise levels on a CPU budget; ``"wiener"`` learns a correction to the exact denoiser
+            of the Gaussian fitted to the training signals (with the ``eval.gaussian_*`` settings).
         geometry_channels: Laplacian eigenvectors fed to the denoiser as extra input channels.
         train_steps: Optimizer steps (the length of the learning-rate schedule).
         batch_size: Global batch size.
@@ -79,9 +79,9 @@ class PriorConfig(_Training):
         log_every: Steps between logged losses.
     """
 
-    network: Literal["mlp", "unet"] = "mlp"
+    network: Literal["mlp", "unet", "graph"] = "mlp"
     preset: Literal["tiny", "cpu", "paper"] = "cpu"
-    parameterization: Literal["edm", "x0", "eps"] = "x0"
+    parameterization: Literal["edm", "x0", "eps", "wiener"] = "x0"
     geometry_channels: int = 0
     train_steps: int = 2000
     batch_size: int = 64
