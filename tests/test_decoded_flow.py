@@ -121,3 +121,119 @@ def test_gaussian_base_decodes_to_the_contracted_posterior(rank: int | None) -> 
         torch.testing.assert_close(mean_x, ref_mean)
         torch.testing.assert_close(jac_x @ jac_x.T, ref_cov)
         torch.testing.assert_close(state.mean_x[i], ref_mean.flatten())
+
+
+# -- the decoded sampler ------------------------------------------------------------------------------
+def _sampler(prior: GaussianPrior, t: float, *, noise: bool = False):
+    from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, condition_channels
+    from manifold_ps.geometry import VertexLayout
+    from manifold_ps.operators import Inpainting
+
+    op = Inpainting(torch.ones(6, dtype=torch.bool), 0.3)
+    flow = ConditionalRealNVP(1, VertexLayout(6), condition_channels(1, op, reconstruct=True), steps=2, hidden=8,
+                              init_scale=1.0)
+    post = AmortizedPosterior(flow, base=GaussianBase(prior, t), decode=t, decoder_noise=noise)
+    return post.attach_prior(prior)
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_untrained_decoded_sampler_is_the_contracted_posterior(noise: bool) -> None:
+    from manifold_ps.operators import Inpainting
+    from manifold_ps.priors.gaussian import linear_gaussian_posterior
+
+    t = 0.05
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, t, noise=noise)
+    mask = _masks(1, 6)[0]
+    op = Inpainting(mask, sigma=0.3)
+    y = torch.randn(1, 1, 6)
+    n = 40000
+    x = post.sample(y, op, n, generator=torch.Generator().manual_seed(0))[0, :, 0].double()  # (n, 6)
+    # the posterior under the contracted prior; decoder noise adds the error of x_0 given u, S - S_c
+    contracted = _contracted(prior, t)
+    mean, cov = linear_gaussian_posterior(contracted, op, y.double())
+    if noise:
+        cov = cov + prior.covariance() - contracted.covariance()
+    emp_cov = torch.cov(x.T)
+    se = (cov.diagonal() / n).sqrt()
+    assert bool(((x.mean(0) - mean[0, 0]).abs() < 5 * se).all())
+    torch.testing.assert_close(emp_cov, cov, atol=0.03 * float(cov.diagonal().max()), rtol=0.0)
+    assert post.nfe == 2
+
+
+def test_decoded_loss_terms_match_a_direct_computation() -> None:
+    from manifold_ps.flows import reverse_kl_loss
+    from manifold_ps.operators import Inpainting
+
+    t = 0.05
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, t)
+    torch.manual_seed(0)
+    for p in post.flow.parameters():  # a flow that is not the identity
+        p.data.add_(0.05 * torch.randn_like(p))
+    op = Inpainting(_masks(2, 6), sigma=0.3)
+    y = torch.randn(2, 1, 6)
+    z = torch.randn(2, 3, 1, 6)
+    loss, terms = reverse_kl_loss(post, prior, op, y, z=z, n_z=3, t_min=t, prior_term="exact")
+    with torch.no_grad():
+        cond, loc = post.prepare(y, op)
+        state = post.prepare_base(y, op)
+        v, ladj_flow = post.flow(cond, 3, z=z)
+        u, ladj_base = post.base.call_and_ladj(v, state)
+        tt = torch.full((6,), t)
+        x = prior.denoise(u.reshape(6, 1, 6).double(), tt.double()).float()
+        rep = torch.arange(2).repeat_interleave(3)
+        fidelity = -op.select(rep).log_likelihood(y[rep], x)
+        log_prior = prior.marginal_log_prob(u.reshape(6, 1, 6).double(), tt.double()).float()
+        entropy = -(ladj_flow + ladj_base).reshape(-1)
+    torch.testing.assert_close(terms["fidelity"], float(fidelity.mean() / 6), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(terms["prior"], float(-log_prior.mean() / 6), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(terms["entropy"], float(entropy.mean() / 6), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(float(loss.detach()), float((fidelity - log_prior + entropy).mean() / 6), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="decodes at t_min"):
+        reverse_kl_loss(post, prior, op, y, n_z=1, t_min=0.02)
+    # the ELBO variant runs and is differentiable into the flow
+    loss, _ = reverse_kl_loss(post, prior, op, y, n_z=2, t_min=t, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is not None for p in post.flow.parameters() if p.requires_grad)
+
+
+def test_decoded_sampler_save_load_keeps_decoder_and_base(tmp_path) -> None:
+    from manifold_ps.flows import AmortizedPosterior
+    from manifold_ps.operators import Inpainting
+
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, 0.05, noise=True)
+    path = post.save(tmp_path / "post.pt")
+    loaded = AmortizedPosterior.load(path)
+    assert loaded.decode == 0.05 and loaded.decoder_noise and loaded.base is not None
+    assert loaded.base.t_min == 0.05
+    for name in ("mean", "eigvecs", "eigvals", "floor"):
+        torch.testing.assert_close(getattr(loaded.base, name), getattr(post.base, name), rtol=0, atol=0)
+    op = Inpainting(_masks(2, 6), sigma=0.3)
+    y = torch.randn(2, 1, 6)
+    with pytest.raises(ValueError, match="attach_prior"):
+        loaded.sample(y, op, 2)
+    loaded.attach_prior(prior)
+    a = post.sample(y, op, 4, generator=torch.Generator().manual_seed(1))
+    b = loaded.sample(y, op, 4, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no tractable density"):
+        loaded.log_prob(a[:, 0], y, op)
+
+
+def test_decoded_sampler_validation() -> None:
+    from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, HarmonicFill
+    from manifold_ps.geometry import VertexLayout
+
+    prior = _gaussian(rank=3)
+    flow = ConditionalRealNVP(1, VertexLayout(6), 3, steps=1, hidden=4)
+    base = GaussianBase(prior, 0.05)
+    with pytest.raises(ValueError, match="decode=0.05"):
+        AmortizedPosterior(flow, base=base)
+    with pytest.raises(ValueError, match="needs a Gaussian base"):
+        AmortizedPosterior(flow, decode=0.05, decoder_noise=True)
+    import scipy.sparse as sp
+
+    with pytest.raises(ValueError, match="reconstruct=None"):
+        AmortizedPosterior(flow, base=base, decode=0.05, reconstruct=HarmonicFill(sp.eye(6)))

@@ -83,20 +83,18 @@ class BaseState:
         ratio: ``b / s_x`` ``(B, d)``.
         chol_h: ``L_H`` ``(B, r, r)``.
         chol_j: ``J`` ``(B, r, r)``.
-        logdet: ``log|det dU/dv|`` ``(B,)``.
+        logdet: ``log|det du/dv|`` ``(B,)``.
+
+    The fields after ``mean_u`` are ``None`` when only the means were computed.
     """
 
     mean_x: Tensor
     mean_u: Tensor
-    std: Tensor
-    ratio: Tensor
-    chol_h: Tensor
-    chol_j: Tensor
-    logdet: Tensor
-
-    def select(self, index: Tensor) -> BaseState:
-        """The state of the measurements at ``index``."""
-        return BaseState(*(getattr(self, k)[index] for k in self.__dataclass_fields__))
+    std: Tensor | None = None
+    ratio: Tensor | None = None
+    chol_h: Tensor | None = None
+    chol_j: Tensor | None = None
+    logdet: Tensor | None = None
 
 
 class GaussianBase(nn.Module):
@@ -212,13 +210,15 @@ class GaussianBase(nn.Module):
 
     # -- per-measurement factorisation -------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, y: Tensor, operator: nn.Module) -> BaseState:
+    def prepare(self, y: Tensor, operator: nn.Module, *, factor: bool = True) -> BaseState:
         """Factorise the posterior of every measurement (distinct masks factorised once each).
 
         Args:
             y: Measurements ``(B, C, V)``.
             operator: :class:`~manifold_ps.operators.Inpainting` (one mask or one per row) or
                 :class:`~manifold_ps.operators.Denoising`, with ``sigma > 0``.
+            factor: Also compute the covariance factor (``False``: the means only, e.g. for a
+                flow's condition; the other fields are then ``None``).
 
         Returns:
             The :class:`BaseState` of the batch.
@@ -230,60 +230,52 @@ class GaussianBase(nn.Module):
         if y.ndim != 3 or y.shape[1:] != (self.channels, self.num_vertices):
             raise ValueError(f"y must have shape (B, {self.channels}, {self.num_vertices}), got {tuple(y.shape)}")
         dev, dt = self.mean.device, self.mean.dtype
-        b = y.shape[0]
+        b, d, r = y.shape[0], self.mean.shape[0], self.eigvals.shape[0]
         if isinstance(operator, Inpainting):
             mask = operator.mask.to(dev).reshape(-1, self.num_vertices)
         else:
             mask = torch.ones(1, self.num_vertices, dtype=torch.bool, device=dev)
         if mask.shape[0] not in (1, b):
             raise ValueError(f"the operator holds {mask.shape[0]} masks for {b} measurements")
-        observed = mask[:, None, :].expand(-1, self.channels, -1).reshape(mask.shape[0], -1)
+        observed = mask[:, None, :].expand(-1, self.channels, -1).reshape(mask.shape[0], -1).expand(b, -1)
         unique, inverse = torch.unique(observed, dim=0, return_inverse=True)
-        per_mask = self._factorise(unique, float(operator.sigma) ** 2)
-        index = inverse.expand(b) if observed.shape[0] == 1 else inverse
-        std, ratio, chol_h, chol_j, chol_k, logdet_x = (t[index] for t in per_mask)
-        obs = unique[index].to(dt)
-
-        # posterior mean of x under the contracted prior (Woodbury with K_c = L_K L_K^T)
-        lam_c, f_c = self._contracted()
-        root = (lam_c - f_c).clamp_min(0.0).sqrt()
-        c = float(operator.sigma) ** 2 + f_c
-        r = (y.to(device=dev, dtype=dt).flatten(1) - self.mean) * obs
-        wr = r / c
-        inner = torch.cholesky_solve(((wr @ self.eigvecs) * root)[..., None], chol_k)[..., 0]
-        g = wr - obs / c * ((inner * root) @ self.eigvecs.T)
-        mean_x = self.mean + self._spectral(g, lam_c, f_c)
-        on, off = self._decoder_gain()
-        mean_u = self.alpha * self.mean + self._spectral(mean_x - self.mean, 1.0 / on, 1.0 / off)
-        logdet_k = torch.log(on).sum() + (self.mean.shape[0] - on.shape[0]) * torch.log(off)
-        return BaseState(mean_x, mean_u, std, ratio, chol_h, chol_j, logdet_x - logdet_k)
-
-    def _factorise(self, observed: Tensor, sigma2: float) -> tuple[Tensor, ...]:
-        """Per distinct mask ``(k, d)``: ``(s_x, b / s_x, L_H, J, L_K, log det F)``."""
-        dt = self.mean.dtype
+        sigma2 = float(operator.sigma) ** 2
         lam_c, f_c = self._contracted()
         excess = (lam_c - f_c).clamp_min(0.0)
+        root = excess.sqrt()
         c = sigma2 + f_c
-        eye = torch.eye(self.eigvals.shape[0], dtype=dt, device=self.mean.device)
-        chol_h, chol_k, chol_j = [], [], []
-        for obs in observed:
-            qm = self.eigvecs[~obs]  # rows of the missing entries
-            gm = qm.T @ qm  # Q^T diag(missing) Q
-            qwq = (eye - gm) / c  # Q^T W Q
-            h = eye / f_c - qwq
-            k = eye + excess.sqrt()[:, None] * qwq * excess.sqrt()[None, :]
-            lh = torch.linalg.cholesky(h)
-            lk = torch.linalg.cholesky(k)
-            x = torch.linalg.solve_triangular(lk, excess.sqrt()[:, None] * lh, upper=False)
-            chol_j.append(torch.linalg.cholesky(eye + x.T @ x))
-            chol_h.append(lh)
-            chol_k.append(lk)
-        obs = observed.to(dt)
+        eye = torch.eye(r, dtype=dt, device=dev)
+        resid = (y.to(device=dev, dtype=dt).flatten(1) - self.mean) * observed.to(dt)
+        mean_x = torch.empty(b, d, dtype=dt, device=dev)
+        chol_h = chol_j = None
+        if factor:
+            chol_h = torch.empty(b, r, r, dtype=dt, device=dev)
+            chol_j = torch.empty(b, r, r, dtype=dt, device=dev)
+        for i, obs in enumerate(unique):
+            rows = (inverse == i).nonzero()[:, 0]
+            qm = self.eigvecs[~obs]  # the rows of the missing entries
+            qwq = (eye - qm.T @ qm) / c  # Q^T W Q
+            lk = torch.linalg.cholesky(eye + root[:, None] * qwq * root[None, :])
+            # posterior mean under the contracted prior: mu + S_c (W r - W U K^{-1} U^T W r)
+            wr = resid[rows] / c
+            inner = torch.cholesky_solve(((wr @ self.eigvecs) * root).T, lk).T
+            g = wr - obs.to(dt) / c * ((inner * root) @ self.eigvecs.T)
+            mean_x[rows] = self.mean + self._spectral(g, lam_c, f_c)
+            if factor:
+                lh = torch.linalg.cholesky(eye / f_c - qwq)
+                x = torch.linalg.solve_triangular(lk, root[:, None] * lh, upper=False)
+                chol_h[rows] = lh
+                chol_j[rows] = torch.linalg.cholesky(eye + x.T @ x)
+        on, off = self._decoder_gain()
+        mean_u = self.alpha * self.mean + self._spectral(mean_x - self.mean, 1.0 / on, 1.0 / off)
+        if not factor:
+            return BaseState(mean_x, mean_u)
         std = torch.where(observed, (f_c * sigma2 / c).sqrt(), f_c.sqrt()).to(dt)
-        beta = torch.where(observed, sigma2 / c, torch.ones_like(obs))
-        j = torch.stack(chol_j)
-        logdet = torch.log(std).sum(-1) + torch.log(torch.diagonal(j, dim1=-2, dim2=-1)).sum(-1)
-        return std, beta / std, torch.stack(chol_h), j, torch.stack(chol_k), logdet
+        beta = torch.where(observed, sigma2 / c, torch.ones_like(std))
+        logdet_k = torch.log(on).sum() + (d - r) * torch.log(off)
+        logdet = (torch.log(std).sum(-1) + torch.log(torch.diagonal(chol_j, dim1=-2, dim2=-1)).sum(-1)
+                  - logdet_k)
+        return BaseState(mean_x, mean_u, std, beta / std, chol_h, chol_j, logdet)
 
     # -- the bijection --------------------------------------------------------------------------------
     def _g(self, v: Tensor, state: BaseState, *, inverse: bool) -> Tensor:
@@ -302,6 +294,8 @@ class GaussianBase(nn.Module):
         Shapes:
             v: ``(B, n, C, V)`` -> u ``(B, n, C, V)``, ladj ``(B, n)``.
         """
+        if state.chol_j is None:
+            raise ValueError("this BaseState holds the means only: prepare it with factor=True")
         b, n = v.shape[:2]
         flat = v.reshape(b, n, -1).to(self.mean.dtype)
         e = state.std[:, None] * self._g(flat, state, inverse=False)
