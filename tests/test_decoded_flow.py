@@ -237,3 +237,44 @@ def test_decoded_sampler_validation() -> None:
 
     with pytest.raises(ValueError, match="reconstruct=None"):
         AmortizedPosterior(flow, base=base, decode=0.05, reconstruct=HarmonicFill(sp.eye(6)))
+
+
+# -- the pipeline ---------------------------------------------------------------------------------------
+def _toy_workload():
+    from manifold_ps.benchmarking.workloads import Task, Workload
+    from manifold_ps.geometry import ImageGrid
+    from manifold_ps.operators import Inpainting, random_mask
+
+    g = torch.Generator().manual_seed(0)
+    x = (0.5 + 0.2 * torch.randn(48, 1, 16, generator=g).cumsum(-1) / 4).clamp(0, 1)
+    task = Task("inpainting", lambda n, gen: Inpainting(random_mask(16, 0.4, n, generator=gen), 0.1), {},
+                baselines=("harmonic",))
+    return Workload("toy", ImageGrid(4, 4), "image", x, x, "toy signals", [], [task], data_range=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"flow.decode": True, "flow.base": "gaussian", "flow.decoder_noise": True,
+                                             "flow.base_rank": 8}])
+def test_pipeline_builds_trains_and_reloads_the_configured_flow(tmp_path, overrides) -> None:
+    from manifold_ps.benchmarking.pipeline import flow_record, stage_flow, stage_measurements
+    from manifold_ps.config import apply_overrides, get_profile
+    from manifold_ps.priors import build_prior
+
+    workload = _toy_workload()
+    config = apply_overrides(get_profile("smoke"), {"flow.train_steps": 2, **overrides})
+    prior = build_prior(workload.geometry, channels=1, preset="tiny", network="mlp", parameterization="x0").eval()
+    train, evals = stage_measurements(workload, workload.tasks[0], config, tmp_path)
+    post = stage_flow(workload, workload.tasks[0], config, prior, train, tmp_path, device=torch.device("cpu"),
+                      progress=False)
+    record = flow_record(workload, workload.tasks[0], config)
+    if not overrides:  # the default method: nothing new in the record, no base, no decoder
+        assert not {"decode", "decoder_noise", "base", "base_rank"} & set(record["flow"])
+        assert post.base is None and post.decode is None
+    else:
+        assert record["flow"]["base"] == "gaussian" and post.base.eigvals.shape[0] == 8
+        assert post.decode == config.flow.t_min and post.decoder_noise
+    m = evals["paper"]
+    draws = post.sample(m.y[:2], m.operator.select(torch.arange(2)), 3, generator=torch.Generator().manual_seed(0))
+    again = stage_flow(workload, workload.tasks[0], config, prior, train, tmp_path, device=torch.device("cpu"),
+                       progress=False)  # loads the finished run (with the prior attached)
+    torch.testing.assert_close(again.sample(m.y[:2], m.operator.select(torch.arange(2)), 3,
+                                            generator=torch.Generator().manual_seed(0)), draws)
