@@ -278,3 +278,17 @@ def test_pipeline_builds_trains_and_reloads_the_configured_flow(tmp_path, overri
                        progress=False)  # loads the finished run (with the prior attached)
     torch.testing.assert_close(again.sample(m.y[:2], m.operator.select(torch.arange(2)), 3,
                                             generator=torch.Generator().manual_seed(0)), draws)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"base": "gaussian"}, "needs flow.decode"),
+    ({"decode": True, "decoder_noise": True}, "needs flow.base='gaussian'"),
+    ({"base": "harmonic"}, "'fill' or 'gaussian'"),
+    ({"decode": True, "base": "gaussian", "base_rank": 0}, "base_rank"),
+])
+def test_flow_config_validates_the_decoder_settings(fields, message) -> None:
+    from manifold_ps.config import FlowConfig
+
+    assert (FlowConfig().decode, FlowConfig().base, FlowConfig().decoder_noise) == (False, "fill", False)
+    with pytest.raises(ValueError, match=message):
+        FlowConfig(**fields)
