@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .._files import atomic_open
-from ..config import Config, check_same_run, read_config, write_config
+from ..config import Config, FlowConfig, check_same_run, read_config, write_config
 from ..config._legacy import legacy_flow_settings
 from ..flows import AdjointFill, AmortizedPosterior, ConditionalRealNVP, GaussianBase, HarmonicFill, condition_channels
 from ..flows import truncate_gaussian
@@ -189,9 +189,9 @@ def validation_measurements(train: Measured, config: Config) -> Measured:
 
 
 # -- stage 3: the amortized flow ------------------------------------------------------------------------
-_FLOW_ADDED = {"decode": False, "decoder_noise": False, "base": "fill", "base_rank": 512}
-"""Flow settings added after runs were stored: recorded only when they differ from these
-defaults, so that a stored run of the default method stays resumable."""
+_FLOW_ADDED = {k: getattr(FlowConfig(), k) for k in ("decode", "decoder_noise", "base", "base_rank")}
+"""Flow settings added after runs were stored (with their defaults): recorded only when they
+differ from the default, so that a stored run of the default method stays resumable."""
 
 
 def flow_record(workload: Workload, task: Task, config: Config) -> dict[str, Any]:

@@ -160,7 +160,7 @@ class FlowConfig(_Training):
     decode: bool = False
     decoder_noise: bool = False
     base: Literal["fill", "gaussian"] = "fill"
-    base_rank: int = 512
+    base_rank: int = 256
 
     def __post_init__(self) -> None:
         if self.base not in ("fill", "gaussian"):
