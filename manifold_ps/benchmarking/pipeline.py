@@ -22,12 +22,13 @@ import torch
 from torch import Tensor
 
 from .._files import atomic_open
-from ..config import Config, check_same_run, read_config, write_config
+from ..config import Config, FlowConfig, check_same_run, read_config, write_config
 from ..config._legacy import legacy_flow_settings
-from ..flows import AdjointFill, AmortizedPosterior, ConditionalRealNVP, HarmonicFill, condition_channels
+from ..flows import AdjointFill, AmortizedPosterior, ConditionalRealNVP, GaussianBase, HarmonicFill, condition_channels
+from ..flows import truncate_gaussian
 from ..flows import prepare_data, train_amortized
 from ..operators import Inpainting, Operator, operator_from_config
-from ..priors import DiffusionPrior, build_prior, train_prior
+from ..priors import DiffusionPrior, GaussianPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
 from .baselines import SLOW_BASELINES, build_baselines, stage_gaussian, stage_tuning, tune_smoothing
 from .evaluate import SamplerOutput, add_paired_differences, run_sampler, score_estimate
@@ -188,30 +189,46 @@ def validation_measurements(train: Measured, config: Config) -> Measured:
 
 
 # -- stage 3: the amortized flow ------------------------------------------------------------------------
+_FLOW_ADDED = {k: getattr(FlowConfig(), k) for k in ("decode", "decoder_noise", "base", "base_rank")}
+"""Flow settings added after runs were stored (with their defaults): recorded only when they
+differ from the default, so that a stored run of the default method stays resumable."""
+
+
 def flow_record(workload: Workload, task: Task, config: Config) -> dict[str, Any]:
     """The resolved settings of a task's flow, as written to ``<task>/config.json``."""
+    flow = asdict(config.flow.resolved())
+    if not config.flow.decode:
+        flow = {k: v for k, v in flow.items() if k not in _FLOW_ADDED or v != _FLOW_ADDED[k]}
     return {"workload": workload.name, "task": task.name, "measurements": dict(task.description),
-            "profile": config.profile, "seed": config.seed, "flow": asdict(config.flow.resolved())}
+            "profile": config.profile, "seed": config.seed, "flow": flow}
 
 
 def _new_posterior(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured,
-                   record: dict[str, Any]) -> AmortizedPosterior:
+                   record: dict[str, Any], gaussian: GaussianPrior | None = None) -> AmortizedPosterior:
     reconstruct: Any = None
-    if task.reconstruct == "harmonic":
+    base = None
+    if config.flow.base == "gaussian":  # the Gaussian posterior's mean takes the reconstruction's place
+        if gaussian is None:
+            raise ValueError("flow.base='gaussian' needs the workload's fitted Gaussian")
+        base = GaussianBase(truncate_gaussian(gaussian, config.flow.base_rank), config.flow.t_min)
+    elif task.reconstruct == "harmonic":
         reconstruct = HarmonicFill.from_geometry(workload.geometry)
     elif task.reconstruct == "adjoint":
         reconstruct = AdjointFill()
     _, evecs = workload.geometry.eigenbasis(config.flow.geometry_features + 1)
     cond = condition_channels(workload.channels, train.operator, condition=task.condition,
-                              reconstruct=reconstruct is not None)
+                              reconstruct=reconstruct is not None or base is not None)
     flow = ConditionalRealNVP(workload.channels, prior.layout, cond, **config.flow.network_kwargs(),
                               geometry_features=evecs[:, 1:].to(torch.get_default_dtype()), seed=config.seed)
     op_cfg = {k: v for k, v in train.operator.config().items() if k != "mask"}
-    return AmortizedPosterior(flow, condition=task.condition, reconstruct=reconstruct,
-                              operator_config={**op_cfg, **task.description}, normalisation=workload.normalisation,
-                              fingerprint=workload.geometry.fingerprint(),
-                              metadata={"workload": workload.name, "task": task.name, "profile": config.profile,
-                                        "config": record})
+    posterior = AmortizedPosterior(flow, condition=task.condition, reconstruct=reconstruct,
+                                   operator_config={**op_cfg, **task.description},
+                                   normalisation=workload.normalisation, fingerprint=workload.geometry.fingerprint(),
+                                   metadata={"workload": workload.name, "task": task.name, "profile": config.profile,
+                                             "config": record},
+                                   base=base, decode=config.flow.t_min if config.flow.decode else None,
+                                   decoder_noise=config.flow.decoder_noise)
+    return posterior.attach_prior(prior) if config.flow.decode else posterior
 
 
 def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured, out: Path,
@@ -233,8 +250,11 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
         if stored is None and legacy is not None:  # written before config.json existed
             had = legacy_flow_settings(legacy)
             check_same_run(had, {"flow": {k: record["flow"][k] for k in had["flow"]}}, folder)
+        if posterior.decode is not None:
+            posterior.attach_prior(prior)
         return posterior.to(device).eval()
-    posterior = _new_posterior(workload, task, config, prior, train, record).to(device)
+    gaussian = stage_gaussian(workload, config, out, device=device) if config.flow.base == "gaussian" else None
+    posterior = _new_posterior(workload, task, config, prior, train, record, gaussian).to(device)
     data = prepare_data(posterior, train.y.to(device), train.operator.to(device))
     flow = config.flow
     _log(f"{task.name}: distilling into a {flow.layers}-layer flow "

@@ -116,7 +116,8 @@ class FlowConfig(_Training):
         context_channels: Condition-encoder output channels.
         encoder_hidden: Condition-encoder width.
         geometry_features: Non-constant Laplacian eigenvectors given to the condition encoder.
-        init_scale: Initial scale of the flow's base noise around the reconstruction.
+        init_scale: Initial scale of the flow's base noise around the reconstruction (with
+            ``base="gaussian"`` the base sets the scale and the flow starts at 1, the identity).
         train_steps: Optimizer steps (the length of the learning-rate schedule).
         batch_size: Measurements per step (at most the training measurements).
         n_z: Flow draws per measurement per step.
@@ -127,6 +128,18 @@ class FlowConfig(_Training):
             prior's own small-time error takes over (see ``benchmarks/results/flow_ablation-*``).
         spike_guard: Skip a step whose loss exceeds this multiple of the running loss (``None``: never).
         log_every: Steps between logged losses; ``None``: ``min(50, train_steps)``.
+        decode: Read the flow's output as ``u = x_{t_min}`` and return the prior's denoising
+            ``D(u, t_min)``; trained with the ELBO of the ``t_min`` marginal
+            (:meth:`~manifold_ps.priors.ScorePrior.marginal_elbo`). ``False``: the flow's output
+            is the sample, scored by the ELBO of a clean signal (the paper's method).
+        decoder_noise: Add the Gaussian's denoising error at ``t_min`` to decoded draws (needs
+            ``base="gaussian"``).
+        base: What the flow starts from: ``"fill"`` (the task's reconstruction plus
+            ``init_scale`` times the flow) or ``"gaussian"`` (the exact posterior over ``u`` under the
+            Gaussian fitted to the prior's training signals, :class:`~manifold_ps.flows.GaussianBase`;
+            needs ``decode``, a masking or denoising task and the ``eval.gaussian_*`` settings).
+        base_rank: Directions of that Gaussian kept by the base (the rest isotropic); the
+            per-measurement factorisation costs ``O(rank^3)``.
     """
 
     layers: int = 8
@@ -144,6 +157,20 @@ class FlowConfig(_Training):
     t_min: float = T_MIN
     spike_guard: float | None = 10.0
     log_every: int | None = None
+    decode: bool = False
+    decoder_noise: bool = False
+    base: Literal["fill", "gaussian"] = "fill"
+    base_rank: int = 256
+
+    def __post_init__(self) -> None:
+        if self.base not in ("fill", "gaussian"):
+            raise ValueError(f"flow.base must be 'fill' or 'gaussian', got {self.base!r}")
+        if self.base == "gaussian" and not self.decode:
+            raise ValueError("flow.base='gaussian' is a posterior over x_{t_min}: it needs flow.decode=true")
+        if self.decoder_noise and self.base != "gaussian":
+            raise ValueError("flow.decoder_noise draws the Gaussian's denoising error: it needs flow.base='gaussian'")
+        if self.base_rank < 1:
+            raise ValueError(f"flow.base_rank must be >= 1, got {self.base_rank}")
 
     def resolved(self) -> FlowConfig:
         """A copy with every derived field (``None`` above) filled in."""
@@ -154,7 +181,7 @@ class FlowConfig(_Training):
         geometry features themselves, which need the geometry)."""
         return {"steps": self.layers, "hidden": self.hidden, "blocks": self.blocks, "patch": self.patch,
                 "context_channels": self.context_channels, "encoder_hidden": self.encoder_hidden,
-                "init_scale": self.init_scale}
+                "init_scale": 1.0 if self.base == "gaussian" else self.init_scale}
 
     def trainer_kwargs(self, num_measurements: int) -> dict[str, Any]:
         """Keyword arguments of :func:`~manifold_ps.flows.train_amortized` (resolved) for

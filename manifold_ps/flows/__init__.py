@@ -13,6 +13,9 @@ from .reconstruct import AdjointFill as AdjointFill
 from .reconstruct import HarmonicFill as HarmonicFill
 from .reconstruct import Reconstruction as Reconstruction
 from .reconstruct import reconstruction_from_config as reconstruction_from_config
+from .gaussian_base import BaseState as BaseState
+from .gaussian_base import GaussianBase as GaussianBase
+from .gaussian_base import truncate_gaussian as truncate_gaussian
 from .conditioner import ConditionEncoder as ConditionEncoder
 from .conditioner import CouplingNet as CouplingNet
 from .conditioner import ResidualBlock as ResidualBlock
@@ -45,6 +48,9 @@ __all__ = [
     "AdjointFill",
     "HarmonicFill",
     "reconstruction_from_config",
+    "GaussianBase",
+    "BaseState",
+    "truncate_gaussian",
     "AmortizedPosterior",
     "POSTERIOR_FORMAT",
     "condition_channels",

@@ -7,7 +7,14 @@ For measurements ``y`` only, minimise over the flow parameters
               - log |det dG/dz| ]                       entropy   (-log q up to log N(z))
 
 which is ``KL(q(x | y) || p(x | y))`` up to terms constant in the flow (``log N(z)`` and
-``log p(y)`` are dropped). The ELBO is importance-sampled in time and differentiated through the
+``log p(y)`` are dropped). A decoded sampler (``AmortizedPosterior(decode=t_min)``) draws
+``u ~ q(u | y)`` in the role of ``x_{t_min}`` and is trained with the bound of the model
+``p(x) = int p_{t_min}(u) p(x | u) du`` with ``x = D(u, t_min)``:
+
+    E_y E_z [ ||y - A(D(u))||^2 / (2 sigma_y^2) - b_{t_min}(u) - log |det du/dz| ],
+
+``b_{t_min}`` the ELBO of the noised marginal (:meth:`~manifold_ps.priors.ScorePrior.marginal_elbo`)
+and the log-determinant including the Gaussian base's when there is one. The ELBO is importance-sampled in time and differentiated through the
 frozen score network into ``x``; nothing is detached.
 
 * :func:`reverse_kl_loss`: the loss of one batch, with each term reported per dimension.
@@ -86,6 +93,10 @@ def reverse_kl_loss(
         z: Optional base draws ``(B, n_z, C, V)`` (tests).
         generator: Source of ``z`` and of the ELBO's times and noises.
 
+    A decoded :class:`AmortizedPosterior` (``decode`` set) is trained with the decoded bound of
+    the module docstring; ``t_min`` must then equal its ``decode`` time, and ``prior_term="exact"``
+    uses ``prior.marginal_log_prob(u, t_min)``.
+
     Returns:
         ``(loss, terms)``: the scalar loss (mean over measurements and draws, divided by the
         dimension ``d = C V``) and floats ``fidelity``, ``prior``, ``entropy`` (each per sample,
@@ -111,9 +122,16 @@ def reverse_kl_loss(
         raise ValueError(f"prior_term must be 'elbo' or 'exact', got {prior_term!r}")
     core = _core(model)
     net = core.flow if isinstance(core, AmortizedPosterior) else core
+    decode = core.decode if isinstance(core, AmortizedPosterior) else None
+    if decode is not None and abs(decode - t_min) > 1e-12:
+        raise ValueError(f"the sampler decodes at t_min={decode}, the loss was given t_min={t_min}")
     if cond is None and net.cond_channels > 0:
-        cond = operator.condition(y)
-    x, ladj = model(cond, n_z, loc=loc, z=z, batch=y.shape[0], generator=generator)
+        cond = operator.condition(y) if getattr(core, "base", None) is None else core.prepare(y, operator)[0]
+    if decode is None:
+        x, ladj = model(cond, n_z, loc=loc, z=z, batch=y.shape[0], generator=generator)
+    else:
+        state = core.prepare_base(y, operator)
+        x, ladj = model(cond, n_z, loc=loc, z=z, batch=y.shape[0], generator=generator, state=state)
     batch, n = ladj.shape
     channels, vertices = x.shape[-2:]
     d = channels * vertices
@@ -121,12 +139,20 @@ def reverse_kl_loss(
     index = torch.arange(batch, device=y.device).repeat_interleave(n)
     op = operator.select(index)
     y_rep = y.index_select(0, index)
-    fidelity = -op.log_likelihood(y_rep, x)
-    if prior_term == "elbo":
-        log_prior = prior.elbo(x, n_time=n_time, n_noise=n_noise, t_min=t_min, importance=importance,
-                               include_constants=include_constants, generator=generator)
-    else:
-        log_prior = prior.log_prob(x)
+    if decode is None:
+        fidelity = -op.log_likelihood(y_rep, x)
+        if prior_term == "elbo":
+            log_prior = prior.elbo(x, n_time=n_time, n_noise=n_noise, t_min=t_min, importance=importance,
+                                   include_constants=include_constants, generator=generator)
+        else:
+            log_prior = prior.log_prob(x)
+    else:  # x is the latent u = x_{t_min}: fidelity of its decoding, prior of the noised marginal
+        fidelity = -op.log_likelihood(y_rep, prior.denoise(x, x.new_full((x.shape[0],), t_min)))
+        if prior_term == "elbo":
+            log_prior = prior.marginal_elbo(x, t_min, n_time=n_time, n_noise=n_noise,
+                                            include_constants=include_constants, generator=generator)
+        else:
+            log_prior = prior.marginal_log_prob(x, x.new_full((x.shape[0],), t_min))
     prior_nll = -log_prior
     entropy = -ladj.reshape(-1)
     loss = (fidelity + prior_weight * prior_nll + entropy).mean() / d

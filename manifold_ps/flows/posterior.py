@@ -9,6 +9,13 @@ one batched pass. It turns ``(y, operator)`` into the flow's condition and locat
 * ``condition="measurement"`` (blind mode): ``y`` only -- the flow never sees the operator;
 * ``condition="none"``: an unconditional flow fitted to one measurement (Feng et al.).
 
+A *decoded* sampler (``decode=t_min``) reads the flow's output as a latent ``u`` in the role of
+``x_{t_min}`` and returns ``x = D(u, t_min)``, the denoiser of the prior it is attached to
+(:meth:`AmortizedPosterior.attach_prior`), optionally plus the Gaussian's denoising error
+(``decoder_noise``). With a :class:`~manifold_ps.flows.GaussianBase` the flow's output passes
+through the exact Gaussian posterior over ``u`` (its mean is also the reconstruction channel of
+the condition), so the untrained sampler draws from that posterior.
+
 :meth:`AmortizedPosterior.save` writes the flow architecture and weights, the reconstruction
 (with its stiffness matrix), the training operator's description, the data normalisation and the
 geometry fingerprint; :meth:`AmortizedPosterior.load` needs nothing else.
@@ -26,6 +33,8 @@ from torch import Tensor, nn
 from .._checks import check_finite, check_signal
 from .._files import atomic_open
 from ..operators.base import Operator
+from .bijections import ActNorm
+from .gaussian_base import BaseState, GaussianBase
 from .realnvp import ConditionalRealNVP
 from .reconstruct import Reconstruction, reconstruction_from_config
 
@@ -76,9 +85,17 @@ class AmortizedPosterior(nn.Module):
             "high": 330.0, "unit": "K"}``), stored for users.
         fingerprint: Fingerprint of the geometry the flow was trained on.
         metadata: Any other plain data to keep with the sampler (training profile, timings...).
+        base: Optional :class:`~manifold_ps.flows.GaussianBase` applied after the flow (then
+            ``reconstruct`` must be ``None``: the base's posterior mean takes its place in the
+            condition, and ``decode`` must equal the base's ``t_min``). The flow's ActNorm layers
+            start as the identity, so the untrained sampler is the base.
+        decode: ``t_min`` of the decoder ``x = D(u, t_min)``, or ``None`` (the flow's output is
+            the sample). Sampling then needs :meth:`attach_prior`.
+        decoder_noise: Add draws of the Gaussian's error ``x_0 - E[x_0 | x_{t_min}]`` to the
+            decoded samples (needs ``base``).
 
     Attributes:
-        nfe: Flow evaluations per sample of the last :meth:`sample` call (always 1).
+        nfe: Network evaluations per sample of the last :meth:`sample` call (1; 2 when decoding).
 
     Example:
         >>> from manifold_ps.geometry import VertexLayout
@@ -100,8 +117,22 @@ class AmortizedPosterior(nn.Module):
         normalisation: dict[str, Any] | None = None,
         fingerprint: str = "",
         metadata: dict[str, Any] | None = None,
+        base: GaussianBase | None = None,
+        decode: float | None = None,
+        decoder_noise: bool = False,
     ) -> None:
         super().__init__()
+        if base is not None:
+            if reconstruct is not None:
+                raise ValueError("with a Gaussian base the reconstruction is the base's posterior mean: pass reconstruct=None")
+            if condition != "operator":
+                raise ValueError("the Gaussian base needs condition='operator' (it factorises the operator's posterior)")
+            if decode is None or abs(float(decode) - base.t_min) > 1e-12:
+                raise ValueError(f"the Gaussian base is over x_t at t_min={base.t_min}: pass decode={base.t_min}")
+        if decode is not None and not 0.0 < float(decode) < 1.0:
+            raise ValueError(f"decode must be a time in (0, 1), got {decode}")
+        if decoder_noise and base is None:
+            raise ValueError("decoder_noise draws the Gaussian's denoising error: it needs a Gaussian base")
         if condition not in ("operator", "measurement", "none"):
             raise ValueError(f"condition must be 'operator', 'measurement' or 'none', got {condition!r}")
         if condition == "none" and flow.cond_channels:
@@ -115,7 +146,33 @@ class AmortizedPosterior(nn.Module):
         self.normalisation = dict(normalisation or {})
         self.fingerprint = str(fingerprint)
         self.metadata = dict(metadata or {})
+        self.base = base
+        self.decode = None if decode is None else float(decode)
+        self.decoder_noise = bool(decoder_noise)
+        self._prior = _Shared(None)
+        if base is not None:  # the base whitens already: start the flow as the identity
+            for module in flow.modules():
+                if isinstance(module, ActNorm):
+                    module.initialized.fill_(True)
         self.nfe = 1
+
+    def attach_prior(self, prior: nn.Module) -> "AmortizedPosterior":
+        """Use ``prior.denoise`` as the decoder of a decoded sampler (not saved with it; shared,
+        never copied, by EMA copies). Returns ``self``."""
+        self._prior = _Shared(prior)
+        return self
+
+    def _decode(self, u: Tensor, generator: torch.Generator | None) -> Tensor:
+        """``D(u, t_min)`` (plus the decoder noise) for ``u`` of shape ``(B, n, C, V)``."""
+        prior = self._prior.value
+        if prior is None:
+            raise ValueError("this sampler decodes with the prior's denoiser: call attach_prior(prior) first")
+        flat = u.reshape(-1, *u.shape[2:])
+        t = flat.new_full((flat.shape[0],), self.decode)
+        x = prior.denoise(flat, t).reshape(u.shape)
+        if self.decoder_noise:
+            x = x + self.base.decoder_noise(tuple(u.shape[:2]), generator=generator).to(x.dtype)
+        return x
 
     @property
     def channels(self) -> int:
@@ -139,6 +196,18 @@ class AmortizedPosterior(nn.Module):
         Returns:
             ``(cond (B, Cc, V) or None, loc (B, C, V) or None)``.
         """
+        cond, loc, _ = self._prepare(y, operator, factor=False)
+        return cond, loc
+
+    @torch.no_grad()
+    def prepare_base(self, y: Tensor, operator: Operator) -> BaseState | None:
+        """The Gaussian base's factorisation for ``y`` (``None`` without a base)."""
+        if self.base is None:
+            return None
+        return self.base.prepare(y, operator)
+
+    def _prepare(self, y: Tensor, operator: Operator | None, *, factor: bool = True
+                 ) -> tuple[Tensor | None, Tensor | None, BaseState | None]:
         if self.condition == "operator" and operator is not None and y.shape[-1] != self.num_vertices:
             # measurements that are not vertex-shaped (e.g. a downsampled image): the operator's
             # condition() maps them to vertex features
@@ -149,8 +218,14 @@ class AmortizedPosterior(nn.Module):
             check_signal(y, self.num_vertices, "y", channels=self.channels)
         y = y.to(self.flow.layout.valid.device)
         loc = self.reconstruct(y, operator) if self.reconstruct is not None else None
+        state = None
+        if self.base is not None:
+            if operator is None:
+                raise ValueError("this sampler starts from the Gaussian posterior of the operator: pass it")
+            state = self.base.prepare(y, operator, factor=factor)
+            recon = state.mean_x.reshape(y.shape).to(y.dtype)
         if self.condition == "none":
-            return None, loc
+            return None, loc, state
         if self.condition == "operator":
             if operator is None:
                 raise ValueError("this sampler is conditioned on the operator: pass it")
@@ -159,12 +234,14 @@ class AmortizedPosterior(nn.Module):
             cond = y
         if loc is not None:
             cond = torch.cat([cond, loc], dim=1)
+        if state is not None:
+            cond = torch.cat([cond, recon], dim=1)
         if cond.shape[1] != self.flow.cond_channels:
             raise ValueError(
                 f"the condition has {cond.shape[1]} channels but the flow expects {self.flow.cond_channels}; "
                 "is this the operator type the sampler was trained for?"
             )
-        return cond, loc
+        return cond, loc, state
 
     def forward(
         self,
@@ -175,9 +252,25 @@ class AmortizedPosterior(nn.Module):
         z: Tensor | None = None,
         batch: int | None = None,
         generator: torch.Generator | None = None,
+        state: BaseState | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """The flow's generative pass on prepared inputs: ``(x (B, n, C, V), log|det| (B, n))``."""
-        return self.flow(cond, n, loc=loc, z=z, batch=batch, generator=generator)
+        """The flow's generative pass on prepared inputs: ``(x (B, n, C, V), log|det| (B, n))``.
+
+        With a Gaussian base (``state`` from :meth:`prepare_base`) the output is the latent ``u``
+        and the log-determinant includes the base's; decoding is left to the caller.
+        """
+        x, ladj = self.flow(cond, n, loc=loc, z=z, batch=batch, generator=generator)
+        if self.base is not None:
+            if state is None:
+                raise ValueError("this sampler has a Gaussian base: pass state=prepare_base(y, operator)")
+            x, base_ladj = self.base.call_and_ladj(x, state)
+            ladj = ladj + base_ladj
+        return x, ladj
+
+    def _draw(self, cond: Tensor | None, n: int, loc: Tensor | None, state: BaseState | None, batch: int,
+              generator: torch.Generator | None) -> Tensor:
+        x, _ = self(cond, n, loc=loc, batch=batch, generator=generator, state=state)
+        return x if self.decode is None else self._decode(x, generator)
 
     # -- the sampler protocol ------------------------------------------------------------------------
     @torch.no_grad()
@@ -189,9 +282,9 @@ class AmortizedPosterior(nn.Module):
         Returns:
             ``(B, n, C, V)`` in natural vertex order.
         """
-        cond, loc = self.prepare(y, operator)
-        x, _ = self.flow(cond, n, loc=loc, batch=y.shape[0], generator=generator)
-        self.nfe = 1
+        cond, loc, state = self._prepare(y, operator)
+        x = self._draw(cond, n, loc, state, y.shape[0], generator)
+        self.nfe = 1 if self.decode is None else 2
         return x
 
     @torch.no_grad()
@@ -218,20 +311,20 @@ class AmortizedPosterior(nn.Module):
         """
         if n < 2:
             raise ValueError(f"n must be >= 2 for a standard deviation, got {n}")
-        cond, loc = self.prepare(y, operator)
+        cond, loc, state = self._prepare(y, operator)
         step = n if chunk is None else max(1, int(chunk))
         total = sq = None
         done = 0
         while done < n:
             m = min(step, n - done)
-            x, _ = self.flow(cond, m, loc=loc, batch=y.shape[0], generator=generator)
+            x = self._draw(cond, m, loc, state, y.shape[0], generator)
             s, s2 = x.sum(1), x.square().sum(1)
             total = s if total is None else total + s
             sq = s2 if sq is None else sq + s2
             done += m
         mean = total / n
         var = (sq - n * mean.square()).clamp_min(0) / (n - 1)
-        self.nfe = 1
+        self.nfe = 1 if self.decode is None else 2
         return mean, var.sqrt()
 
     def log_prob(self, x: Tensor, y: Tensor, operator: Operator | None = None) -> Tensor:
@@ -240,6 +333,8 @@ class AmortizedPosterior(nn.Module):
         Shapes:
             x ``(B, C, V)`` -> ``(B,)``, or ``(B, n, C, V)`` -> ``(B, n)``; y ``(B, C, V)``.
         """
+        if self.decode is not None:
+            raise ValueError("a decoded sampler has no tractable density over x (the decoder is not invertible)")
         cond, loc = self.prepare(y, operator)
         single = x.ndim == 3
         lp = self.flow.log_prob(x[:, None] if single else x, cond, loc=loc)
@@ -261,6 +356,8 @@ class AmortizedPosterior(nn.Module):
             "normalisation": self.normalisation,
             "fingerprint": self.fingerprint,
             "metadata": self.metadata,
+            "base": self.base.config() if self.base is not None else None,
+            "decode": None if self.decode is None else {"t_min": self.decode, "noise": self.decoder_noise},
         }
         path = Path(path)
         with atomic_open(path) as handle:
@@ -315,8 +412,22 @@ class AmortizedPosterior(nn.Module):
             normalisation=blob["normalisation"],
             fingerprint=blob["fingerprint"],
             metadata=blob["metadata"],
+            base=GaussianBase.from_config(blob.get("base")),
+            decode=(blob.get("decode") or {}).get("t_min"),
+            decoder_noise=bool((blob.get("decode") or {}).get("noise", False)),
         )
         return post.to(map_location).eval()
+
+
+class _Shared:
+    """Holds a module without registering it, and hands itself to ``copy.deepcopy`` unchanged
+    (an EMA copy of the sampler shares the frozen prior instead of duplicating it)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "_Shared":
+        return self
 
 
 def _to_cpu(value: Any) -> Any:

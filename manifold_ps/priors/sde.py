@@ -112,6 +112,18 @@ class VPSDE(SDE):
         db = self.beta_max - self.beta_min
         return 2.0 * b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * db * b))
 
+    def t_from_integrated_beta(self, b: Tensor) -> Tensor:
+        """Inverse of :meth:`integrated_beta` (``b >= 0``), elementwise.
+
+        Example:
+            >>> sde = VPSDE()
+            >>> t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+            >>> torch.allclose(sde.t_from_integrated_beta(sde.integrated_beta(t)), t)
+            True
+        """
+        db = self.beta_max - self.beta_min
+        return 2.0 * b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * db * b))
+
     def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         beta = self.beta(t)
         return -0.5 * append_dims(beta, x.ndim) * x, torch.sqrt(beta)

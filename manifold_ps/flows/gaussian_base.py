@@ -1,0 +1,316 @@
+"""The Gaussian posterior over ``u = x_{t_min}`` as the affine base of a decoded flow.
+
+A decoded sampler draws a latent ``u`` that plays the role of ``x_{t_min}`` and returns
+``x = D(u, t_min)``, the prior's Tweedie denoiser. Under a Gaussian ``N(mu, S)`` (spectral form
+``S = f I + Q diag(lam - f) Q^T``, a :class:`~manifold_ps.priors.GaussianPrior`) everything of
+this model is linear and closed-form, with ``a = alpha(t_min)`` and ``s = sigma(t_min)``:
+
+    u ~ N(a mu, a^2 S + s^2 I),    D(u) = mu + K (u - a mu),    K = a S (a^2 S + s^2 I)^{-1},
+
+so ``x = D(u)`` has the *contracted* prior ``N(mu, S_c)`` with eigenvalues
+``lam_c = a^2 lam^2 / (a^2 lam + s^2)``. For masking with noise ``sigma`` the posterior of ``x``
+under ``S_c`` is ``N(m, C)`` with ``C = diag(s_x^2) + (b U) K_c^{-1} (b U)^T`` (Woodbury with the
+``r x r`` capacitance ``K_c = I + U^T W U``, ``U = Q diag(lam_c - f_c)^{1/2}``,
+``W = observed / (sigma^2 + f_c)``). :class:`GaussianBase` maps ``v ~ N(0, I)`` to
+
+    u = a mu + K^{-1} (m - mu + F v),    F = diag(s_x) (I + Q_P (J - I) Q_P^T),
+
+a square factor ``F F^T = C``: with ``P = diag(b / s_x) U K_c^{-T/2}``, ``Q_P = diag(b / s_x) Q
+L_H^{-T}`` is an orthonormal basis of its columns (``L_H`` the Cholesky factor of
+``H = I / f_c - Q^T W Q``) and ``J`` the Cholesky factor of ``I + R R^T`` where ``P = Q_P R``.
+Hence ``log|det dU/dv| = sum log s_x + sum log diag J - log det K``, and the inverse is as cheap.
+The decoded draws ``D(u)`` are then exactly the posterior under the contracted prior, which is
+the model's own posterior when the teacher is this Gaussian.
+
+The per-measurement cost is ``O(m r^2 + r^3)`` (``m`` missing entries, rank ``r``); a draw costs
+``O(d r)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..operators import Denoising, Inpainting
+from ..priors.gaussian import GaussianPrior
+from ..priors.sde import VPSDE
+
+__all__ = ["GaussianBase", "BaseState", "truncate_gaussian"]
+
+
+def truncate_gaussian(gaussian: GaussianPrior, rank: int) -> GaussianPrior:
+    """The Gaussian with its top ``rank`` directions kept and the rest isotropic (same trace).
+
+    Args:
+        gaussian: A prior whose ``eigvals`` are sorted in descending order (as :meth:`GaussianPrior.fit`
+            returns them).
+        rank: Directions to keep (``1 <= rank``; a larger value returns ``gaussian`` unchanged).
+
+    Returns:
+        A :class:`~manifold_ps.priors.GaussianPrior` of rank ``min(rank, gaussian.rank)``.
+
+    Example:
+        >>> lam = torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64)
+        >>> g = GaussianPrior.from_factors(torch.zeros(1, 3, dtype=torch.float64), torch.eye(3, dtype=torch.float64), lam)
+        >>> t = truncate_gaussian(g, 1)
+        >>> t.rank, float(t.floor)
+        (1, 1.5)
+    """
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    if rank >= gaussian.rank:
+        return gaussian
+    lam = gaussian.eigvals
+    if bool((lam[1:] > lam[:-1]).any()):
+        raise ValueError("truncate_gaussian needs eigenvalues in descending order")
+    dropped = lam[rank:].sum() + (gaussian.num_dims - gaussian.rank) * gaussian.floor
+    floor = dropped / (gaussian.num_dims - rank)
+    return GaussianPrior.from_factors(gaussian.mean, gaussian.eigvecs[:, :rank], lam[:rank], floor, gaussian.sde,
+                                      fit_info={**gaussian.fit_info, "truncated_to": rank})
+
+
+@dataclass
+class BaseState:
+    """Everything the base needs per measurement (computed once, shared by its draws).
+
+    Attributes:
+        mean_x: Posterior mean of ``x`` under the contracted prior ``(B, d)``.
+        mean_u: ``D^{-1}(mean_x)``, the location of the base ``(B, d)``.
+        std: Diagonal part ``s_x`` of the factor ``(B, d)``.
+        ratio: ``b / s_x`` ``(B, d)``.
+        chol_h: ``L_H`` ``(B, r, r)``.
+        chol_j: ``J`` ``(B, r, r)``.
+        logdet: ``log|det du/dv|`` ``(B,)``.
+
+    The fields after ``mean_u`` are ``None`` when only the means were computed.
+    """
+
+    mean_x: Tensor
+    mean_u: Tensor
+    std: Tensor | None = None
+    ratio: Tensor | None = None
+    chol_h: Tensor | None = None
+    chol_j: Tensor | None = None
+    logdet: Tensor | None = None
+
+
+class GaussianBase(nn.Module):
+    """Affine base ``v -> u`` drawing exactly from the Gaussian posterior over ``u = x_{t_min}``.
+
+    Args:
+        gaussian: The Gaussian of the prior's training signals (its SDE gives ``alpha`` and
+            ``sigma``); kept as buffers, so it is saved with the sampler. Masking and denoising
+            operators are supported.
+        t_min: The time of ``u`` (the decoder's time).
+
+    Shapes:
+        ``y``: ``(B, C, V)``; ``v``, ``u``: ``(B, n, C, V)``; log-determinants ``(B,)``.
+
+    Example:
+        >>> from manifold_ps.operators import Inpainting
+        >>> g = GaussianPrior(torch.zeros(1, 4, dtype=torch.float64), torch.eye(4, dtype=torch.float64))
+        >>> base = GaussianBase(g, 0.02)
+        >>> op = Inpainting(torch.tensor([True, False, True, True]), sigma=0.1)
+        >>> state = base.prepare(torch.zeros(2, 1, 4, dtype=torch.float64), op)
+        >>> u, ladj = base.call_and_ladj(torch.randn(2, 3, 1, 4, dtype=torch.float64), state)
+        >>> u.shape, ladj.shape
+        (torch.Size([2, 3, 1, 4]), torch.Size([2, 3]))
+    """
+
+    mean: Tensor
+    eigvecs: Tensor
+    eigvals: Tensor
+    floor: Tensor
+
+    def __init__(self, gaussian: GaussianPrior, t_min: float) -> None:
+        super().__init__()
+        if not 0.0 < float(t_min) < gaussian.sde.T:
+            raise ValueError(f"t_min must lie in (0, {gaussian.sde.T}), got {t_min}")
+        floor = gaussian.floor
+        if gaussian.rank == gaussian.num_dims:
+            # Q is square: any floor gives the same covariance; one below every eigenvalue keeps H definite
+            floor = 0.5 * gaussian.eigvals.min()
+        if not float(floor) > 0 or not float(gaussian.eigvals.min()) > 0:
+            raise ValueError("the Gaussian base needs a positive definite covariance (fit with a ridge)")
+        self.channels = gaussian.channels
+        self.num_vertices = gaussian.num_vertices
+        self.t_min = float(t_min)
+        self.sde_config = gaussian.sde.config()
+        self.register_buffer("mean", gaussian.mean.flatten().clone())
+        self.register_buffer("eigvecs", gaussian.eigvecs.clone())
+        self.register_buffer("eigvals", gaussian.eigvals.clone())
+        self.register_buffer("floor", torch.as_tensor(floor, dtype=gaussian.mean.dtype).clone())
+        sde = gaussian.sde
+        t = torch.tensor(self.t_min, dtype=torch.float64)
+        self.alpha = float(sde.alpha(t))
+        self.sigma = float(sde.std(t))
+
+    # -- construction and persistence ----------------------------------------------------------
+    def gaussian(self) -> GaussianPrior:
+        """The Gaussian (with the floor the base uses) as a :class:`~manifold_ps.priors.GaussianPrior`."""
+        sde = VPSDE(self.sde_config["beta_min"], self.sde_config["beta_max"])
+        return GaussianPrior.from_factors(self.mean.reshape(self.channels, self.num_vertices), self.eigvecs,
+                                          self.eigvals, self.floor, sde)
+
+    def config(self) -> dict[str, Any]:
+        """Plain data (tensors on the CPU) that :meth:`from_config` inverts."""
+        return {"type": "GaussianBase", "t_min": self.t_min, "channels": self.channels, "sde": dict(self.sde_config),
+                "mean": self.mean.cpu(), "eigvecs": self.eigvecs.cpu(), "eigvals": self.eigvals.cpu(),
+                "floor": self.floor.cpu()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> GaussianBase | None:
+        """Rebuild a base saved by :meth:`config` (``None`` -> ``None``)."""
+        if config is None:
+            return None
+        if config.get("type") != "GaussianBase":
+            raise ValueError(f"unknown base type {config.get('type')!r}")
+        sde_cfg = {k: v for k, v in config["sde"].items() if k != "type"}
+        channels = int(config["channels"])
+        mean = torch.as_tensor(config["mean"])
+        g = GaussianPrior.from_factors(mean.reshape(channels, -1), torch.as_tensor(config["eigvecs"]),
+                                       torch.as_tensor(config["eigvals"]), torch.as_tensor(config["floor"]),
+                                       VPSDE(**sde_cfg))
+        return cls(g, float(config["t_min"]))
+
+    # -- spectral helpers -----------------------------------------------------------------------
+    def _spectral(self, v: Tensor, on: Tensor, off: Tensor) -> Tensor:
+        """``g(S) v`` with ``g`` = ``on`` on the explicit directions and ``off`` elsewhere: ``(..., d)``."""
+        return off * v + ((v @ self.eigvecs) * (on - off)) @ self.eigvecs.T
+
+    def _decoder_gain(self) -> tuple[Tensor, Tensor]:
+        """Eigenvalues of ``K = a S (a^2 S + s^2 I)^{-1}`` on the directions and off them."""
+        a, s2 = self.alpha, self.sigma**2
+        return (a * self.eigvals / (a * a * self.eigvals + s2), a * self.floor / (a * a * self.floor + s2))
+
+    def _contracted(self) -> tuple[Tensor, Tensor]:
+        """Eigenvalues ``lam_c`` and floor ``f_c`` of the prior of ``x = D(u)``."""
+        on, off = self._decoder_gain()
+        return on * self.alpha * self.eigvals, off * self.alpha * self.floor
+
+    def decoder_std(self) -> tuple[Tensor, Tensor]:
+        """Square roots of the eigenvalues of ``Cov[x_0 | x_{t_min}]`` (on, off the directions)."""
+        a, s2 = self.alpha, self.sigma**2
+        return ((self.eigvals * s2 / (a * a * self.eigvals + s2)).sqrt(),
+                (self.floor * s2 / (a * a * self.floor + s2)).sqrt())
+
+    def decoder_noise(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None) -> Tensor:
+        """Draws of ``x_0 - E[x_0 | x_{t_min}]`` under the Gaussian: ``shape + (C, V)``.
+
+        Added to decoded draws, they restore the spread of ``x`` given ``u`` that the denoiser
+        removes (exactly so when the teacher is this Gaussian).
+        """
+        e = torch.randn(*shape, self.mean.shape[0], generator=generator, device=self.mean.device,
+                        dtype=self.mean.dtype)
+        on, off = self.decoder_std()
+        return self._spectral(e, on, off).reshape(*shape, self.channels, self.num_vertices)
+
+    # -- per-measurement factorisation -------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, y: Tensor, operator: nn.Module, *, factor: bool = True) -> BaseState:
+        """Factorise the posterior of every measurement (distinct masks factorised once each).
+
+        Args:
+            y: Measurements ``(B, C, V)``.
+            operator: :class:`~manifold_ps.operators.Inpainting` (one mask or one per row) or
+                :class:`~manifold_ps.operators.Denoising`, with ``sigma > 0``.
+            factor: Also compute the covariance factor (``False``: the means only, e.g. for a
+                flow's condition; the other fields are then ``None``).
+
+        Returns:
+            The :class:`BaseState` of the batch.
+        """
+        if not isinstance(operator, (Inpainting, Denoising)):
+            raise ValueError(f"the Gaussian base supports masking and denoising, not {type(operator).__name__}")
+        if not operator.sigma > 0:
+            raise ValueError("the Gaussian base needs measurement noise sigma > 0")
+        if y.ndim != 3 or y.shape[1:] != (self.channels, self.num_vertices):
+            raise ValueError(f"y must have shape (B, {self.channels}, {self.num_vertices}), got {tuple(y.shape)}")
+        dev, dt = self.mean.device, self.mean.dtype
+        b, d, r = y.shape[0], self.mean.shape[0], self.eigvals.shape[0]
+        if isinstance(operator, Inpainting):
+            mask = operator.mask.to(dev).reshape(-1, self.num_vertices)
+        else:
+            mask = torch.ones(1, self.num_vertices, dtype=torch.bool, device=dev)
+        if mask.shape[0] not in (1, b):
+            raise ValueError(f"the operator holds {mask.shape[0]} masks for {b} measurements")
+        observed = mask[:, None, :].expand(-1, self.channels, -1).reshape(mask.shape[0], -1).expand(b, -1)
+        unique, inverse = torch.unique(observed, dim=0, return_inverse=True)
+        sigma2 = float(operator.sigma) ** 2
+        lam_c, f_c = self._contracted()
+        excess = (lam_c - f_c).clamp_min(0.0)
+        root = excess.sqrt()
+        c = sigma2 + f_c
+        eye = torch.eye(r, dtype=dt, device=dev)
+        resid = (y.to(device=dev, dtype=dt).flatten(1) - self.mean) * observed.to(dt)
+        mean_x = torch.empty(b, d, dtype=dt, device=dev)
+        chol_h = chol_j = None
+        if factor:
+            chol_h = torch.empty(b, r, r, dtype=dt, device=dev)
+            chol_j = torch.empty(b, r, r, dtype=dt, device=dev)
+        for i, obs in enumerate(unique):
+            rows = (inverse == i).nonzero()[:, 0]
+            qm = self.eigvecs[~obs]  # the rows of the missing entries
+            qwq = (eye - qm.T @ qm) / c  # Q^T W Q
+            lk = torch.linalg.cholesky(eye + root[:, None] * qwq * root[None, :])
+            # posterior mean under the contracted prior: mu + S_c (W r - W U K^{-1} U^T W r)
+            wr = resid[rows] / c
+            inner = torch.cholesky_solve(((wr @ self.eigvecs) * root).T, lk).T
+            g = wr - obs.to(dt) / c * ((inner * root) @ self.eigvecs.T)
+            mean_x[rows] = self.mean + self._spectral(g, lam_c, f_c)
+            if factor:
+                lh = torch.linalg.cholesky(eye / f_c - qwq)
+                x = torch.linalg.solve_triangular(lk, root[:, None] * lh, upper=False)
+                chol_h[rows] = lh
+                chol_j[rows] = torch.linalg.cholesky(eye + x.T @ x)
+        on, off = self._decoder_gain()
+        mean_u = self.alpha * self.mean + self._spectral(mean_x - self.mean, 1.0 / on, 1.0 / off)
+        if not factor:
+            return BaseState(mean_x, mean_u)
+        std = torch.where(observed, (f_c * sigma2 / c).sqrt(), f_c.sqrt()).to(dt)
+        beta = torch.where(observed, sigma2 / c, torch.ones_like(std))
+        logdet_k = torch.log(on).sum() + (d - r) * torch.log(off)
+        logdet = (torch.log(std).sum(-1) + torch.log(torch.diagonal(chol_j, dim1=-2, dim2=-1)).sum(-1)
+                  - logdet_k)
+        return BaseState(mean_x, mean_u, std, beta / std, chol_h, chol_j, logdet)
+
+    # -- the bijection --------------------------------------------------------------------------------
+    def _g(self, v: Tensor, state: BaseState, *, inverse: bool) -> Tensor:
+        """``(I + Q_P (J^{+-1} - I) Q_P^T) v`` for ``v`` of shape ``(B, n, d)``."""
+        p = torch.linalg.solve_triangular(state.chol_h, ((v * state.ratio[:, None]) @ self.eigvecs).mT, upper=False)
+        if inverse:
+            jp = torch.linalg.solve_triangular(state.chol_j, p, upper=False)
+        else:
+            jp = state.chol_j @ p
+        back = torch.linalg.solve_triangular(state.chol_h.mT, jp - p, upper=True).mT  # (B, n, r)
+        return v + state.ratio[:, None] * (back @ self.eigvecs.T)
+
+    def call_and_ladj(self, v: Tensor, state: BaseState) -> tuple[Tensor, Tensor]:
+        """``u = mean_u + K^{-1} F v`` and ``log|det du/dv|``.
+
+        Shapes:
+            v: ``(B, n, C, V)`` -> u ``(B, n, C, V)``, ladj ``(B, n)``.
+        """
+        if state.chol_j is None:
+            raise ValueError("this BaseState holds the means only: prepare it with factor=True")
+        b, n = v.shape[:2]
+        flat = v.reshape(b, n, -1).to(self.mean.dtype)
+        e = state.std[:, None] * self._g(flat, state, inverse=False)
+        on, off = self._decoder_gain()
+        u = state.mean_u[:, None] + self._spectral(e, 1.0 / on, 1.0 / off)
+        return u.to(v.dtype).reshape(v.shape), state.logdet.to(v.dtype)[:, None].expand(b, n)
+
+    def inverse_and_ladj(self, u: Tensor, state: BaseState) -> tuple[Tensor, Tensor]:
+        """``v`` from ``u`` and ``log|det dv/du|``: ``(B, n, C, V) -> (B, n, C, V), (B, n)``."""
+        b, n = u.shape[:2]
+        flat = u.reshape(b, n, -1).to(self.mean.dtype)
+        on, off = self._decoder_gain()
+        e = self._spectral(flat - state.mean_u[:, None], on, off)
+        v = self._g(e / state.std[:, None], state, inverse=True)
+        return v.to(u.dtype).reshape(u.shape), -state.logdet.to(u.dtype)[:, None].expand(b, n)
+
+    def extra_repr(self) -> str:
+        return f"t_min={self.t_min}, rank={self.eigvals.shape[0]}, num_dims={self.mean.shape[0]}"

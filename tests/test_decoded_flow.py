@@ -1,0 +1,294 @@
+"""The decoded flow: the ELBO of the noised marginal, the Gaussian base and decoding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from manifold_ps.priors import GaussianPrior
+
+DT = torch.float64
+
+
+def _gaussian(d: int = 6, *, rank: int | None = None, seed: int = 0) -> GaussianPrior:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, d, generator=g, dtype=DT)
+    cov = a @ a.T / d + 0.05 * torch.eye(d, dtype=DT)
+    mean = torch.randn(1, d, generator=g, dtype=DT)
+    if rank is None:
+        return GaussianPrior(mean, cov)
+    lam, q = torch.linalg.eigh(cov)
+    lam, q = lam.flip(0), q.flip(1)
+    floor = lam[rank:].mean()
+    return GaussianPrior.from_factors(mean, q[:, :rank], lam[:rank], floor)
+
+
+@pytest.mark.parametrize("t", [0.005, 0.02, 0.2])
+@pytest.mark.parametrize("rank", [None, 2])
+def test_marginal_elbo_bounds_the_exact_marginal(t: float, rank: int | None) -> None:
+    prior = _gaussian(rank=rank)
+    g = torch.Generator().manual_seed(1)
+    u = prior.sde.alpha(torch.tensor(t, dtype=DT)) * prior.mean[None] + 0.4 * torch.randn(3, 1, 6, generator=g, dtype=DT)
+    n = 20000
+    bound = prior.marginal_elbo(u.repeat_interleave(n, 0), t, n_time=2, generator=g).reshape(3, n)
+    exact = prior.marginal_log_prob(u, torch.full((3,), t, dtype=DT))
+    se = bound.std(-1) / math.sqrt(n)
+    # a lower bound within Monte-Carlo error, and tight: the Gaussian's scores are its true scores
+    assert bool((bound.mean(-1) <= exact + 4 * se).all())
+    assert bool((bound.mean(-1) >= exact - 4 * se).all())
+
+
+def test_marginal_elbo_constants_and_validation() -> None:
+    prior = _gaussian()
+    u = torch.randn(5, 1, 6, dtype=DT)
+    full = prior.marginal_elbo(u, 0.05, generator=torch.Generator().manual_seed(0))
+    bare = prior.marginal_elbo(u, 0.05, include_constants=False, generator=torch.Generator().manual_seed(0))
+    diff = full - bare
+    torch.testing.assert_close(diff, diff[:1].expand(5))
+    with pytest.raises(ValueError, match="t must lie"):
+        prior.marginal_elbo(u, 0.0)
+    with pytest.raises(ValueError, match="n_time"):
+        prior.marginal_elbo(u, 0.1, n_time=0)
+
+
+# -- the Gaussian base ------------------------------------------------------------------------------
+def _contracted(prior: GaussianPrior, t: float) -> GaussianPrior:
+    """The prior of D(u) for u ~ p_t, built densely (independent of the base's spectral code)."""
+    a = prior.sde.alpha(torch.tensor(t, dtype=DT))
+    s2 = prior.sde.std(torch.tensor(t, dtype=DT)) ** 2
+    cov = prior.covariance()
+    eye = torch.eye(cov.shape[0], dtype=DT)
+    gain = a * cov @ torch.linalg.inv(a * a * cov + s2 * eye)
+    cu = a * a * cov + s2 * eye
+    return GaussianPrior(prior.mean, gain @ cu @ gain.T)
+
+
+def _masks(b: int, d: int, seed: int = 3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    m = torch.rand(b, d, generator=g) > 0.4
+    m[:, 0] = True
+    return m
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+def test_gaussian_base_logdet_and_inverse(rank: int | None) -> None:
+    from manifold_ps.flows import GaussianBase
+    from manifold_ps.operators import Inpainting
+
+    prior = _gaussian(rank=rank)
+    base = GaussianBase(prior, 0.03)
+    op = Inpainting(_masks(3, 6), sigma=0.2)
+    y = torch.randn(3, 1, 6, dtype=DT)
+    state = base.prepare(y, op)
+    d = 6
+    # the Jacobian of v -> u, column by column, against slogdet
+    basis = torch.eye(d, dtype=DT).reshape(1, d, 1, d).expand(3, d, 1, d)
+    u0, _ = base.call_and_ladj(torch.zeros(3, 1, 1, d, dtype=DT), state)
+    cols, ladj = base.call_and_ladj(basis.contiguous(), state)
+    jac = (cols - u0).reshape(3, d, d).mT
+    torch.testing.assert_close(ladj[:, 0], torch.linalg.slogdet(jac).logabsdet)
+    v = torch.randn(3, 5, 1, d, dtype=DT)
+    u, ladj = base.call_and_ladj(v, state)
+    back, iladj = base.inverse_and_ladj(u, state)
+    torch.testing.assert_close(back, v)
+    torch.testing.assert_close(iladj, -ladj)
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+def test_gaussian_base_decodes_to_the_contracted_posterior(rank: int | None) -> None:
+    from manifold_ps.flows import GaussianBase
+    from manifold_ps.operators import Inpainting
+    from manifold_ps.priors.gaussian import linear_gaussian_posterior
+
+    t = 0.05
+    prior = _gaussian(rank=rank)
+    base = GaussianBase(prior, t)
+    masks = _masks(2, 6)
+    y = torch.randn(2, 1, 6, dtype=DT)
+    state = base.prepare(y, Inpainting(masks, sigma=0.3))
+    # u = mean_u + M v is affine: its decoded mean and covariance, exactly
+    d = 6
+    u0, _ = base.call_and_ladj(torch.zeros(2, 1, 1, d, dtype=DT), state)
+    cols, _ = base.call_and_ladj(torch.eye(d, dtype=DT).reshape(1, d, 1, d).expand(2, d, 1, d).contiguous(), state)
+    tt = torch.full((d,), t, dtype=DT)
+    contracted = _contracted(prior, t)
+    for i in range(2):
+        jac_x = (prior.denoise(cols[i], tt) - prior.denoise(u0[i].expand(d, 1, d), tt)).reshape(d, d).T
+        mean_x = prior.denoise(u0[i], tt[:1])
+        ref_mean, ref_cov = linear_gaussian_posterior(contracted, Inpainting(masks[i], sigma=0.3), y[i:i + 1])
+        torch.testing.assert_close(mean_x, ref_mean)
+        torch.testing.assert_close(jac_x @ jac_x.T, ref_cov)
+        torch.testing.assert_close(state.mean_x[i], ref_mean.flatten())
+
+
+# -- the decoded sampler ------------------------------------------------------------------------------
+def _sampler(prior: GaussianPrior, t: float, *, noise: bool = False):
+    from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, condition_channels
+    from manifold_ps.geometry import VertexLayout
+    from manifold_ps.operators import Inpainting
+
+    op = Inpainting(torch.ones(6, dtype=torch.bool), 0.3)
+    flow = ConditionalRealNVP(1, VertexLayout(6), condition_channels(1, op, reconstruct=True), steps=2, hidden=8,
+                              init_scale=1.0)
+    post = AmortizedPosterior(flow, base=GaussianBase(prior, t), decode=t, decoder_noise=noise)
+    return post.attach_prior(prior)
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_untrained_decoded_sampler_is_the_contracted_posterior(noise: bool) -> None:
+    from manifold_ps.operators import Inpainting
+    from manifold_ps.priors.gaussian import linear_gaussian_posterior
+
+    t = 0.05
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, t, noise=noise)
+    mask = _masks(1, 6)[0]
+    op = Inpainting(mask, sigma=0.3)
+    y = torch.randn(1, 1, 6)
+    n = 40000
+    x = post.sample(y, op, n, generator=torch.Generator().manual_seed(0))[0, :, 0].double()  # (n, 6)
+    # the posterior under the contracted prior; decoder noise adds the error of x_0 given u, S - S_c
+    contracted = _contracted(prior, t)
+    mean, cov = linear_gaussian_posterior(contracted, op, y.double())
+    if noise:
+        cov = cov + prior.covariance() - contracted.covariance()
+    emp_cov = torch.cov(x.T)
+    se = (cov.diagonal() / n).sqrt()
+    assert bool(((x.mean(0) - mean[0, 0]).abs() < 5 * se).all())
+    torch.testing.assert_close(emp_cov, cov, atol=0.03 * float(cov.diagonal().max()), rtol=0.0)
+    assert post.nfe == 2
+
+
+def test_decoded_loss_terms_match_a_direct_computation() -> None:
+    from manifold_ps.flows import reverse_kl_loss
+    from manifold_ps.operators import Inpainting
+
+    t = 0.05
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, t)
+    torch.manual_seed(0)
+    for p in post.flow.parameters():  # a flow that is not the identity
+        p.data.add_(0.05 * torch.randn_like(p))
+    op = Inpainting(_masks(2, 6), sigma=0.3)
+    y = torch.randn(2, 1, 6)
+    z = torch.randn(2, 3, 1, 6)
+    loss, terms = reverse_kl_loss(post, prior, op, y, z=z, n_z=3, t_min=t, prior_term="exact")
+    with torch.no_grad():
+        cond, loc = post.prepare(y, op)
+        state = post.prepare_base(y, op)
+        v, ladj_flow = post.flow(cond, 3, z=z)
+        u, ladj_base = post.base.call_and_ladj(v, state)
+        tt = torch.full((6,), t)
+        x = prior.denoise(u.reshape(6, 1, 6).double(), tt.double()).float()
+        rep = torch.arange(2).repeat_interleave(3)
+        fidelity = -op.select(rep).log_likelihood(y[rep], x)
+        log_prior = prior.marginal_log_prob(u.reshape(6, 1, 6).double(), tt.double()).float()
+        entropy = -(ladj_flow + ladj_base).reshape(-1)
+    torch.testing.assert_close(terms["fidelity"], float(fidelity.mean() / 6), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(terms["prior"], float(-log_prior.mean() / 6), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(terms["entropy"], float(entropy.mean() / 6), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(float(loss.detach()), float((fidelity - log_prior + entropy).mean() / 6), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="decodes at t_min"):
+        reverse_kl_loss(post, prior, op, y, n_z=1, t_min=0.02)
+    # the ELBO variant runs and is differentiable into the flow
+    loss, _ = reverse_kl_loss(post, prior, op, y, n_z=2, t_min=t, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is not None for p in post.flow.parameters() if p.requires_grad)
+
+
+def test_decoded_sampler_save_load_keeps_decoder_and_base(tmp_path) -> None:
+    from manifold_ps.flows import AmortizedPosterior
+    from manifold_ps.operators import Inpainting
+
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, 0.05, noise=True)
+    path = post.save(tmp_path / "post.pt")
+    loaded = AmortizedPosterior.load(path)
+    assert loaded.decode == 0.05 and loaded.decoder_noise and loaded.base is not None
+    assert loaded.base.t_min == 0.05
+    for name in ("mean", "eigvecs", "eigvals", "floor"):
+        torch.testing.assert_close(getattr(loaded.base, name), getattr(post.base, name), rtol=0, atol=0)
+    op = Inpainting(_masks(2, 6), sigma=0.3)
+    y = torch.randn(2, 1, 6)
+    with pytest.raises(ValueError, match="attach_prior"):
+        loaded.sample(y, op, 2)
+    loaded.attach_prior(prior)
+    a = post.sample(y, op, 4, generator=torch.Generator().manual_seed(1))
+    b = loaded.sample(y, op, 4, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no tractable density"):
+        loaded.log_prob(a[:, 0], y, op)
+
+
+def test_decoded_sampler_validation() -> None:
+    from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, HarmonicFill
+    from manifold_ps.geometry import VertexLayout
+
+    prior = _gaussian(rank=3)
+    flow = ConditionalRealNVP(1, VertexLayout(6), 3, steps=1, hidden=4)
+    base = GaussianBase(prior, 0.05)
+    with pytest.raises(ValueError, match="decode=0.05"):
+        AmortizedPosterior(flow, base=base)
+    with pytest.raises(ValueError, match="needs a Gaussian base"):
+        AmortizedPosterior(flow, decode=0.05, decoder_noise=True)
+    import scipy.sparse as sp
+
+    with pytest.raises(ValueError, match="reconstruct=None"):
+        AmortizedPosterior(flow, base=base, decode=0.05, reconstruct=HarmonicFill(sp.eye(6)))
+
+
+# -- the pipeline ---------------------------------------------------------------------------------------
+def _toy_workload():
+    from manifold_ps.benchmarking.workloads import Task, Workload
+    from manifold_ps.geometry import ImageGrid
+    from manifold_ps.operators import Inpainting, random_mask
+
+    g = torch.Generator().manual_seed(0)
+    x = (0.5 + 0.2 * torch.randn(48, 1, 16, generator=g).cumsum(-1) / 4).clamp(0, 1)
+    task = Task("inpainting", lambda n, gen: Inpainting(random_mask(16, 0.4, n, generator=gen), 0.1), {},
+                baselines=("harmonic",))
+    return Workload("toy", ImageGrid(4, 4), "image", x, x, "toy signals", [], [task], data_range=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"flow.decode": True, "flow.base": "gaussian", "flow.decoder_noise": True,
+                                             "flow.base_rank": 8}])
+def test_pipeline_builds_trains_and_reloads_the_configured_flow(tmp_path, overrides) -> None:
+    from manifold_ps.benchmarking.pipeline import flow_record, stage_flow, stage_measurements
+    from manifold_ps.config import apply_overrides, get_profile
+    from manifold_ps.priors import build_prior
+
+    workload = _toy_workload()
+    config = apply_overrides(get_profile("smoke"), {"flow.train_steps": 2, **overrides})
+    prior = build_prior(workload.geometry, channels=1, preset="tiny", network="mlp", parameterization="x0").eval()
+    train, evals = stage_measurements(workload, workload.tasks[0], config, tmp_path)
+    post = stage_flow(workload, workload.tasks[0], config, prior, train, tmp_path, device=torch.device("cpu"),
+                      progress=False)
+    record = flow_record(workload, workload.tasks[0], config)
+    if not overrides:  # the default method: nothing new in the record, no base, no decoder
+        assert not {"decode", "decoder_noise", "base", "base_rank"} & set(record["flow"])
+        assert post.base is None and post.decode is None
+    else:
+        assert record["flow"]["base"] == "gaussian" and post.base.eigvals.shape[0] == 8
+        assert post.decode == config.flow.t_min and post.decoder_noise
+    m = evals["paper"]
+    draws = post.sample(m.y[:2], m.operator.select(torch.arange(2)), 3, generator=torch.Generator().manual_seed(0))
+    again = stage_flow(workload, workload.tasks[0], config, prior, train, tmp_path, device=torch.device("cpu"),
+                       progress=False)  # loads the finished run (with the prior attached)
+    torch.testing.assert_close(again.sample(m.y[:2], m.operator.select(torch.arange(2)), 3,
+                                            generator=torch.Generator().manual_seed(0)), draws)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"base": "gaussian"}, "needs flow.decode"),
+    ({"decode": True, "decoder_noise": True}, "needs flow.base='gaussian'"),
+    ({"base": "harmonic"}, "'fill' or 'gaussian'"),
+    ({"decode": True, "base": "gaussian", "base_rank": 0}, "base_rank"),
+])
+def test_flow_config_validates_the_decoder_settings(fields, message) -> None:
+    from manifold_ps.config import FlowConfig
+
+    assert (FlowConfig().decode, FlowConfig().base, FlowConfig().decoder_noise) == (False, "fill", False)
+    with pytest.raises(ValueError, match=message):
+        FlowConfig(**fields)
