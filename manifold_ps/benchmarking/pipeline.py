@@ -216,13 +216,16 @@ def _new_posterior(workload: Workload, task: Task, config: Config, prior: Diffus
 
 def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured, out: Path,
                *, device: torch.device, progress: bool,
-               observer: Callable[[Any, int, dict[str, float]], float | None] | None = None) -> AmortizedPosterior:
-    """Distil the prior into the task's amortized flow (or resume / load it) in ``out/<task>``.
+               observer: Callable[[Any, int, dict[str, float]], float | None] | None = None,
+               folder: Path | None = None) -> AmortizedPosterior:
+    """Distil the prior into the task's amortized flow (or resume / load it) in ``folder``
+    (default ``out/<task>``).
 
     ``observer(trainer, step, logs)`` is called after every step (e.g. to score the flow during
     training); the seconds it returns are not counted against ``config.flow.minutes``.
+    ``manifold-ps train-flow`` runs this stage too (with ``folder`` its ``--out``).
     """
-    folder = out / task.name
+    folder = out / task.name if folder is None else folder
     done = folder / "posterior.pt"
     record = flow_record(workload, task, config)
     load, stored = _resume_or_load(folder, done, record, {"flow": asdict(config.flow)}, "flow")
