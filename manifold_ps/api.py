@@ -105,10 +105,16 @@ def _config(config: Config | str | None) -> Config:
 
 
 def _check_same_data(folder: Path, record: dict[str, Any]) -> None:
-    """Refuse a rerun in ``folder`` with other data (``data.json``), else write the record."""
+    """Refuse a rerun in ``folder`` with other data (``data.json``), else write the record.
+
+    The data are compared by content (shape, dtype, range, hash), not by file name: a moved or
+    renamed file with the same values resumes the run."""
+    def content(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: {f: v for f, v in section.items() if f != "source"} for k, section in r.items()}
+
     stored = read_config(folder / "data.json")
     if stored is not None:
-        check_same_run(stored, record, folder)
+        check_same_run(content(stored), content(record), folder)
     write_config(folder / "data.json", record)
 
 

@@ -1,20 +1,32 @@
-"""``manifold-ps train-flow``: distil a trained diffusion prior into an amortized conditional flow.
+"""``manifold-ps train-flow``: distil a trained diffusion prior into an amortized posterior sampler.
 
-Example::
+Examples::
 
+    manifold-ps train-flow --prior runs/torus-prior/prior.pt --signals fields.npy --operator inpainting \
+        --missing 0.3 --sigma 0.1 --out runs/torus-flow
+    manifold-ps train-flow --prior runs/t2m-prior/prior.pt --measurements stations.nc --sigma 0.05 --out runs/t2m-flow
+    manifold-ps train-flow --prior runs/prior/prior.pt --measurements y.npy --mask mask.npy --sigma 0.1 --out runs/flow
     manifold-ps train-flow --workload bunny-mnist --prior runs/prior/prior.pt --profile cpu --out runs/flow
-    manifold-ps train-flow --prior runs/prior/prior.pt --t-min 0.01 --set flow.n_z=4 --out runs/flow-tmin001
 
-The settings are the ``[flow]`` and ``[eval]`` sections (and ``seed``) of
-:class:`manifold_ps.config.Config`, from ``--profile``, ``--config FILE.toml``, the shortcut flags
-and ``--set``, as in the benchmarks (the flow is built and trained with the same
-:meth:`~manifold_ps.config.FlowConfig.network_kwargs` / ``trainer_kwargs``). The measurements are
-generated once with a fixed seed and stored in ``OUT/measurements.pt`` (only ``y`` and the
-operator are used for training; the clean test signals are kept there for evaluation); the
-resolved settings, with the measurement options, are written to ``OUT/config.json``. Rerunning
-the command resumes from ``OUT/checkpoint.pt``; a rerun with other result-changing settings is
-refused, naming them. The trained sampler is written to ``OUT/posterior.pt`` (load it with
-:meth:`manifold_ps.flows.AmortizedPosterior.load`).
+The sampler learns from measurements only. Either simulate them from clean signals with a named
+operator (``--signals FILE --operator inpainting|denoising|heat-blur`` with ``--missing``,
+``--sigma``, ``--blur-time``; masks and noise are seeded with ``seed``, so a rerun makes the same
+ones), or give your own: ``--measurements FILE`` holding ``y`` (and ``mask``, ``True`` = observed;
+NaN in ``y`` marks unobserved vertices too) as ``.npz`` / ``.pt`` keys or NetCDF variables, or a
+``y`` file plus ``--mask FILE``, with their noise level ``--sigma``. Without either, the built-in
+``--workload bunny-mnist`` preset generates its measurements (and reports PSNR on held-out ones).
+
+The geometry is read from ``geometry.npz`` beside ``--prior`` (written by ``train-prior``), or
+given again with ``--mesh`` / ``--grid`` / ``--icosphere`` / ``--image``; a prior made for
+another geometry or vertex order is refused. The settings are the ``[flow]`` and ``[eval]``
+sections (and ``seed``) of :class:`manifold_ps.config.Config`, from ``--profile``, ``--config
+FILE.toml``, the shortcut flags and ``--set``, as in the benchmarks (this is their
+:func:`~manifold_ps.benchmarking.pipeline.stage_flow`). The folder gets ``config.json`` (the
+resolved settings and how the measurements were made), ``measurements.pt`` (what ``manifold-ps
+sample`` reads back), ``geometry.npz``, ``checkpoint.pt`` and the sampler ``posterior.pt``
+(load it with :meth:`manifold_ps.flows.AmortizedPosterior.load`). Rerunning the command resumes
+("resuming from step N of M"); other measurements or result-changing settings are refused,
+naming each difference.
 """
 
 from __future__ import annotations
@@ -49,23 +61,76 @@ _WORKLOADS = ("bunny-mnist",)
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``train-flow`` sub-command."""
     from ..config import add_config_arguments, add_shortcuts
+    from ..io import OPERATORS
+    from ._common import add_geometry_arguments, add_run_arguments
 
     p = subparsers.add_parser("train-flow", help="distil a diffusion prior into an amortized conditional flow",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workload", choices=_WORKLOADS, default="bunny-mnist")
-    p.add_argument("--prior", required=True, type=Path, help="trained prior file (DiffusionPrior.save)")
-    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoint, measurements, posterior.pt)")
+    p.add_argument("--prior", required=True, type=Path, help="trained prior file (prior.pt of train-prior)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="run folder (checkpoint.pt, measurements.pt, geometry.npz, config.json, posterior.pt)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--measurements", type=Path, metavar="FILE",
+                      help="your measurements: y (and mask) in .npz/.pt/.nc, or a y file with --mask")
+    data.add_argument("--signals", type=Path, metavar="FILE",
+                      help="clean signals to simulate measurements from with --operator")
+    data.add_argument("--workload", choices=_WORKLOADS, default=None,
+                      help="built-in preset: its measurements are generated (the default without the two above)")
+    p.add_argument("--mask", type=Path, metavar="FILE", help="mask file of --measurements (True/1 = observed)")
+    p.add_argument("--variable", default=None, help="array / variable of --signals to read when the file holds several")
+    p.add_argument("--operator", choices=OPERATORS, default="inpainting",
+                   help="operator that simulates measurements from --signals (default: inpainting)")
+    p.add_argument("--missing", type=float, default=0.3, help="missing fraction of inpainting (default 0.3)")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="measurement noise sigma_y (simulated: default 0.1; needed with --measurements)")
+    p.add_argument("--blur-time", type=float, default=1e-3, help="diffusion time of heat-blur (default 1e-3)")
+    p.add_argument("--blind", action="store_true",
+                   help="--workload only: missing fraction drawn per sample from --missing-range, flow sees y only")
+    p.add_argument("--missing-range", type=float, nargs=2, default=(0.1, 0.5), help="--workload --blind only")
+    add_geometry_arguments(p, required=False)
     add_config_arguments(p)
     p.set_defaults(shortcuts=add_shortcuts(p, SHORTCUTS))
-    p.add_argument("--blind", action="store_true",
-                   help="blind mode: missing fraction drawn per sample from --missing-range, flow sees y only")
-    p.add_argument("--missing", type=float, default=0.3, help="missing fraction (non-blind)")
-    p.add_argument("--missing-range", type=float, nargs=2, default=(0.1, 0.5))
-    p.add_argument("--sigma", type=float, default=0.1, help="measurement noise sigma_y")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_run_arguments(p)
     p.set_defaults(func=run)
     return p
+
+
+def _run_own_data(args: argparse.Namespace) -> int:
+    """train-flow on the user's measurements (or ones simulated from the user's signals)."""
+    from ..api import output_folder, resolve_device, train_posterior
+    from ..config import config_from_args
+    from ..io import load_measurements, load_signals, read_geometry, simulate_measurements
+    from ..priors.diffusion import DiffusionPrior
+    from ._common import geometry_from_args
+
+    config = config_from_args(args, args.shortcuts)
+    device = resolve_device(args.device)
+    out = output_folder(args.out)
+    geometry = geometry_from_args(args)
+    if geometry is None:
+        beside = Path(args.prior).parent / "geometry.npz"
+        if not beside.is_file():
+            raise ValueError(f"no geometry.npz beside {args.prior}: give the geometry of the prior again "
+                             "(--mesh, --grid, --icosphere or --image)")
+        geometry = read_geometry(beside)
+    prior = DiffusionPrior.load(args.prior, geometry=geometry)
+    if args.measurements is not None:
+        if args.sigma is None:
+            raise ValueError(f"--sigma is needed with --measurements: the noise level of y in {args.measurements}")
+        meas = load_measurements(args.measurements, geometry, mask=args.mask, sigma=args.sigma)
+    else:
+        if args.mask is not None:
+            raise ValueError("--mask goes with --measurements")
+        signals = load_signals(args.signals, geometry, variable=args.variable)
+        meas = simulate_measurements(signals.x, geometry, args.operator, missing=args.missing,
+                                     sigma=0.1 if args.sigma is None else args.sigma, blur_time=args.blur_time,
+                                     seed=config.seed, source=signals.source)
+    posterior = train_posterior(prior, meas, config, out, geometry=geometry, device=device,
+                                progress=not args.no_progress)
+    print(json.dumps({"posterior": str(out / "posterior.pt"), "measurements": str(out / "measurements.pt"),
+                      "config": str(out / "config.json"), "num_measurements": int(meas.y.shape[0]),
+                      "steps": posterior.metadata.get("train_steps"), "fingerprint": posterior.fingerprint}))
+    return 0
 
 
 def _bunny_mnist(n_train: int | None, n_test: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
@@ -115,6 +180,10 @@ def _measurements(args: argparse.Namespace, config: Any, path: Path) -> dict[str
 
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; returns the exit status."""
+    if args.measurements is not None or args.signals is not None:
+        return _run_own_data(args)
+    args.workload = args.workload or "bunny-mnist"
+    args.sigma = 0.1 if args.sigma is None else args.sigma
     from ..config import check_same_run, config_from_args, read_config, write_config
     from ..datasets import bunny_path
     from ..flows import (AmortizedPosterior, ConditionalRealNVP, HarmonicFill, condition_channels,
@@ -122,8 +191,11 @@ def run(args: argparse.Namespace) -> int:
     from ..geometry import Mesh
     from ..priors.diffusion import DiffusionPrior
 
+    from ..api import output_folder, resolve_device
+
     config = config_from_args(args, args.shortcuts)
-    out = Path(args.out)
+    device = resolve_device(args.device)
+    out = output_folder(args.out)
     record = {"workload": args.workload, "profile": config.profile, "seed": config.seed,
               "measurements": {"blind": bool(args.blind), "missing": args.missing,
                                "missing_range": list(args.missing_range), "sigma": args.sigma,
@@ -159,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     tic = time.perf_counter()
     trainer = train_amortized(
         posterior, prior, meas["train_y"], train_op, out_dir=out, data=data, seed=config.seed,
-        progress=not args.no_progress, device=args.device, config={"run": record},
+        progress=not args.no_progress, device=device, config={"run": record},
         **config.flow.trainer_kwargs(meas["train_y"].shape[0]),
     )
     train_s = time.perf_counter() - tic

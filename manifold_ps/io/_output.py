@@ -23,7 +23,8 @@ def _spatial(geometry: Geometry) -> tuple[tuple[str, ...], tuple[int, ...], dict
     pos = geometry.positions.numpy()
     return ("vertex",), (geometry.num_vertices,), {
         "vertex": np.arange(geometry.num_vertices),
-        "x": ("vertex", pos[:, 0]), "y": ("vertex", pos[:, 1]), "z": ("vertex", pos[:, 2])}
+        "vertex_x": ("vertex", pos[:, 0]), "vertex_y": ("vertex", pos[:, 1]),
+        "vertex_z": ("vertex", pos[:, 2])}
 
 
 def posterior_dataset(geometry: Geometry, mean: Tensor, std: Tensor, draws: Tensor, *, y: Tensor | None = None,
@@ -33,7 +34,7 @@ def posterior_dataset(geometry: Geometry, mean: Tensor, std: Tensor, draws: Tens
     Variables ``mean`` and ``std`` ``(measurement, channel, *space)``, ``draws``
     ``(measurement, draw, channel, *space)`` and, when given, ``y`` and ``observed``. ``space`` is
     ``(lat, lon)`` with degree coordinates on a lat/lon grid, ``(row, col)`` on an image, and
-    ``vertex`` (with ``x``, ``y``, ``z`` positions) on a mesh.
+    ``vertex`` (with its position ``vertex_x``, ``vertex_y``, ``vertex_z``) on a mesh.
 
     Args:
         geometry: The geometry of the signals.

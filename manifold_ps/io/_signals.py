@@ -109,11 +109,20 @@ def read_array(path: str | os.PathLike[str], variable: str | None = None) -> tup
     raise ValueError(f"{path}: unknown file type {suffix!r}; use .npy, .npz, .pt, .nc or .zarr")
 
 
+def _grid_dims(dims: tuple[str, ...]) -> tuple[str, str] | None:
+    """The latitude and longitude dimensions among ``dims`` (by their usual names), if both are there."""
+    from ._geometry import _LAT_NAMES, _LON_NAMES
+
+    lat = next((d for d in dims if d.lower() in _LAT_NAMES), None)
+    lon = next((d for d in dims if d.lower() in _LON_NAMES), None)
+    return (lat, lon) if lat is not None and lon is not None else None
+
+
 def _to_nchw(arr: np.ndarray, dims: tuple[str, ...] | None, geometry: Geometry, source: str) -> np.ndarray:
     V = geometry.num_vertices
     grid_shape = getattr(geometry, "shape", None)
     if dims is not None and grid_shape is not None:  # put the grid's lat/lon (or row/col) axes last
-        names = getattr(geometry, "axis_names", None)
+        names = getattr(geometry, "axis_names", None) or _grid_dims(dims)
         if names is not None and all(n in dims for n in names):
             order = [i for i, d in enumerate(dims) if d not in names] + [dims.index(n) for n in names]
             arr = np.transpose(arr, order)
