@@ -137,3 +137,36 @@ def test_cli_on_a_lat_lon_grid_netcdf(tmp_path: Path) -> None:
         y, obs = post["y"].values[:, 0], post["observed"].values.astype(bool)
     truth = ds["t2m"].transpose("time", "lat", "lon").values[:2]
     assert np.abs(y[obs] - truth[obs]).max() < 1.0  # noise sigma 0.1
+
+
+def test_flow_rerun_with_other_measurements_is_refused_and_keeps_the_stored_ones(
+        mesh_files: tuple[Path, Path], tmp_path: Path) -> None:
+    from manifold_ps.api import train_posterior, train_prior_on
+    from manifold_ps.config import build_config
+    from manifold_ps.geometry import Mesh
+    from manifold_ps.io import load_measurements, load_signals, simulate_measurements
+
+    mesh = Mesh.from_file(mesh_files[0])
+    x = load_signals(mesh_files[1], mesh).x
+    config = build_config("smoke", overrides={"prior.train_steps": 1, "prior.batch_size": 8,
+                                              "flow.train_steps": 1, "flow.batch_size": 4})
+    prior = train_prior_on(mesh, x, config, tmp_path / "prior")
+    first = simulate_measurements(x, mesh, missing=0.3)
+    train_posterior(prior, first, config, tmp_path / "flow", geometry=mesh)
+    with pytest.raises(ValueError, match=r"measurements.missing_fraction 0.3 -> 0.5.*flow"):
+        train_posterior(prior, simulate_measurements(x, mesh, missing=0.5), config, tmp_path / "flow", geometry=mesh)
+    torch.testing.assert_close(load_measurements(tmp_path / "flow" / "measurements.pt", mesh).y, first.y)
+
+
+def test_train_flow_on_a_prior_folder_without_geometry_says_what_to_give(mesh_files: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
+    """Prior folders written before geometry.npz existed: the geometry is asked for, then used."""
+    mesh, signals = mesh_files
+    assert main(["train-prior", "--mesh", str(mesh), "--signals", str(signals), "--out", str(tmp_path / "p"),
+                 "--steps", "1", *TINY]) == 0
+    (tmp_path / "p" / "geometry.npz").unlink()
+    flow = ["train-flow", "--prior", str(tmp_path / "p" / "prior.pt"), "--signals", str(signals),
+            "--out", str(tmp_path / "f"), "--set", "flow.train_steps=1", *TINY]
+    with pytest.raises(ValueError, match=r"no geometry.npz beside .*prior.pt: give the geometry of the prior again"):
+        main(flow)
+    assert main([*flow, "--mesh", str(mesh)]) == 0

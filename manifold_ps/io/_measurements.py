@@ -87,7 +87,7 @@ def make_operator(name: str, geometry: Geometry, n: int, *, missing: float = 0.3
     Args:
         name: ``"inpainting"`` (a random mask per measurement with ``missing`` of the vertices
             hidden), ``"denoising"`` or ``"heat-blur"`` (heat diffusion for ``blur_time``
-            through the first 64 Laplacian eigenvectors).
+            through the first 64 Laplacian eigenvectors, fewer on geometries under 65 vertices).
         geometry: The geometry.
         n: Number of measurements.
         missing: Missing fraction of ``"inpainting"``, in ``[0, 1)``.
@@ -112,7 +112,7 @@ def make_operator(name: str, geometry: Geometry, n: int, *, missing: float = 0.3
     if name == "denoising":
         return Denoising(V, sigma)
     if name == "heat-blur":
-        return HeatBlur.from_geometry(geometry, blur_time, k=min(64, V), sigma=sigma).float()
+        return HeatBlur.from_geometry(geometry, blur_time, k=min(64, V - 1), sigma=sigma).float()
     raise ValueError(f"unknown operator {name!r}; choose one of {list(OPERATORS)}")
 
 
