@@ -147,15 +147,17 @@ def _simulate(task: Task, x: Tensor, generator: torch.Generator) -> Measured:
     return Measured(x, op(x, generator=generator), op)
 
 
-def stage_measurements(workload: Workload, task: Task, config: Config, out: Path
+def stage_measurements(workload: Workload, task: Task, config: Config, out: Path, *, folder: Path | None = None
                        ) -> tuple[Measured, dict[str, Measured]]:
-    """Simulate (once, seeded with ``config.seed``) or load the task's training and evaluation measurements.
+    """Simulate (once, seeded with ``config.seed``) or load the task's training and evaluation
+    measurements in ``folder/measurements.pt`` (default ``out/<task>``; ``manifold-ps train-flow
+    --workload`` passes its ``--out``).
 
     Returns:
         ``(train, evals)`` where ``evals`` maps ``"paper"`` (the first ``eval.n_eval`` training
         measurements: the flow is evaluated on what it trained on) and each eval set's name.
     """
-    path = out / task.name / "measurements.pt"
+    path = (out / task.name if folder is None else folder) / "measurements.pt"
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob.get("fingerprint") != workload.geometry.fingerprint():
@@ -237,6 +239,9 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
             had = legacy_flow_settings(legacy)
             check_same_run(had, {"flow": {k: record["flow"][k] for k in had["flow"]}}, folder)
         return posterior.to(device).eval()
+    # the flow's initial weights come from the global generator: seed it, as stage_prior does for
+    # the prior's, so the stage gives the same flow whatever ran before it in the process
+    torch.manual_seed(config.seed)
     posterior = _new_posterior(workload, task, config, prior, train, record).to(device)
     data = prepare_data(posterior, train.y.to(device), train.operator.to(device))
     flow = config.flow
