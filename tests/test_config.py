@@ -88,7 +88,7 @@ def test_command_line_resolution(tmp_path: Path) -> None:
     ("steps", "3", r"unknown setting 'steps'"),
     ("flow.layers", "two", r"flow.layers: 'two' is not a valid int"),
     ("flow.layers", "2.5", r"flow.layers: '2.5' is not a valid int"),
-    ("prior.network", "cnn", r"prior.network: 'cnn' is not one of \['mlp', 'unet'\]"),
+    ("prior.network", "cnn", r"prior.network: 'cnn' is not one of \['mlp', 'unet', 'graph'\]"),
     ("prior.amp", "maybe", r"prior.amp: 'maybe' is not a valid bool"),
     ("flow.t_min", "none", r"flow.t_min cannot be none"),
 ])

@@ -2,7 +2,7 @@
 
 Examples::
 
-    manifold-ps train-flow --prior runs/torus-prior/prior.pt --signals fields.npy --operator inpainting \
+    manifold-ps train-flow --prior runs/torus-prior/prior.pt --signals fields.npy --operator inpainting \\
         --missing 0.3 --sigma 0.1 --out runs/torus-flow
     manifold-ps train-flow --prior runs/t2m-prior/prior.pt --measurements stations.nc --sigma 0.05 --out runs/t2m-flow
     manifold-ps train-flow --prior runs/prior/prior.pt --measurements y.npy --mask mask.npy --sigma 0.1 --out runs/flow

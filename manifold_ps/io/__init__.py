@@ -9,6 +9,7 @@ from ._geometry import GEOMETRY_KINDS as GEOMETRY_KINDS
 from ._geometry import geometry_kind as geometry_kind
 from ._geometry import grid_from_dataset as grid_from_dataset
 from ._geometry import load_geometry as load_geometry
+from ._geometry import parse_image_size as parse_image_size
 from ._geometry import read_geometry as read_geometry
 from ._geometry import save_geometry as save_geometry
 from ._measurements import OPERATORS as OPERATORS
@@ -33,6 +34,7 @@ __all__ = [
     "load_geometry",
     "load_measurements",
     "make_operator",
+    "parse_image_size",
     "posterior_dataset",
     "read_array",
     "read_geometry",
