@@ -70,12 +70,37 @@ def test_train_flow_cli_sets_t_min_and_refuses_other_measurements(data_dir: Path
     report = json.loads((tmp_path / "flow" / "report.json").read_text())
     assert report["steps"] == 3 and report["n_posterior"] == 2
     saved = json.loads((tmp_path / "flow" / "config.json").read_text())
-    assert saved["measurements"]["missing"] == 0.3
+    assert saved["measurements"]["missing_fraction"] == 0.3 and saved["task"] == "inpainting"
     # the flow section is what the benchmark pipeline resolves for the same settings
     from manifold_ps.config import apply_overrides, get_profile
 
     same = apply_overrides(get_profile("smoke"), {"flow.train_steps": 3, "flow.lr": 1e-3, "flow.t_min": 0.02})
     assert saved["flow"] == asdict(same.flow.resolved())
     assert saved["flow"]["t_min"] == 0.02 and saved["flow"]["layers"] == 2 and saved["flow"]["warmup_steps"] == 0
-    with pytest.raises(ValueError, match=r"flow.t_min 0.02 -> 0.03, measurements.missing 0.3 -> 0.7"):
+    with pytest.raises(ValueError, match=r"flow.t_min 0.02 -> 0.03, measurements.missing_fraction 0.3 -> 0.7"):
         main([*flow, "--missing", "0.7"])
+
+
+@pytest.mark.data
+def test_cli_and_benchmark_train_the_same_smoke_flow(data_dir: Path, tmp_path: Path) -> None:
+    """train-flow --workload is the benchmark's measurement and flow stages: same files, same weights."""
+    from manifold_ps.benchmarking.pipeline import stage_flow, stage_measurements
+    from manifold_ps.benchmarking.workloads import bunny_mnist
+    from manifold_ps.config import apply_overrides, get_profile
+    from manifold_ps.flows import AmortizedPosterior
+
+    base = ["--profile", "smoke", "--no-progress", "--device", "cpu"]
+    assert main(["train-prior", "--workload", "bunny-mnist", "--out", str(tmp_path / "prior"), "--steps", "2",
+                 *base]) == 0
+    assert main(["train-flow", "--workload", "bunny-mnist", "--prior", str(tmp_path / "prior" / "prior.pt"),
+                 "--out", str(tmp_path / "cli"), "--set", "flow.train_steps=3", *base]) == 0
+    config = apply_overrides(get_profile("smoke"), {"flow.train_steps": 3})
+    workload = bunny_mnist(config)
+    task = workload.tasks[0]
+    prior = DiffusionPrior.load(tmp_path / "prior" / "prior.pt", geometry=workload.geometry)
+    train, _ = stage_measurements(workload, task, config, tmp_path / "bench")
+    stage_flow(workload, task, config, prior, train, tmp_path / "bench", device=torch.device("cpu"), progress=False)
+    bench = tmp_path / "bench" / task.name
+    assert json.loads((tmp_path / "cli" / "config.json").read_text()) == json.loads((bench / "config.json").read_text())
+    a, b = (AmortizedPosterior.load(p / "posterior.pt").state_dict() for p in (tmp_path / "cli", bench))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

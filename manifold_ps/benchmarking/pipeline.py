@@ -148,15 +148,17 @@ def _simulate(task: Task, x: Tensor, generator: torch.Generator) -> Measured:
     return Measured(x, op(x, generator=generator), op)
 
 
-def stage_measurements(workload: Workload, task: Task, config: Config, out: Path
+def stage_measurements(workload: Workload, task: Task, config: Config, out: Path, *, folder: Path | None = None
                        ) -> tuple[Measured, dict[str, Measured]]:
-    """Simulate (once, seeded with ``config.seed``) or load the task's training and evaluation measurements.
+    """Simulate (once, seeded with ``config.seed``) or load the task's training and evaluation
+    measurements in ``folder/measurements.pt`` (default ``out/<task>``; ``manifold-ps train-flow
+    --workload`` passes its ``--out``).
 
     Returns:
         ``(train, evals)`` where ``evals`` maps ``"paper"`` (the first ``eval.n_eval`` training
         measurements: the flow is evaluated on what it trained on) and each eval set's name.
     """
-    path = out / task.name / "measurements.pt"
+    path = (out / task.name if folder is None else folder) / "measurements.pt"
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob.get("fingerprint") != workload.geometry.fingerprint():
@@ -233,13 +235,16 @@ def _new_posterior(workload: Workload, task: Task, config: Config, prior: Diffus
 
 def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured, out: Path,
                *, device: torch.device, progress: bool,
-               observer: Callable[[Any, int, dict[str, float]], float | None] | None = None) -> AmortizedPosterior:
-    """Distil the prior into the task's amortized flow (or resume / load it) in ``out/<task>``.
+               observer: Callable[[Any, int, dict[str, float]], float | None] | None = None,
+               folder: Path | None = None) -> AmortizedPosterior:
+    """Distil the prior into the task's amortized flow (or resume / load it) in ``folder``
+    (default ``out/<task>``).
 
     ``observer(trainer, step, logs)`` is called after every step (e.g. to score the flow during
     training); the seconds it returns are not counted against ``config.flow.minutes``.
+    ``manifold-ps train-flow`` runs this stage too (with ``folder`` its ``--out``).
     """
-    folder = out / task.name
+    folder = out / task.name if folder is None else folder
     done = folder / "posterior.pt"
     record = flow_record(workload, task, config)
     load, stored = _resume_or_load(folder, done, record, {"flow": asdict(config.flow)}, "flow")
@@ -254,6 +259,9 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
             posterior.attach_prior(prior)
         return posterior.to(device).eval()
     gaussian = stage_gaussian(workload, config, out, device=device) if config.flow.base == "gaussian" else None
+    # the flow's initial weights come from the global generator: seed it, as stage_prior does for
+    # the prior's, so the stage gives the same flow whatever ran before it in the process
+    torch.manual_seed(config.seed)
     posterior = _new_posterior(workload, task, config, prior, train, record, gaussian).to(device)
     data = prepare_data(posterior, train.y.to(device), train.operator.to(device))
     flow = config.flow

@@ -380,8 +380,9 @@ class AmortizedPosterior(nn.Module):
             map_location: Device to load onto.
 
         Raises:
-            ValueError: if the file is missing, unreadable, not a sampler, or made for another
-                geometry.
+            ValueError: if the file is missing, unreadable, another kind of file (a prior, a
+                checkpoint: the message says how to load it), another format version, or made for
+                another geometry.
         """
         path = Path(path)
         if not path.is_file():
@@ -389,9 +390,11 @@ class AmortizedPosterior(nn.Module):
         try:
             blob = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err:  # truncated / corrupt / not a torch file
-            raise ValueError(f"{path} is not a readable sampler file ({type(err).__name__}: {err})") from err
-        if not isinstance(blob, dict) or blob.get("format") != POSTERIOR_FORMAT:
-            raise ValueError(f"{path} is not an AmortizedPosterior file (format {blob.get('format') if isinstance(blob, dict) else None!r})")
+            raise ValueError(f"{path} is not a readable sampler file ({type(err).__name__}: {err}); the file is "
+                             "corrupt (e.g. a copy cut short): copy it again, or rerun train-flow") from err
+        from .._formats import check_format
+
+        check_format(blob, path, POSTERIOR_FORMAT, "AmortizedPosterior.load")
         if fingerprint is not None and blob["fingerprint"] != fingerprint:
             raise ValueError(
                 f"{path} was trained on the geometry with fingerprint {blob['fingerprint']!r}, "

@@ -123,7 +123,7 @@ class Mesh(Geometry):
         remove_unreferenced: bool = False,
         laplacian_method: LaplacianMethod = "mesh",
     ) -> Mesh:
-        """Load a PLY/OBJ mesh with trimesh (``process=False``, so vertex order is the file's).
+        """Load a PLY/OBJ/OFF/STL mesh with trimesh (``process=False``, so vertex order is the file's).
 
         Args:
             path: File to read.
@@ -134,22 +134,44 @@ class Mesh(Geometry):
 
         Returns:
             The mesh.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: naming the file when it is empty, not a mesh, or has a face that indexes a
+                missing vertex.
         """
         import trimesh
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"mesh file not found: {path}")
-        loaded = trimesh.load(str(path), process=False, force="mesh")
-        vertices = np.asarray(loaded.vertices, dtype=np.float64)
-        faces = np.asarray(loaded.faces, dtype=np.int64)
-        mesh = cls(
-            vertices,
-            faces,
-            remove_unreferenced=remove_unreferenced,
-            remove_duplicate_faces=clean,
-            laplacian_method=laplacian_method,
-        )
+        try:
+            loaded = trimesh.load(str(path), process=False, force="mesh")
+        except IndexError as err:  # an OBJ/OFF face naming a vertex the file does not have
+            raise ValueError(f"mesh file {path}: a face indexes a vertex that does not exist ({err}); "
+                             "the file is truncated or its faces are numbered wrongly") from None
+        except Exception as err:  # empty, text, or a format trimesh does not know
+            raise ValueError(f"mesh file {path} could not be read as a {path.suffix.lstrip('.').upper() or 'mesh'} "
+                             f"file ({type(err).__name__}: {err}); give a PLY, OBJ, OFF or STL triangle mesh") from None
+        if path.suffix.lower() == ".stl" and len(getattr(loaded, "faces", ())):
+            # STL stores three corners per triangle and no shared vertices: merge coincident
+            # corners (there is no file vertex order to keep)
+            loaded.merge_vertices()
+        vertices = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), dtype=np.float64)
+        faces = np.asarray(getattr(loaded, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
+        if vertices.shape[0] == 0 or faces.shape[0] == 0:
+            raise ValueError(f"mesh file {path} holds {vertices.shape[0]} vertices and {faces.shape[0]} triangles: "
+                             "a triangle mesh (PLY, OBJ, OFF or STL) is needed")
+        try:
+            mesh = cls(
+                vertices,
+                faces,
+                remove_unreferenced=remove_unreferenced,
+                remove_duplicate_faces=clean,
+                laplacian_method=laplacian_method,
+            )
+        except ValueError as err:
+            raise ValueError(f"mesh file {path}: {err}") from None
         mesh.source = str(path)
         return mesh
 

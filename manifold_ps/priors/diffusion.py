@@ -426,15 +426,19 @@ class DiffusionPrior(ScorePrior):
             The prior, in eval mode.
 
         Raises:
-            ValueError: a corrupt file, or a prior made for another geometry or vertex count.
+            ValueError: a corrupt file, another kind of file (a posterior sampler, a checkpoint: the
+                message says how to load it), another format version, or a prior made for another
+                geometry or vertex count.
         """
         from ..training import load_checkpoint
 
-        state = load_checkpoint(path, map_location=map_location,
-                                required_keys=("format", "network_class", "state_dict", "num_vertices"))
-        if state["format"] != PRIOR_FORMAT:
-            raise ValueError(f"{path} is a {state['format']!r} file, not a saved prior ({PRIOR_FORMAT!r}); "
-                             "a training checkpoint.pt is turned into a prior by train_prior")
+        from .._formats import check_format
+
+        state = load_checkpoint(path, map_location=map_location, required_keys=())
+        check_format(state, path, PRIOR_FORMAT, "DiffusionPrior.load")
+        missing = [k for k in ("network_class", "state_dict", "num_vertices") if k not in state]
+        if missing:
+            raise ValueError(f"prior {path} lacks {missing}: the file is damaged; retrain it (manifold-ps train-prior)")
         if geometry is not None:
             fingerprint = geometry.fingerprint() if fingerprint is None else fingerprint
             num_vertices = geometry.num_vertices if num_vertices is None else num_vertices

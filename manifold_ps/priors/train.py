@@ -73,7 +73,8 @@ def train_prior(
     Args:
         prior: The prior to train (its weights are updated in place; the returned prior is the
             EMA copy, or ``prior`` itself with ``ema_decay=None``).
-        data: Training signals ``(N, C, V)``, natural order.
+        data: Training signals ``(N, C, V)``, natural order (converted to the prior's dtype, so
+            float64 signals train a float32 prior).
         out_dir: Folder of the checkpoint, logs and ``prior.pt`` (``None``: keep nothing).
         steps: Total optimizer steps.
         batch_size: Global batch size.
@@ -91,6 +92,9 @@ def train_prior(
         The trained (EMA) prior in eval mode, on the training device.
     """
     check_signal(data, prior.num_vertices, "data", channels=prior.channels)
+    dtype = next(prior.parameters()).dtype
+    if data.is_floating_point() and data.dtype != dtype:  # e.g. float64 signals built from mesh.positions
+        data = data.to(dtype)
     if fit_statistics:
         prior.set_data_statistics(data)
     objective = DSMObjective(prior, t_min=t_min, t_max=t_max, time_sampling=time_sampling)

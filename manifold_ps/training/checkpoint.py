@@ -75,8 +75,9 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated file, pickle of foreign objects, not a torch file at all
-        raise ValueError(f"checkpoint {path} could not be read ({type(err).__name__}: {err}); "
-                         "the file is corrupt or was not written by manifold_ps") from err
+        raise ValueError(f"checkpoint {path} could not be read ({type(err).__name__}: {err}); the file is corrupt "
+                         "(e.g. a copy cut short) or was not written by manifold_ps: restore it from a backup, or "
+                         "delete it to train from the start") from err
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     missing = [key for key in required_keys if key not in state]

@@ -19,6 +19,7 @@ import contextlib
 import math
 import os
 import statistics
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -229,6 +230,8 @@ class Trainer:
         path = self.checkpoint_path
         if path is not None and path.is_file():
             self.load_state(load_checkpoint(path, fingerprint=None, map_location=self.device))
+            if self.dist.is_main:
+                print(f"resuming from step {self.step} of {self.max_steps} ({path})", file=sys.stderr, flush=True)
         writer = self._open_writer()
         bar = tqdm(total=self.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (self.progress and self.dist.is_main), leave=False)
@@ -317,9 +320,15 @@ class Trainer:
         if int(state["batch_size"]) != self.batch_size:
             raise ValueError(f"checkpoint {self.checkpoint_path} was trained with batch_size="
                              f"{state['batch_size']}, this run uses {self.batch_size}")
-        self.model.load_state_dict(state["model"])
-        if self.ema_model is not self.model:
-            self.ema_model.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.ema_model is not self.model:
+                self.ema_model.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
+        except RuntimeError as err:  # another architecture: missing keys or other sizes
+            first = str(err).strip().splitlines()[1:2] or [str(err)[:200]]
+            raise ValueError(f"checkpoint {self.checkpoint_path} holds the weights of another network "
+                             f"({first[0].strip()}); rerun with the settings it was made with, or delete it "
+                             "to train from the start") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler") is not None:

@@ -279,10 +279,11 @@ def posterior_row_figure(
     title: str | None = None,
     max_samples: int = 2,
 ) -> Figure:
-    """One row: truth | measurement | samples | posterior mean | posterior std.
+    """One row: truth (when known) | measurement | samples | posterior mean | posterior std.
 
     Args:
-        truth: ``(V,)`` ground truth.
+        truth: ``(V,)`` ground truth, or ``None`` when it is unknown (real measurements): no truth
+            panel, and the colour scale is the mean's.
         measurement: ``(V,)`` measurement (vertex-shaped; missing vertices drawn grey).
         samples: ``(N, V)`` posterior samples (the first ``max_samples`` are shown).
         mean: ``(V,)`` posterior mean.
@@ -300,15 +301,16 @@ def posterior_row_figure(
     Returns:
         The figure.
     """
-    truth_np, meas = _np(truth), _np(measurement).copy()
-    samp = _np(samples).reshape(-1, truth_np.size)[:max_samples]
+    truth_np, meas = (None if truth is None else _np(truth)), _np(measurement).copy()
+    scale = _np(mean) if truth_np is None else truth_np  # the colour scale of every value panel
+    samp = _np(samples).reshape(-1, scale.size)[:max_samples]
     if observed is not None:
         meas[~np.asarray(_np(observed), dtype=bool)] = np.nan
-    panels = [("truth", truth_np), ("measurement", meas)]
+    panels = ([] if truth_np is None else [("truth", truth_np)]) + [("measurement", meas)]
     panels += [(f"sample {i + 1}", s) for i, s in enumerate(samp)]
     panels += [("mean", _np(mean)), ("std", _np(std))]
-    lo = float(np.nanmin(truth_np))
-    hi = float(np.nanmax(truth_np))
+    lo = float(np.nanmin(scale))
+    hi = float(np.nanmax(scale))
     if hi - lo < 1e-9:
         hi = lo + 1.0
     ncol = len(panels)
