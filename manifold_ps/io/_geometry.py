@@ -101,7 +101,9 @@ def _open_dataset(path: str | os.PathLike[str]) -> Any:
             import zarr  # noqa: F401
         except ModuleNotFoundError:
             raise ModuleNotFoundError(f"reading {path} needs the optional zarr extra: pip install 'manifold_ps[zarr]'") from None
-        return xr.open_zarr(path)
+        # read consolidated metadata only where the store has it (zarr v2 ``.zmetadata``): asking for
+        # it elsewhere warns on every open
+        return xr.open_zarr(path, consolidated=(path / ".zmetadata").is_file())
     try:
         return xr.open_dataset(path)
     except Exception as err:
