@@ -121,9 +121,9 @@ def test_files_of_another_version_or_bare_state_dicts_say_how_to_convert(saved_f
         DiffusionPrior.load(bare)
 
 
-def test_cuda_on_a_cpu_build_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is available here")
+def test_cuda_on_a_cpu_build_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU build, on any machine
     with pytest.raises(ValueError, match="'cuda'.*(no CUDA support|no CUDA GPU)"):
         resolve_device("cuda")
     from manifold_ps.cli import console_main

@@ -105,9 +105,9 @@ def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.
                     "or pass another --out")
         return prior
     torch.manual_seed(config.seed)
-    # The prototype's MLP had to be wider than the signal to pass the identity through with
-    # eps-prediction; the EDM skip connection of DiffusionPrior does that, so the preset width
-    # (2048) also serves the 4140-vertex sphere.
+    # An MLP narrower than the signal cannot pass the identity through with eps-prediction; the
+    # EDM skip connection of DiffusionPrior does that, so the preset width (2048) also serves the
+    # 4140-vertex sphere.
     gaussian = None
     if config.prior.parameterization == "wiener":  # the exact Gaussian denoiser plus a learned correction
         gaussian = stage_gaussian(workload, config, out, device=torch.device("cpu"))

@@ -1,6 +1,6 @@
 """Conditional RealNVP over vertex signals: ``x = loc(y) + G(z, y)``, ``z ~ N(0, I)``.
 
-Architecture (the paper's section 4.2, with the prototype's lessons):
+Architecture (the paper's section 4.2, with a location, bounded scales and zero-initialised layers):
 
 * ``steps`` flow steps (24 as in the paper), each ``ActNorm -> AffineCoupling(even) ->
   AffineCoupling(odd) -> FixedPermutation``, then a learned per-channel output scale that starts

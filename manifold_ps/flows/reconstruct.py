@@ -1,6 +1,6 @@
 """Cheap, operator-aware reconstructions that the flow starts from (its location ``loc``).
 
-The prototype's lesson: a flow that models the residual around a cheap reconstruction (for
+A flow that models the residual around a cheap reconstruction (for
 masking, the observed values kept and the holes filled harmonically) learns much faster than one
 that starts from noise. A reconstruction here is a module ``rec(y, operator) -> (B, C, V)``
 that can be saved inside a trained sampler (:meth:`config` / :func:`reconstruction_from_config`),
