@@ -74,8 +74,15 @@ def test_train_flow_cli_sets_t_min_and_refuses_other_measurements(data_dir: Path
     # the flow section is what the benchmark pipeline resolves for the same settings
     from manifold_ps.config import apply_overrides, get_profile
 
+    from manifold_ps.benchmarking.pipeline import flow_record
+    from manifold_ps.benchmarking.workloads import bunny_mnist
+
     same = apply_overrides(get_profile("smoke"), {"flow.train_steps": 3, "flow.lr": 1e-3, "flow.t_min": 0.02})
-    assert saved["flow"] == asdict(same.flow.resolved())
+    workload = bunny_mnist(same)
+    assert saved["flow"] == flow_record(workload, workload.tasks[0], same)["flow"]
+    # the record leaves out only the decoded-sampler fields at their defaults (older runs stay resumable)
+    assert {k: v for k, v in asdict(same.flow.resolved()).items() if k not in saved["flow"]} == {
+        "decode": False, "decoder_noise": False, "base": "fill", "base_rank": 256}
     assert saved["flow"]["t_min"] == 0.02 and saved["flow"]["layers"] == 2 and saved["flow"]["warmup_steps"] == 0
     with pytest.raises(ValueError, match=r"flow.t_min 0.02 -> 0.03, measurements.missing_fraction 0.3 -> 0.7"):
         main([*flow, "--missing", "0.7"])
