@@ -233,7 +233,7 @@ def test_posterior_matches_dense_solve(kind: str, op_name: str) -> None:
             torch.testing.assert_close(logdet[j], torch.linalg.slogdet(c_ref)[1], atol=1e-7, rtol=1e-9)
 
 
-@pytest.mark.parametrize("op_name", ["inpainting-batched", "heat-blur", "downsample"])
+@pytest.mark.parametrize("op_name", ["inpainting-batched", "denoising", "heat-blur", "downsample"])
 def test_posterior_draws_have_the_posterior_moments(op_name: str) -> None:
     prior = _prior("lowrank")
     op = OPERATORS[op_name](2)

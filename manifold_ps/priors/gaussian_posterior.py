@@ -132,14 +132,23 @@ class LinearGaussianPosterior:
             raise ValueError(f"y has {flat.shape[1]} entries, the operator measures {self._rows.shape[0]}")
         return flat[:, self._rows] - self._a @ self._mu
 
+    def _cho_solve(self, rhs: Tensor) -> Tensor:
+        """``K^{-1} rhs`` (structured) or ``G^{-1} rhs`` (dense) for rows ``rhs (B, k)``.
+
+        One shared factor solves all rows as columns of one right-hand side: broadcasting it over
+        the rows instead would copy it once per row.
+        """
+        if self._chol.shape[0] == 1:
+            return torch.cholesky_solve(rhs.T, self._chol[0]).T
+        return torch.cholesky_solve(rhs[..., None], self._chol)[..., 0]
+
     def _solve_g(self, r: Tensor) -> Tensor:
         """``G^{-1} r`` for residuals ``r`` of shape ``(B, d)`` or ``(B, M)``."""
         if self.structured:
             u = self.prior.factor
             wr = self._w * r
-            inner = torch.cholesky_solve((wr @ u)[..., None], self._chol)[..., 0]
-            return wr - self._w * (inner @ u.T)
-        return torch.cholesky_solve(r[..., None], self._chol)[..., 0]
+            return wr - self._w * (self._cho_solve(wr @ u) @ u.T)
+        return self._cho_solve(r)
 
     def _gain(self, g: Tensor) -> Tensor:
         """``S A^T g``: ``(B, d)``."""
@@ -167,7 +176,11 @@ class LinearGaussianPosterior:
             # x = mean + s * e + b U L^{-T} z: covariance diag(s^2) + (b U) K^{-1} (b U)^T
             u = self.prior.factor
             z = torch.randn(b, n, u.shape[1], **kw)
-            w = torch.linalg.solve_triangular(self._chol.mT, z.mT, upper=True).mT  # (B, n, r)
+            if self.batch == 1:  # one factor for every row: solve them as columns, without copies of it
+                w = torch.linalg.solve_triangular(self._chol[0].mT, z.reshape(-1, u.shape[1]).T, upper=True)
+                w = w.T.reshape(b, n, -1)
+            else:
+                w = torch.linalg.solve_triangular(self._chol.mT, z.mT, upper=True).mT  # (B, n, r)
             e = torch.randn(b, n, d, **kw)
             out = mean + self._s2.sqrt()[:, None] * e + self._beta[:, None] * (w @ u.T)
         else:
