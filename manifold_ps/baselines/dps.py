@@ -16,15 +16,12 @@ Step-size conventions (``step_convention``), each applied after the ancestral st
 
 The two normalised conventions make the step length independent of the noise level and the
 signal size, but not of the step count: the gradient of ``||r||`` has about unit length, so each
-step moves ``x`` by about ``zeta`` and what matters is the budget ``zeta * steps``. On
-bunny-MNIST inpainting (``[0, 1]`` signals, 30% missing, ``sigma_y = 0.1``, 8 held-out digits,
-one sample) the best budget was 200-300 both with the exact posterior of a Gaussian fitted to
-the training digits (200 steps: zeta 0.6 / 1 / 3 / 10 gave 24.7 / 25.5 / 22.6 / 16.7 dB; 1000
-steps: zeta 0.1 / 0.2 / 0.4 / 1 gave 23.4 / 24.8 / 23.9 / 20.6 dB) and with a learned prior
-(100 steps: zeta 1 / 3 / 30 gave 14.4 / 15.4 / 7.3 dB). Hence the default ``zeta = 250 / steps``
-for ``"norm"`` (half that for ``"squared_normalized"``, 1 for ``"likelihood"``). The prototype's
-"zeta 8-16" (SPEC) is consistent with this if it took one norm over its whole batch of 64
-residuals (8 times a single sample's norm, so about ``zeta / 8`` per sample here); this
+step moves ``x`` by about ``zeta`` and what matters is the budget ``zeta * steps``. The default
+``zeta = 250 / steps`` for ``"norm"`` (half that for ``"squared_normalized"``, 1 for
+``"likelihood"``) is the budget that worked best on ``[0, 1]`` signals (the sweeps are in
+``benchmarks/results/dps_sweep-*``; the benchmarks choose it on validation measurements). A
+step size quoted for a norm taken over a whole batch of residuals is about ``sqrt(batch)`` times
+larger than this per-sample one; this
 implementation takes the norm per sample, so a sample does not depend on its batch.
 
 The ``"likelihood"`` form is the most accurate on the small linear-Gaussian test problem (exact

@@ -169,7 +169,7 @@ class ElementwiseScale(Bijection):
     """Learned per-channel scale ``y = x * exp(log_scale)``, initialised to ``init_scale``.
 
     Used as the last layer of a flow so that it starts with small noise around its location
-    (the prototype's lesson: a small initial noise scale around a cheap reconstruction).
+    (a small initial noise scale around a cheap reconstruction trains much faster than noise).
 
     Args:
         channels: Number of channels ``C``.

@@ -83,7 +83,7 @@ def reverse_kl_loss(
         n_z: Flow draws per measurement.
         n_time: ELBO time draws per flow sample.
         n_noise: ELBO forward-noise draws per time.
-        t_min: Lower limit of the ELBO time integral (:data:`T_MIN` keeps the terms comparable, see SPEC).
+        t_min: Lower limit of the ELBO time integral (:data:`T_MIN` keeps the loss terms of comparable size).
         importance: Importance-sample the ELBO times.
         include_constants: Keep the ELBO's constants (the reported prior term is then a bound on
             ``-log p(x)``); they do not change the gradients.

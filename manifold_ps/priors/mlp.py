@@ -1,9 +1,9 @@
 """A residual MLP denoiser over whole vertex sequences: the fast network of the CPU profiles.
 
 A U-Net's convolutions are local and cheap in parameters but slow on a CPU (many small kernels);
-a wide MLP over the flattened sequence is a few large matrix products. The throwaway prototype
-found that such an MLP trains well *if* it is at least as wide as the signal and uses a
-preconditioned (EDM / x0) parameterisation; :class:`DiffusionPrior` provides that.
+a wide MLP over the flattened sequence is a few large matrix products. Such an MLP trains well
+*if* it is at least as wide as the signal or uses a preconditioned (EDM / x0 / Wiener)
+parameterisation, which :class:`DiffusionPrior` provides.
 """
 
 from __future__ import annotations
