@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_geometry_arguments", "geometry_from_args", "add_run_arguments"]
+__all__ = ["add_geometry_arguments", "geometry_from_args", "geometry_from_args_or_beside", "add_run_arguments"]
 
 
 def add_geometry_arguments(parser: argparse.ArgumentParser, *, required: bool) -> argparse._MutuallyExclusiveGroup:
@@ -32,6 +32,24 @@ def geometry_from_args(args: argparse.Namespace) -> Any:
     if not given:
         return None
     return load_geometry(**given, lat=args.lat, lon=args.lon)
+
+
+def geometry_from_args_or_beside(args: argparse.Namespace, model: str | Path, what: str) -> Any:
+    """The geometry given on the command line, else the ``geometry.npz`` saved beside ``model``.
+
+    Raises:
+        ValueError: neither is there (the message names ``model``, described as ``what``).
+    """
+    from ..io import read_geometry
+
+    geometry = geometry_from_args(args)
+    if geometry is not None:
+        return geometry
+    beside = Path(model).parent / "geometry.npz"
+    if not beside.is_file():
+        raise ValueError(f"no geometry.npz beside {model}: give the geometry of the {what} again "
+                         "(--mesh, --grid, --icosphere or --image)")
+    return read_geometry(beside)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -63,20 +63,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..api import output_folder, resolve_device, sample_posterior
     from ..flows import AmortizedPosterior
-    from ..io import geometry_kind, load_measurements, posterior_dataset, read_geometry
-    from ._common import geometry_from_args
+    from ..io import geometry_kind, load_measurements, posterior_dataset
+    from ._common import geometry_from_args_or_beside
 
     device = resolve_device(args.device)
     output_folder(Path(args.out).parent)
     if args.plot is not None:
         output_folder(Path(args.plot).parent)
-    geometry = geometry_from_args(args)
-    if geometry is None:
-        beside = Path(args.posterior).parent / "geometry.npz"
-        if not beside.is_file():
-            raise ValueError(f"no geometry.npz beside {args.posterior}: give the geometry again "
-                             "(--mesh, --grid, --icosphere or --image)")
-        geometry = read_geometry(beside)
+    geometry = geometry_from_args_or_beside(args, args.posterior, "posterior")
     posterior = AmortizedPosterior.load(args.posterior, fingerprint=geometry.fingerprint(), map_location=device)
     meas = load_measurements(args.measurements, geometry, mask=args.mask, sigma=args.sigma,
                              operator=posterior.operator_config, which=args.which)

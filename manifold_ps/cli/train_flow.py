@@ -100,20 +100,14 @@ def _run_own_data(args: argparse.Namespace) -> int:
     """train-flow on the user's measurements (or ones simulated from the user's signals)."""
     from ..api import output_folder, resolve_device, train_posterior
     from ..config import config_from_args
-    from ..io import load_measurements, load_signals, read_geometry, simulate_measurements
+    from ..io import load_measurements, load_signals, simulate_measurements
     from ..priors.diffusion import DiffusionPrior
-    from ._common import geometry_from_args
+    from ._common import geometry_from_args_or_beside
 
     config = config_from_args(args, args.shortcuts)
     device = resolve_device(args.device)
     out = output_folder(args.out)
-    geometry = geometry_from_args(args)
-    if geometry is None:
-        beside = Path(args.prior).parent / "geometry.npz"
-        if not beside.is_file():
-            raise ValueError(f"no geometry.npz beside {args.prior}: give the geometry of the prior again "
-                             "(--mesh, --grid, --icosphere or --image)")
-        geometry = read_geometry(beside)
+    geometry = geometry_from_args_or_beside(args, args.prior, "prior")
     prior = DiffusionPrior.load(args.prior, geometry=geometry)
     if args.measurements is not None:
         if args.sigma is None:
