@@ -125,7 +125,8 @@ def test_graph_prior_contract(parameterization: str, tmp_path: Path) -> None:
                         parameterization=parameterization, gaussian=gaussian)  # type: ignore[arg-type]
     assert isinstance(prior.network, GraphDenoiser)
     x, t = data[:4].float(), torch.tensor([0.01, 0.1, 0.5, 1.0])
-    assert torch.equal(prior.network_output(x, t), torch.zeros(4, 2, prior.layout.length))  # zero at init
+    x_in = torch.cat([x, x], 1) if parameterization == "wiener" else x  # "wiener" also feeds W(x_t)
+    assert torch.equal(prior.network_output(x_in, t), torch.zeros(4, 2, prior.layout.length))  # zero at init
     # every parameter learns once the zero-initialised layers have moved
     opt = torch.optim.SGD(prior.parameters(), lr=0.05)
     for step in range(3):

@@ -38,8 +38,8 @@ def _gaussian(kind: str) -> GaussianPrior:
 
 def _network(kind: str, length: int) -> nn.Module:
     if kind == "mlp":
-        return MLPDenoiser(C, C, length, hidden=32, depth=2, time_embedding_dim=16)
-    return UNet1d(C, C, base_channels=8, channel_mults=(1, 2), num_res_blocks=1)
+        return MLPDenoiser(2 * C, C, length, hidden=32, depth=2, time_embedding_dim=16)  # x_t and W(x_t)
+    return UNet1d(2 * C, C, base_channels=8, channel_mults=(1, 2), num_res_blocks=1)
 
 
 def _prior(network: str = "mlp", kind: str = "low_rank") -> DiffusionPrior:
@@ -213,6 +213,8 @@ def test_validation_errors() -> None:
     with pytest.raises(ValueError, match="SDE"):
         DiffusionPrior(net, layout, channels=C, parameterization="wiener", gaussian=g,
                        sde=VPSDE(beta_max=10.0))
+    with pytest.raises(ValueError, match=f"{2 * C} signal .* Wiener estimate"):  # a network without the W input
+        DiffusionPrior(net, layout, channels=C, parameterization="wiener", gaussian=g)
     with pytest.raises(ValueError, match="no Gaussian part"):
         DiffusionPrior(net, layout, channels=C)._wiener(torch.zeros(1, C, V), torch.ones(1))
 
@@ -233,7 +235,7 @@ def test_train_prior_learns_what_the_gaussian_misses(tmp_path: Path) -> None:
     g = GaussianPrior.fit(data.double(), ridge=1e-4)
     torch.manual_seed(0)
     layout = VertexLayout(16)
-    prior = DiffusionPrior(MLPDenoiser(1, 1, 16, hidden=64, depth=2, time_embedding_dim=16), layout, channels=1,
+    prior = DiffusionPrior(MLPDenoiser(2, 1, 16, hidden=64, depth=2, time_embedding_dim=16), layout, channels=1,
                            parameterization="wiener", gaussian=g)
 
     def mse_ratio(p: DiffusionPrior) -> float:  # denoising error relative to the Gaussian's, at t = 0.1

@@ -17,7 +17,8 @@
   package zero-initialises its last layer) the untrained prior *is* the Gaussian.
 
 The network always sees the unit-variance input ``(x_t - alpha mu) / sqrt(den)`` in sequence
-order (optionally with geometry features as extra channels) and the time ``t``. Its output is
+order -- for ``"wiener"`` beside the standardised Wiener estimate ``(W - mu) / sigma_d`` --
+optionally with geometry features as extra channels, and the time ``t``. Its output is
 zeroed on the padding before returning to natural vertex order.
 
 Training minimises :meth:`DiffusionPrior.dsm_loss`, the denoising error weighted by
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from ..geometry import Geometry
     from .gaussian import GaussianPrior
 
-__all__ = ["DiffusionPrior", "build_prior", "PRIOR_FORMAT", "PRESETS", "MLP_PRESETS", "GRAPH_PRESETS"]
+__all__ = ["DiffusionPrior", "build_prior", "network_signal_channels", "PRIOR_FORMAT", "PRESETS", "MLP_PRESETS", "GRAPH_PRESETS"]
 
 PRIOR_FORMAT = "manifold_ps.prior/1"
 """Value of the ``"format"`` key of a saved prior."""
@@ -90,8 +91,9 @@ class DiffusionPrior(ScorePrior):
     """Diffusion prior over ``(B, C, V)`` vertex signals with a sequence network.
 
     Args:
-        network: Module ``F(seq, t) -> seq`` over ``(B, C + k, L)`` inputs and ``(B, C, L)``
-            outputs, where ``k`` is the number of geometry features; e.g. :class:`UNet1d`,
+        network: Module ``F(seq, t) -> seq`` over ``(B, C_in + k, L)`` inputs and ``(B, C, L)``
+            outputs, where ``k`` is the number of geometry features and ``C_in`` is
+            :func:`network_signal_channels` (``C``; ``2 C`` for ``"wiener"``); e.g. :class:`UNet1d`,
             :class:`MLPDenoiser` or :class:`~manifold_ps.priors.GraphDenoiser`. To be saved and
             loaded it needs a ``config()`` method returning its keyword arguments. With
             ``"wiener"`` its output must be zero at initialisation for the untrained prior to be
@@ -171,9 +173,11 @@ class DiffusionPrior(ScorePrior):
         self.register_buffer("features", features)
         in_channels = getattr(network, "in_channels", None)
         cond_channels = getattr(network, "cond_channels", 0)
-        if in_channels is not None and in_channels + cond_channels != channels + k:
+        signal_inputs = network_signal_channels(channels, parameterization)
+        if in_channels is not None and in_channels + cond_channels != signal_inputs + k:
             raise ValueError(f"network takes {in_channels} + {cond_channels} input channels, but the prior feeds "
-                             f"{channels} signal + {k} geometry-feature channels")
+                             f"{signal_inputs} signal + {k} geometry-feature channels"
+                             + (" (the noisy signal and its Wiener estimate)" if parameterization == "wiener" else ""))
         self.register_buffer("data_mean", self._per_channel(data_mean, "data_mean"))
         self.register_buffer("data_std", self._per_channel(data_std, "data_std"))
         if bool((self.data_std <= 0).any()):
@@ -199,7 +203,8 @@ class DiffusionPrior(ScorePrior):
         """Raw network output ``F`` in sequence order, zero on the padding.
 
         Args:
-            x_in: Preconditioned network input in natural order ``(B, C, V)``.
+            x_in: Preconditioned network input in natural order ``(B, C_in, V)`` (``C_in = C``;
+                ``2 C`` for ``"wiener"``, see :func:`network_signal_channels`).
             t: Times ``(B,)``.
 
         Returns:
@@ -228,11 +233,14 @@ class DiffusionPrior(ScorePrior):
         t = self._check_t(x, t)
         alpha, sigma, mu, sd, den = self._coefficients(x, t)
         centered = x - alpha * mu
+        if self.parameterization == "wiener":
+            wiener = self._wiener(x, t)
+            x_in = torch.cat([centered / den.sqrt(), (wiener - mu) / sd], dim=1)
+            out = self.layout.from_sequence(self.network_output(x_in, t))
+            return wiener + self.output_scale(x, t) * out
         out = self.layout.from_sequence(self.network_output(centered / den.sqrt(), t))
         if self.parameterization == "edm":
             return mu + (alpha * sd**2 / den) * centered + (sigma * sd / den.sqrt()) * out
-        if self.parameterization == "wiener":
-            return self._wiener(x, t) + self.output_scale(x, t) * out
         if self.parameterization == "x0":
             return mu + sd * out
         return (x - sigma * out) / alpha
@@ -273,7 +281,7 @@ class DiffusionPrior(ScorePrior):
         Example:
             >>> from manifold_ps.priors import GaussianPrior
             >>> g = GaussianPrior(torch.zeros(1, 4, dtype=torch.float64), torch.eye(4, dtype=torch.float64))
-            >>> prior = DiffusionPrior(MLPDenoiser(1, 1, 4, hidden=8, depth=1), VertexLayout(4), channels=1,
+            >>> prior = DiffusionPrior(MLPDenoiser(2, 1, 4, hidden=8, depth=1), VertexLayout(4), channels=1,
             ...                        parameterization="wiener", gaussian=g, data_mean=0.0, data_std=1.0)
             >>> x, t = torch.zeros(2, 1, 4), torch.tensor([0.1, 0.5])
             >>> torch.allclose(prior.output_scale(x, t), prior.sde.std(t)[:, None, None])  # unit S: EDM's
@@ -546,17 +554,32 @@ def build_prior(
     if geometry_channels:
         _, evecs = geometry.eigenbasis(geometry_channels + 1)
         features = evecs[:, 1:].to(torch.get_default_dtype())  # drop the constant eigenvector
+    in_channels = network_signal_channels(channels, parameterization) + geometry_channels
     if network == "mlp":
-        net: nn.Module = MLPDenoiser(channels + geometry_channels, channels, layout.length, **kwargs)
+        net: nn.Module = MLPDenoiser(in_channels, channels, layout.length, **kwargs)
     elif network == "graph":
         index, weight = chebyshev_operator(geometry, layout)
-        net = GraphDenoiser(channels + geometry_channels, channels, layout.length, edge_index=index,
+        net = GraphDenoiser(in_channels, channels, layout.length, edge_index=index,
                             edge_weight=weight, **kwargs)
     else:
-        net = UNet1d(channels + geometry_channels, channels, **kwargs)
+        net = UNet1d(in_channels, channels, **kwargs)
     stats: dict[str, Tensor] = _gaussian_statistics(gaussian) if gaussian is not None else {}
     return DiffusionPrior(net, layout, channels=channels, sde=sde, parameterization=parameterization,
                           geometry_features=features, fingerprint=geometry.fingerprint(), gaussian=gaussian, **stats)
+
+
+def network_signal_channels(channels: int, parameterization: Parameterization) -> int:
+    """Signal channels the network of a :class:`DiffusionPrior` takes (before geometry features).
+
+    ``channels`` (the preconditioned noisy signal), or ``2 * channels`` for ``"wiener"``, whose
+    network also sees the Wiener estimate ``(W(x_t, t) - mu) / sigma_d``: at large noise it holds
+    nearly everything known about ``x_0``, which a local network could not gather itself.
+
+    Example:
+        >>> network_signal_channels(1, "edm"), network_signal_channels(1, "wiener")
+        (1, 2)
+    """
+    return 2 * channels if parameterization == "wiener" else channels
 
 
 def _gaussian_statistics(gaussian: GaussianPrior) -> dict[str, Tensor]:
