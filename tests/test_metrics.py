@@ -279,6 +279,18 @@ def test_calibration_of_draws_from_a_known_gaussian(scale: float, generator: tor
     np.testing.assert_allclose(interval_coverage(lower, upper, truth).numpy(), expected, atol=0.025)
 
 
+@pytest.mark.parametrize(("level", "expected"), [(0.5, 0.4), (0.75, 0.6)])
+def test_calibrated_draws_cover_l_times_n_minus_1_over_n_plus_1(level: float, expected: float,
+                                                                  generator: torch.Generator) -> None:
+    # truth and 9 draws i.i.d.: the truth's rank among the 10 is uniform, and the linear quantiles
+    # at 0.25 / 0.75 (0.125 / 0.875) of 9 draws are the order statistics 2 and 6 (1 and 7), which
+    # enclose it with probability 4 / 10 (6 / 10). 40000 entries: binomial std 0.0025.
+    truth = torch.randn(40, 1, 1000, generator=generator, dtype=torch.float64)
+    draws = torch.randn(40, 9, 1, 1000, generator=generator, dtype=torch.float64)
+    assert calibration_curve(draws, truth, (level,)).item() == pytest.approx(expected, abs=0.01)
+    assert expected == pytest.approx(level * (9 - 1) / (9 + 1))
+
+
 def test_calibration_on_exact_normal_quantiles_is_exact() -> None:
     # 1000 truths and 2001 draws at N(0, 1)'s grid quantiles. Linear quantiles of 2001 draws at
     # q in {0.025, 0.05, ...} fall on the draw of index 2000 q exactly, the grid point of
