@@ -183,7 +183,7 @@ def _calibration_markdown(methods: Mapping[str, MethodResult], n_draws: Any = No
         "Calibration: fraction of true values inside the central intervals of the draws at each nominal level"
         + (" (all / missing vertices)" if both else "")
         + "; a calibrated sampler matches the level"
-        + (f" (with {n_draws} draws, about level x {n_draws - 1}/{n_draws + 1}: "
+        + (f" (with {n_draws} draws, about the level × {n_draws - 1}/{n_draws + 1}: "
            f"{0.9 * (n_draws - 1) / (n_draws + 1):.3f} at 90%; exact normal intervals have no such bias)"
            if isinstance(n_draws, int) and n_draws > 1 else "")
         + ". Posterior std: mean over " + ("missing / observed vertices." if both else "all vertices."),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -59,7 +60,8 @@ def calibration_figure(panels: Mapping[str, _Curves], *, ncols: int | None = Non
         ax.plot([0, 1], [0, 1], color="0.6", linewidth=1.0, linestyle=":", label="calibrated")
         for name, (levels, coverage) in curves.items():
             if len(levels) != len(coverage):
-                raise ValueError(f"panel {panel!r}, method {name!r}: {len(levels)} levels but {len(coverage)} coverages")
+                raise ValueError(f"panel {panel!r}, method {name!r}: {len(levels)} levels but "
+                                 f"{len(coverage)} coverages")
             base = name.removesuffix("(exact normal)").rstrip()
             colour = colours.setdefault(base, palette[len(colours) % len(palette)])
             ax.plot(levels, coverage, marker="o", markersize=3.5, color=colour,
@@ -73,7 +75,8 @@ def calibration_figure(panels: Mapping[str, _Curves], *, ncols: int | None = Non
             ax.set_ylabel("empirical coverage", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, linewidth=0.3)
-    handles, labels = {}, []
+    handles: dict[str, Any] = {}
+    labels: list[str] = []
     for ax in fig.axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
             if label not in handles:
