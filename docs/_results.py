@@ -9,6 +9,13 @@ Every ``*.md`` found there (recursively, sorted by path, ``README.md`` excepted)
 section of ``_generated/results.rst``. Figures referenced
 as ``![alt](file.png)`` are copied next to the generated page.
 
+The calibration plots the benchmark pipeline writes (``figures/<task>/calibration.png`` of a run)
+are shown at the end of their section when they are committed: for a flat file
+``<stem>.md`` every ``benchmarks/results/figures/<stem>-*calibration*.png`` (for example
+``bunny_mnist-cpu-calibration.png``, or ``image_restoration-cpu-denoising-calibration.png`` for
+one task of several), for a run folder every ``<run>/figures/**/*calibration*.png``. A missing
+plot is simply not shown.
+
 Only the small Markdown subset those files use is understood: ATX headings, paragraphs, bullet
 lists, pipe tables, images, links, ``**bold**`` and ```code```. Everything else is escaped, so a
 results file can never make the documentation build fail.
@@ -16,11 +23,12 @@ results file can never make the documentation build fail.
 
 from __future__ import annotations
 
+import glob
 import re
 import shutil
 from pathlib import Path
 
-__all__ = ["markdown_to_rst", "write_results_page", "RESULTS_DIR"]
+__all__ = ["markdown_to_rst", "write_results_page", "calibration_figures", "RESULTS_DIR"]
 
 RESULTS_DIR = Path("benchmarks") / "results"
 
@@ -172,6 +180,27 @@ rebuild the documentation.
 """
 
 
+_CALIBRATION_TEXT = (
+    "*Calibration of the posterior draws*: empirical coverage of their central intervals against the nominal "
+    "level, over all vertices and over the missing ones; the dotted diagonal is a calibrated sampler, a curve "
+    "below it an over-confident one."
+)
+
+
+def calibration_figures(path: Path) -> list[tuple[Path, str]]:
+    """The committed calibration plots of the results file ``path``, with the name each is copied to.
+
+    Returns:
+        ``(file, copied name)`` pairs, sorted by path; empty when none is committed.
+    """
+    if path.stem == "results":  # a run folder: its own figures, named after the folder and their path
+        folder = path.parent / "figures"
+        found = sorted(folder.glob("**/*calibration*.png"))
+        return [(p, "-".join((path.parent.name, *p.relative_to(folder).parts))) for p in found]
+    found = sorted((path.parent / "figures").glob(f"{glob.escape(path.stem)}-*calibration*.png"))
+    return [(p, p.name) for p in found]
+
+
 def write_results_page(root: Path, out_dir: Path) -> Path:
     """Write ``out_dir/results.rst`` from every ``benchmarks/results/**/*.md`` under ``root``.
 
@@ -184,7 +213,7 @@ def write_results_page(root: Path, out_dir: Path) -> Path:
     results = root / RESULTS_DIR
     files = sorted(p for p in results.rglob("*.md") if p.name.lower() != "readme.md") if results.is_dir() else []
     parts: list[str] = []
-    images: list[Path] = []
+    images: list[tuple[Path, str]] = []  # (file, name of its copy)
     fig_dir = out_dir / "results_figures"
     for path in files:
         rel = path.relative_to(root).as_posix()
@@ -201,16 +230,22 @@ def write_results_page(root: Path, out_dir: Path) -> Path:
         found: list[Path] = []
         parts.append(markdown_to_rst(body, base_level=base, image_dir=path.parent,
                                      image_prefix=prefix, images=found))
+        calibration = calibration_figures(path)
+        if calibration:
+            parts.append(_CALIBRATION_TEXT + "\n")
+            for src, name in calibration:
+                parts.append(f".. image:: /_generated/results_figures/{name}\n   :alt: {src.stem}\n")
         data = path.with_suffix(".json")
         source = f"*Source:* ``{rel}``"
         if data.is_file():
             source += f" (data: ``{data.relative_to(root).as_posix()}``)"
         parts.append(source + "\n")
-        images += [(p, f"{tag}-{p.name}") for p in found]  # type: ignore[misc]
+        images += [(p, f"{tag}-{p.name}") for p in found]
+        images += calibration
     text = "\n".join(parts) if parts else _NONE_YET
     if images:
         fig_dir.mkdir(exist_ok=True)
-        for src, name in images:  # type: ignore[misc]
+        for src, name in images:
             dst = fig_dir / name
             if not dst.exists() or dst.read_bytes() != src.read_bytes():
                 shutil.copyfile(src, dst)

@@ -161,6 +161,73 @@ def test_score_estimate_interval_coverage_and_std_over_missing_vertices() -> Non
     assert grouped.extra["psnr_high"] - grouped.extra["psnr_low"] > iid.extra["psnr_high"] - iid.extra["psnr_low"]
 
 
+def test_score_estimate_reports_the_calibration_curve_over_all_and_missing_vertices() -> None:
+    # truth ~ N(0, 1) everywhere; draws ~ N(0, 1) on missing vertices (calibrated) and ~ N(0, 0.5^2)
+    # on observed ones (over-confident: coverage 2 Phi(0.5 z) - 1); the exact normal intervals of
+    # the true mean 0 and std 1 are calibrated everywhere.
+    from scipy import stats
+
+    g = torch.Generator().manual_seed(0)
+    b, n, v = 20, 400, 200
+    truth = torch.randn(b, 1, v, generator=g, dtype=torch.float64)
+    observed = torch.zeros(b, v, dtype=torch.bool)
+    observed[:, : v // 2] = True
+    scale = torch.where(observed, 0.5, 1.0)[:, None, None, :].double()
+    samples = scale * torch.randn(b, n, 1, v, generator=g, dtype=torch.float64)
+    mean, std = torch.zeros_like(truth), torch.ones_like(truth)
+    r = score_estimate(mean, truth, seconds_per_sample=0.0, nfe=0, samples=samples, observed=observed, std=std,
+                       exact_normal=True)
+    for level in (0.5, 0.8, 0.9, 0.95):
+        z = stats.norm.ppf((1 + level) / 2)
+        over_observed = 2 * stats.norm.cdf(0.5 * z) - 1
+        key = f"coverage{100 * level:g}"
+        # b * v / 2 = 2000 entries per half: binomial std < 0.012; the 400 draws' quantiles add a little
+        assert r.extra[key + "_missing"] == pytest.approx(level, abs=0.04)
+        assert r.extra[key] == pytest.approx((level + over_observed) / 2, abs=0.03)
+        assert r.extra[key + "_exact"] == pytest.approx(level, abs=0.03)
+        assert r.extra[key + "_exact_missing"] == pytest.approx(level, abs=0.04)
+    with pytest.raises(ValueError, match="std"):
+        score_estimate(mean, truth, seconds_per_sample=0.0, nfe=0, exact_normal=True)
+    # no mask: no _missing keys; fewer levels: fewer keys
+    plain = score_estimate(mean, truth, seconds_per_sample=0.0, nfe=0, samples=samples, levels=(0.5,))
+    assert [k for k in plain.extra if k.startswith("coverage")] == ["coverage50"]
+
+
+def test_calibration_curves_read_results_and_json_alike(tmp_path) -> None:
+    from manifold_ps.benchmarking import calibration_curves, coverage_key
+
+    assert [coverage_key(lv) for lv in (0.5, 0.8, 0.9, 0.95)] == ["coverage50", "coverage80", "coverage90",
+                                                                    "coverage95"]
+    extra = {"coverage90": 0.85, "coverage50": 0.45, "coverage90_missing": 0.8, "coverage50_missing": 0.4,
+             "coverage90_exact": 0.9, "coverage50_exact": 0.5, "std_missing": 0.2, "std_observed": 0.1, "psnr_low": 1.0}
+    methods = {"ours": MethodResult(20.0, None, 0.01, 0.1, 1, extra), "point": MethodResult(21.0, None, 0.01, 0.1, 0)}
+    curves = calibration_curves(methods)
+    assert curves == {"ours": ([0.5, 0.9], [0.45, 0.85]), "ours (exact normal)": ([0.5, 0.9], [0.5, 0.9])}
+    assert calibration_curves(methods, missing=True) == {"ours": ([0.5, 0.9], [0.4, 0.8])}
+    res = BenchmarkResults("w", "smoke", "cpu", {"n_posterior": 128}, methods)
+    doc = write_results([res], tmp_path, title="t")
+    assert calibration_curves(doc["methods"]) == curves  # the same curves from results.json
+    md = (tmp_path / "results.md").read_text()
+    assert "| method | 50% | 90% | posterior std |" in md
+    assert "| ours | 0.45 / 0.40 | 0.85 / 0.80 | 0.2 / 0.1 |" in md
+    assert "| ours (exact normal) | 0.50 / – | 0.90 / – | – |" in md
+    assert "0.886 at 90%" in md  # what 128 draws of a calibrated sampler cover
+    assert "| point |" in md and md.count("| point |") == 1  # no draws, no calibration row
+
+
+def test_calibration_plot_of_a_task(tmp_path) -> None:
+    from manifold_ps.benchmarking.pipeline import CALIBRATION_FIGURE, _calibration_plot
+
+    extra = {"coverage50": 0.45, "coverage90": 0.85, "coverage50_missing": 0.4, "coverage90_missing": 0.8}
+    sets = {name: {"ours": MethodResult(20.0, None, 0.01, 0.1, 1, dict(extra))} for name in ("paper", "heldout")}
+    path = tmp_path / "figures" / "inpainting" / CALIBRATION_FIGURE
+    _calibration_plot("w, inpainting", sets, path)
+    assert path.is_file()
+    nothing = tmp_path / "none.png"
+    _calibration_plot("w", {"paper": {"point": MethodResult(20.0, None, 0.01, 0.1, 0)}}, nothing)
+    assert not nothing.exists()  # no method with draws: no plot
+
+
 def test_paired_differences_against_our_draw_and_mean() -> None:
     from manifold_ps.benchmarking.evaluate import add_paired_differences
 

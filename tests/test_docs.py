@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import re
@@ -198,3 +199,33 @@ def test_tutorial_is_gallery_script(path: Path) -> None:
     assert len(lines) >= 2 and set(lines[1].strip()) <= set("=-~^") and len(lines[1].strip()) >= len(lines[0].strip()), (
         f"{path.name}: the docstring must start with an underlined title"
     )
+
+
+def _results_helper() -> ModuleType:
+    """``docs/_results.py``, the results page's generator (not part of the package)."""
+    spec = importlib.util.spec_from_file_location("_results", DOCS / "_results.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_results_page_shows_committed_calibration_plots(tmp_path: Path) -> None:
+    helper = _results_helper()
+    results = tmp_path / "benchmarks" / "results"
+    (results / "figures").mkdir(parents=True)
+    (results / "run1" / "figures" / "inpainting").mkdir(parents=True)
+    for stem in ("bunny_mnist-cpu", "era5_imputation-cpu", "flow_ablation-bunny_mnist-cpu"):
+        (results / f"{stem}.md").write_text(f"# {stem}\n\n| a | b |\n|---|---:|\n| x | 1 |\n", encoding="utf-8")
+    (results / "run1" / "results.md").write_text("# run1\n", encoding="utf-8")
+    (results / "figures" / "bunny_mnist-cpu-calibration.png").write_bytes(b"bunny")
+    (results / "figures" / "bunny_mnist-cpu-aps.png").write_bytes(b"not a calibration plot")
+    (results / "run1" / "figures" / "inpainting" / "calibration.png").write_bytes(b"run")
+    page = helper.write_results_page(tmp_path, tmp_path / "_generated").read_text(encoding="utf-8")
+    sections = dict(zip(["bunny", "era5", "ablation", "run"], page.split("*Source:*")))
+    assert ".. image:: /_generated/results_figures/bunny_mnist-cpu-calibration.png" in sections["bunny"]
+    assert ".. image:: /_generated/results_figures/run1-inpainting-calibration.png" in sections["run"]
+    assert "Calibration" not in sections["era5"] and "Calibration" not in sections["ablation"]
+    assert "aps.png" not in page
+    copied = tmp_path / "_generated" / "results_figures"
+    assert (copied / "bunny_mnist-cpu-calibration.png").read_bytes() == b"bunny"
+    assert (copied / "run1-inpainting-calibration.png").read_bytes() == b"run"

@@ -8,10 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from scipy import stats
+
 from manifold_ps.metrics import (
+    CALIBRATION_LEVELS,
     bootstrap_interval,
+    calibration_curve,
+    central_intervals,
     credible_interval_coverage,
+    interval_coverage,
     mse,
+    normal_intervals,
     paired_difference,
     posterior_std,
     project,
@@ -241,3 +248,129 @@ def test_coverage_over_valid_vertices_by_hand() -> None:
     assert credible_interval_coverage(samples, truth, 0.5, valid=per_sample) == pytest.approx(2 / 5)
     with pytest.raises(ValueError, match="no valid entry"):
         credible_interval_coverage(samples, truth, 0.5, valid=torch.zeros(4, dtype=torch.bool))
+
+
+# -- calibration curves ----------------------------------------------------------------------------------
+def _normal_grid(n: int) -> torch.Tensor:
+    """The ``(i + 1/2) / n`` quantiles of N(0, 1), ``i < n``: a deterministic, exactly normal sample."""
+    return torch.from_numpy(stats.norm.ppf((np.arange(n) + 0.5) / n))
+
+
+def _grid_fraction_inside(n: int, half_width: float) -> float:
+    """Fraction of the ``n`` grid quantiles of :func:`_normal_grid` inside ``[-half_width, half_width]``."""
+    return float((np.abs(stats.norm.ppf((np.arange(n) + 0.5) / n)) <= half_width).mean())
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 2.0])
+def test_calibration_of_draws_from_a_known_gaussian(scale: float, generator: torch.Generator) -> None:
+    # truth ~ N(m, 1) and draws ~ N(m, scale^2) at every entry: the draws' central interval of
+    # level l is m -/+ scale z_l, so the truth falls inside w.p. 2 Phi(scale z_l) - 1 (= l when
+    # scale = 1). 16 * 250 entries: binomial std <= 0.008; 800 draws add quantile error: allow 0.03.
+    mean = 3.0 * torch.randn(16, 1, 250, generator=generator, dtype=torch.float64)
+    truth = mean + torch.randn(mean.shape, generator=generator, dtype=torch.float64)
+    draws = mean[:, None] + scale * torch.randn(16, 800, 1, 250, generator=generator, dtype=torch.float64)
+    levels = np.array(CALIBRATION_LEVELS)
+    expected = 2 * stats.norm.cdf(scale * stats.norm.ppf((1 + levels) / 2)) - 1
+    got = calibration_curve(draws, truth)
+    assert got.shape == (4,) and got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), expected, atol=0.03)
+    # the exact normal intervals of the same Gaussian: only the binomial error of the truth remains
+    lower, upper = normal_intervals(mean, torch.full_like(mean, scale))
+    np.testing.assert_allclose(interval_coverage(lower, upper, truth).numpy(), expected, atol=0.025)
+
+
+@pytest.mark.parametrize(("level", "expected"), [(0.5, 0.4), (0.75, 0.6)])
+def test_calibrated_draws_cover_l_times_n_minus_1_over_n_plus_1(level: float, expected: float,
+                                                                  generator: torch.Generator) -> None:
+    # truth and 9 draws i.i.d.: the truth's rank among the 10 is uniform, and the linear quantiles
+    # at 0.25 / 0.75 (0.125 / 0.875) of 9 draws are the order statistics 2 and 6 (1 and 7), which
+    # enclose it with probability 4 / 10 (6 / 10). 40000 entries: binomial std 0.0025.
+    truth = torch.randn(40, 1, 1000, generator=generator, dtype=torch.float64)
+    draws = torch.randn(40, 9, 1, 1000, generator=generator, dtype=torch.float64)
+    assert calibration_curve(draws, truth, (level,)).item() == pytest.approx(expected, abs=0.01)
+    assert expected == pytest.approx(level * (9 - 1) / (9 + 1))
+
+
+def test_calibration_on_exact_normal_quantiles_is_exact() -> None:
+    # 1000 truths and 2001 draws at N(0, 1)'s grid quantiles. Linear quantiles of 2001 draws at
+    # q in {0.025, 0.05, ...} fall on the draw of index 2000 q exactly, the grid point of
+    # probability (2000 q + 1/2) / 2001: so the bounds, and the fraction of the truth grid inside
+    # them, are known in closed form; both are within a grid step of N(0, 1)'s own.
+    n_truth, n_draws = 1000, 2001
+    truth = _normal_grid(n_truth).reshape(1, 1, n_truth)
+    draws = _normal_grid(n_draws).reshape(1, n_draws, 1, 1).expand(1, n_draws, 1, n_truth)
+    levels = np.array([0.5, 0.8, 0.9, 0.95])
+    q_hi = (1 + levels) / 2
+    upper_exact = stats.norm.ppf((q_hi * (n_draws - 1) + 0.5) / n_draws)
+    lower, upper = central_intervals(draws, tuple(levels))
+    np.testing.assert_allclose(upper[:, 0, 0, 0].numpy(), upper_exact, rtol=1e-12)
+    np.testing.assert_allclose(lower[:, 0, 0, 0].numpy(), -upper_exact, rtol=1e-12)
+    expected = [_grid_fraction_inside(n_truth, u) for u in upper_exact]
+    np.testing.assert_allclose(calibration_curve(draws, truth, tuple(levels)).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(expected, levels, atol=2.5e-3)
+    # the exact normal intervals of the same N(0, 1) cover the truth grid's own fraction inside -/+ z_l
+    exact = interval_coverage(*normal_intervals(torch.zeros_like(truth), torch.ones_like(truth), tuple(levels)), truth)
+    np.testing.assert_allclose(exact.numpy(), [_grid_fraction_inside(n_truth, z) for z in stats.norm.ppf(q_hi)],
+                               atol=1e-12)
+    np.testing.assert_allclose(exact.numpy(), levels, atol=1.5e-3)
+
+
+def test_calibration_curve_by_hand() -> None:
+    # 5 draws 0..4 of every entry, linear quantiles: level 0.5 -> [1, 3], level 0.9 -> [0.2, 3.8]
+    samples = torch.arange(5, dtype=torch.float64)[None, :, None, None].expand(2, 5, 1, 4)
+    truth = torch.tensor([[[0.0, 2.0, 3.5, 5.0]], [[0.1, 4.0, 1.0, 3.9]]], dtype=torch.float64)
+    # inside at 0.5: [F, T, F, F], [F, F, T, F] -> 2 / 8; at 0.9: [F, T, T, F], [F, F, T, F] -> 3 / 8
+    lower, upper = central_intervals(samples, (0.5, 0.9))
+    torch.testing.assert_close(lower[:, 0, 0, 0], torch.tensor([1.0, 0.2], dtype=torch.float64))
+    torch.testing.assert_close(upper[:, 0, 0, 0], torch.tensor([3.0, 3.8], dtype=torch.float64))
+    torch.testing.assert_close(calibration_curve(samples, truth, (0.5, 0.9)),
+                               torch.tensor([2 / 8, 3 / 8], dtype=torch.float64))
+    # only the missing vertices 1 and 2: at 0.5 [T, F], [F, T] -> 2 / 4; at 0.9 [T, T], [F, T] -> 3 / 4
+    missing = torch.tensor([False, True, True, False])
+    torch.testing.assert_close(calibration_curve(samples, truth, (0.5, 0.9), valid=missing),
+                               torch.tensor([2 / 4, 3 / 4], dtype=torch.float64))
+    # the one-level helper is the same computation
+    for level, value in ((0.5, 2 / 8), (0.9, 3 / 8)):
+        assert credible_interval_coverage(samples, truth, level) == pytest.approx(value)
+    # normal intervals by hand: mean 1, std 2 -> 0.5 level is 1 -/+ 2 * 0.6745
+    lo, hi = normal_intervals(torch.ones(1, 1, 1, dtype=torch.float64), torch.full((1, 1, 1), 2.0, dtype=torch.float64),
+                              (0.5,))
+    assert (float(lo), float(hi)) == pytest.approx((1 - 2 * 0.6744898, 1 + 2 * 0.6744898))
+
+
+def test_central_intervals_match_torch_quantile_and_nest(generator: torch.Generator) -> None:
+    samples = torch.randn(3, 37, 2, 11, generator=generator, dtype=torch.float64)
+    lower, upper = central_intervals(samples)
+    for i, level in enumerate(CALIBRATION_LEVELS):
+        torch.testing.assert_close(lower[i], torch.quantile(samples, (1 - level) / 2, dim=1))
+        torch.testing.assert_close(upper[i], torch.quantile(samples, (1 + level) / 2, dim=1))
+    assert bool((upper[1:] >= upper[:-1]).all()) and bool((lower[1:] <= lower[:-1]).all())
+    truth = torch.randn(3, 2, 11, generator=generator, dtype=torch.float64)
+    curve = calibration_curve(samples, truth)
+    assert bool((curve[1:] >= curve[:-1]).all())  # nested intervals: coverage never falls with the level
+
+
+def test_a_nan_draw_never_covers() -> None:
+    samples = torch.zeros(1, 4, 1, 3, dtype=torch.float64)
+    samples[0, 2, 0, 1] = float("nan")
+    assert calibration_curve(samples, torch.zeros(1, 1, 3, dtype=torch.float64), (0.9,)).item() == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda s, t: calibration_curve(s, t, (0.5, 1.0)), "level"),
+        (lambda s, t: calibration_curve(s, t, ()), "at least one level"),
+        (lambda s, t: calibration_curve(s[:, :, 0], t), "do not match"),
+        (lambda s, t: calibration_curve(s, t[:1]), "do not match"),
+        (lambda s, t: calibration_curve(s, t, valid=torch.zeros(5, dtype=torch.bool)), "no valid entry"),
+        (lambda s, t: central_intervals(s[0]), r"\(B, N, C, V\)"),
+        (lambda s, t: normal_intervals(t, -t.abs() - 1), "non-negative"),
+        (lambda s, t: normal_intervals(t, t[:1].abs()), "shapes differ"),
+        (lambda s, t: interval_coverage(*central_intervals(s), t[:1]), "do not match"),
+    ],
+)
+def test_calibration_refuses_bad_input(call, match: str) -> None:  # type: ignore[no-untyped-def]
+    samples, truth = torch.zeros(2, 6, 1, 5), torch.zeros(2, 1, 5)
+    with pytest.raises(ValueError, match=match):
+        call(samples, truth)

@@ -11,7 +11,14 @@ import torch
 from matplotlib.image import imread
 
 from manifold_ps.geometry import ImageGrid, Mesh, SphereGrid
-from manifold_ps.viz import offline_coastlines, plot_image, plot_mesh_signal, plot_sphere_map, posterior_row_figure
+from manifold_ps.viz import (
+    calibration_figure,
+    offline_coastlines,
+    plot_image,
+    plot_mesh_signal,
+    plot_sphere_map,
+    posterior_row_figure,
+)
 from manifold_ps.viz import plots
 
 
@@ -66,11 +73,43 @@ def test_posterior_row(kind: str, tmp_path: Path, data_dir: Path) -> None:
     observed = torch.rand(v) > 0.3
     fig = posterior_row_figure(truth, truth * observed, torch.rand(4, v), truth, torch.rand(v) * 0.1, kind=kind,
                                observed=observed, title=kind, **kw)
-    assert len(fig.axes) == 6  # truth, measurement, 2 samples, mean, std
+    assert len(fig.axes) == 7  # truth, measurement, 2 samples, mean, |mean - truth|, std
     _check_png(fig, tmp_path / f"row_{kind}.png")
+    no_truth = posterior_row_figure(None, truth * observed, torch.rand(4, v), truth, torch.rand(v) * 0.1, kind=kind,
+                                    observed=observed, **kw)
+    assert [ax.get_title() for ax in no_truth.axes] == ["measurement", "sample 1", "sample 2", "mean", "std"]
     with pytest.raises(ValueError, match=kind):
         posterior_row_figure(truth, truth, truth[None], truth, truth, kind=kind)
 
+
+
+def test_error_and_std_share_one_colour_scale() -> None:
+    truth = torch.zeros(16)
+    mean = torch.full((16,), 0.5)  # error 0.5 everywhere
+    std = torch.linspace(0.0, 0.25, 16)
+    fig = posterior_row_figure(truth, truth, mean[None], mean, std, kind="image", image_shape=(4, 4))
+    scales = {ax.get_title(): ax.images[0].get_clim() for ax in fig.axes}
+    assert scales["|mean - truth|"] == scales["std"] == (0.0, 0.5)
+
+
+def test_calibration_figure(tmp_path: Path) -> None:
+    curves = {"ours": ([0.5, 0.8, 0.9, 0.95], [0.4, 0.7, 0.8, 0.85]),
+              "gaussian": ([0.5, 0.9], [0.45, 0.88]), "gaussian (exact normal)": ([0.5, 0.9], [0.5, 0.9])}
+    fig = calibration_figure({"all vertices": curves, "missing vertices": {"ours": curves["ours"]}}, ncols=2,
+                             title="w")
+    assert [ax.get_title() for ax in fig.axes] == ["all vertices", "missing vertices"]
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert set(lines) == {"calibrated", *curves}
+    assert list(lines["ours"].get_ydata()) == [0.4, 0.7, 0.8, 0.85]
+    # the exact-normal curve is dashed in its method's colour; a method keeps its colour across panels
+    assert lines["gaussian (exact normal)"].get_linestyle() == "--"
+    assert lines["gaussian (exact normal)"].get_color() == lines["gaussian"].get_color()
+    assert fig.axes[1].get_lines()[1].get_color() == lines["ours"].get_color()
+    _check_png(fig, tmp_path / "calibration.png")
+    with pytest.raises(ValueError, match="2 levels but 1"):
+        calibration_figure({"p": {"m": ([0.5, 0.9], [0.5])}})
+    with pytest.raises(ValueError, match="at least one panel"):
+        calibration_figure({})
 
 
 @pytest.mark.parametrize("up", ["x", "y", "z"])

@@ -13,10 +13,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..metrics import bootstrap_interval, credible_interval_coverage, paired_difference, project, psnr, summarize
+from ..metrics import (
+    CALIBRATION_LEVELS,
+    bootstrap_interval,
+    central_intervals,
+    interval_coverage,
+    normal_intervals,
+    paired_difference,
+    project,
+    psnr,
+    summarize,
+)
 from ..operators import Operator
 from ..sampling import PosteriorSampler
-from .results import MethodResult
+from .results import MethodResult, coverage_key
 
 __all__ = ["SamplerOutput", "run_sampler", "score_estimate", "scored_psnr", "add_paired_differences"]
 
@@ -143,8 +153,10 @@ def score_estimate(
     groups: Tensor | None = None,
     observed: Tensor | None = None,
     std: Tensor | None = None,
+    exact_normal: bool = False,
+    levels: tuple[float, ...] = CALIBRATION_LEVELS,
 ) -> MethodResult:
-    """Mean PSNR with its 95% bootstrap interval, MSE, SSIM on grids, coverage when samples are given.
+    """Mean PSNR with its 95% bootstrap interval, MSE, SSIM on grids, calibration when samples are given.
 
     With a ``data_range`` (a range the clean signals are guaranteed to lie in) every estimate and
     sample is projected onto it before scoring, and the unprojected PSNR is kept as
@@ -156,9 +168,10 @@ def score_estimate(
         seconds_per_sample: Cost, for the table.
         nfe: Network evaluations per sample.
         image_shape: ``(H, W)`` when the vertices form a row-major grid (SSIM is then computed).
-        samples: Posterior samples ``(B, k, C, V)`` with ``k > 1``: the 90% credible-interval
-            coverage is added as ``coverage90`` (and ``coverage90_missing`` over the vertices
-            that ``observed`` marks unobserved).
+        samples: Posterior samples ``(B, k, C, V)`` with ``k > 1``: the calibration curve, the
+            coverage of their central intervals at each of ``levels``, is added as
+            ``coverage50`` ... ``coverage95`` (and ``coverage50_missing`` ... over the vertices
+            that ``observed`` marks unobserved; see :func:`~manifold_ps.metrics.calibration_curve`).
         extra: Further numbers to record.
         data_range: ``(low, high)`` guaranteed range of the signals, or ``None``.
         groups: Field index per measurement ``(B,)`` when several measurements share one field
@@ -167,6 +180,10 @@ def score_estimate(
             posterior std are also reported over the missing and the observed vertices.
         std: Per-vertex posterior standard deviation ``(B, C, V)``: its mean over all, missing and
             observed vertices is reported (``std_mean``, ``std_missing``, ``std_observed``).
+        exact_normal: The posterior is Gaussian with mean ``estimate`` and marginal standard
+            deviation ``std`` (the exact Gaussian posterior): the coverage of its exact normal
+            intervals is added too, as ``coverage50_exact`` ... (and ``..._exact_missing``).
+        levels: Nominal levels of the calibration curve (the reported keys follow them).
 
     Returns:
         A :class:`MethodResult` with per-set means; ``extra`` holds ``psnr_low`` / ``psnr_high``
@@ -187,9 +204,12 @@ def score_estimate(
     missing = None if observed is None else ~observed.to(device=ref.device, dtype=torch.bool)
     if samples is not None and samples.shape[1] > 1:
         s = project(samples.detach().double(), data_range)
-        result_extra["coverage90"] = float(credible_interval_coverage(s, ref, level=0.9))
-        if missing is not None and bool(missing.any()):
-            result_extra["coverage90_missing"] = float(credible_interval_coverage(s, ref, level=0.9, valid=missing))
+        result_extra.update(_calibration(*central_intervals(s, levels), ref, missing, levels))
+    if exact_normal:
+        if std is None:
+            raise ValueError("exact_normal needs the posterior std")
+        intervals = normal_intervals(estimate.detach().double(), std.detach().double(), levels)
+        result_extra.update(_calibration(*intervals, ref, missing, levels, exact=True))
     if std is not None:
         sd = std.detach().double()
         result_extra["std_mean"] = float(sd.mean())
@@ -206,6 +226,16 @@ def score_estimate(
         extra=result_extra,
         per_measurement=p,
     )
+
+
+def _calibration(lower: Tensor, upper: Tensor, truth: Tensor, missing: Tensor | None, levels: tuple[float, ...],
+                 *, exact: bool = False) -> dict[str, float]:
+    """Coverage of the intervals ``(L, B, C, V)`` at each level, over all and over missing vertices."""
+    out = dict(zip((coverage_key(lv, exact=exact) for lv in levels), interval_coverage(lower, upper, truth).tolist()))
+    if missing is not None and bool(missing.any()):
+        over_missing = interval_coverage(lower, upper, truth, valid=missing).tolist()
+        out.update(zip((coverage_key(lv, exact=exact, missing=True) for lv in levels), over_missing))
+    return out
 
 
 def add_paired_differences(results: dict[str, MethodResult], *, references: tuple[str, ...] = ("aps_n1", "aps_n128"),

@@ -32,12 +32,12 @@ from ..priors import DiffusionPrior, GaussianPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
 from .baselines import SLOW_BASELINES, build_baselines, stage_gaussian, stage_tuning, tune_smoothing
 from .evaluate import SamplerOutput, add_paired_differences, run_sampler, score_estimate
-from .results import BenchmarkResults, MethodResult, environment_versions, write_results
+from .results import BenchmarkResults, MethodResult, calibration_curves, environment_versions, write_results
 from .workloads import Task, Workload
 
 __all__ = ["run_workload", "stage_prior", "stage_measurements", "stage_flow", "build_baselines", "tune_smoothing",
            "score_posterior", "prior_record", "flow_record", "stage_gaussian", "stage_tuning",
-           "validation_measurements"]
+           "validation_measurements", "CALIBRATION_FIGURE"]
 
 
 def _log(msg: str) -> None:
@@ -323,7 +323,8 @@ def _evaluate_set(workload: Workload, config: Config, posterior: AmortizedPoster
 def _score_gaussian(sampler: Any, x: Tensor, y: Tensor, op: Operator, config: Config, g: torch.Generator,
                     score: dict[str, Any]) -> tuple[dict[str, MethodResult], SamplerOutput]:
     """``gaussian_draw`` (one exact draw) and ``gaussian_mean`` (the closed-form mean, with the
-    exact std and the coverage of ``n_posterior`` draws)."""
+    exact std; its calibration curve from ``n_posterior`` draws, like every sampler's, and from
+    the exact normal intervals of the closed-form mean and std, ``coverage<P>_exact``)."""
     _log(f"  gaussian posterior on {x.shape[0]} measurements")
     batch = config.eval.batch_size
     many = run_sampler(sampler, y, op, n=config.eval.n_posterior, batch_size=batch, keep=config.eval.n_posterior,
@@ -339,7 +340,7 @@ def _score_gaussian(sampler: Any, x: Tensor, y: Tensor, op: Operator, config: Co
     scores = {
         "gaussian_draw": score_estimate(many.first, x, seconds_per_sample=many.seconds_per_sample, nfe=0, **score),
         "gaussian_mean": score_estimate(many.mean, x, seconds_per_sample=seconds / y.shape[0], nfe=0,
-                                        samples=many.kept, std=many.std, **score),
+                                        samples=many.kept, std=many.std, exact_normal=True, **score),
     }
     return scores, many
 
@@ -350,7 +351,8 @@ def score_posterior(posterior: PosteriorSampler, x: Tensor, y: Tensor, operator:
                     groups: Tensor | None = None, observed: Tensor | None = None
                     ) -> tuple[dict[str, MethodResult], SamplerOutput]:
     """Score the amortized sampler as the benchmarks report it: ``"aps_n1"`` (one draw per
-    measurement) and ``"aps_n128"`` (the mean of ``n_posterior`` draws, with 90% coverage).
+    measurement) and ``"aps_n128"`` (the mean of ``n_posterior`` draws, with the calibration
+    curve of their central intervals).
 
     Args:
         posterior: The one-step sampler.
@@ -404,6 +406,25 @@ def _figures(workload: Workload, m: Measured, outputs: dict[str, Any], folder: P
         fig.savefig(folder / f"{name}.png", dpi=80)
 
 
+CALIBRATION_FIGURE = "calibration.png"
+"""File name of a task's calibration plot, in ``figures/<task>/`` of the run folder."""
+
+
+def _calibration_plot(title: str, sets: dict[str, dict[str, MethodResult]], path: Path) -> None:
+    """Nominal vs empirical coverage of every method with draws: one column per evaluation set,
+    over all vertices and (where a mask hides some) over the missing ones."""
+    from ..viz import calibration_figure
+
+    over_all = {f"{name}: all vertices": calibration_curves(methods) for name, methods in sets.items()}
+    over_missing = {f"{name}: missing vertices": calibration_curves(methods, missing=True)
+                    for name, methods in sets.items()}
+    panels = {**over_all, **over_missing} if any(over_missing.values()) else over_all
+    if not any(panels.values()):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    calibration_figure(panels, ncols=len(sets), title=title).savefig(path, dpi=80)
+
+
 def run_workload(workload: Workload, config: Config, out: str | Path, *, device: str | torch.device | None = None,
                  progress: bool = True, figures: bool = True) -> dict[str, Any]:
     """Run every stage of a workload and write ``results.json`` / ``results.md`` (and the resolved
@@ -449,6 +470,7 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
                 workload, task, config, prior, val.x.to(dev), val.y.to(dev), val.operator.to(dev), out,
                 validation=validation))
         baselines = build_baselines(workload, task, config, prior, tuned, gaussian)
+        task_methods: dict[str, dict[str, MethodResult]] = {}
         for set_name, m in evals.items():
             _log(f"{task.name}: evaluating on '{set_name}' ({m.x.shape[0]} measurements)")
             # the iterative baselines never see measurements while training: the paper protocol
@@ -457,6 +479,7 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
             methods = timed_stage(f"{task.name}/evaluate {set_name}", lambda: _evaluate_set(
                 workload, config, posterior, baselines, m, device=dev, slow=slow,
                 figures=(out / "figures" / task.name / set_name) if figures else None))
+            task_methods[set_name] = methods
             ev = set_info.get(set_name)
             protocol = {
                 "task": task.name, **task.description,
@@ -482,6 +505,9 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
                 methods=methods, config={**resolved, "notes": workload.notes, "tuning": tuned,
                                          "gaussian": None if gaussian is None else gaussian.fit_info},
                 versions=environment_versions()))
+        if figures:
+            _calibration_plot(f"{workload.name}, {task.name} ({config.profile} profile)", task_methods,
+                              out / "figures" / task.name / CALIBRATION_FIGURE)
     total = time.perf_counter() - tic
     tuning = sum(v for k, v in stages.items() if k.endswith("/tuning"))
     timings = {"stages_s": stages, "total_s": total, "tuning_s": tuning, "budgeted_s": total - tuning}

@@ -7,6 +7,13 @@ Schema (stable across versions so results can be compared)::
                         "seconds_per_sample": float, "nfe": int, ...extra floats}},
      "config": {...}, "versions": {...}}
 
+Among the extra floats of a method with posterior draws is its calibration curve:
+``coverage<P>`` is the fraction of true values inside the draws' central ``P``% intervals
+(``P`` in 50, 80, 90, 95), ``coverage<P>_missing`` the same over the vertices a mask hides, and
+``coverage<P>_exact`` / ``coverage<P>_exact_missing`` that of the exact normal intervals of a
+Gaussian posterior (its closed-form mean and std); :func:`coverage_key` names them and
+:func:`calibration_curves` reads them back.
+
 A benchmark may report several evaluation sets (e.g. the paper's protocol and a held-out split);
 each is one such document, collected in a list under ``"evaluations"`` of the written file when
 there is more than one.
@@ -17,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +39,8 @@ __all__ = [
     "environment_versions",
     "write_results",
     "REQUIRED_METHOD_KEYS",
+    "coverage_key",
+    "calibration_curves",
 ]
 
 REQUIRED_METHOD_KEYS = ("psnr", "ssim", "mse", "seconds_per_sample", "nfe")
@@ -91,7 +101,8 @@ class BenchmarkResults:
 
     def to_markdown(self) -> str:
         """A Markdown table: one row per method, PSNR with its 95% interval, the paired difference
-        to our one draw and to our mean, coverage of 90% intervals (all / missing vertices)."""
+        to our one draw and to our mean, coverage of 90% intervals (all / missing vertices); then,
+        for the methods with draws, their calibration curves and mean posterior std."""
         proto = ", ".join(f"{k}={v}" for k, v in self.protocol.items())
         lines = [
             f"**{self.workload}** — profile `{self.profile}` on {self.device}; {proto}",
@@ -111,7 +122,98 @@ class BenchmarkResults:
                 f"| {_with_interval(e.get('diff_aps_n128'), e, 'diff_aps_n128', signed=True)} "
                 f"| {ssim} | {cover} | {_fmt_seconds(r.seconds_per_sample)} | {r.nfe} |"
             )
+        lines += _calibration_markdown(self.methods, self.protocol.get("n_posterior"))
         return "\n".join(lines)
+
+
+def coverage_key(level: float, *, exact: bool = False, missing: bool = False) -> str:
+    """The ``results.json`` key of the coverage at a nominal level.
+
+    Example:
+        >>> coverage_key(0.9), coverage_key(0.5, missing=True), coverage_key(0.95, exact=True, missing=True)
+        ('coverage90', 'coverage50_missing', 'coverage95_exact_missing')
+    """
+    return f"coverage{100 * level:g}" + ("_exact" if exact else "") + ("_missing" if missing else "")
+
+
+_COVERAGE_KEY = re.compile(r"^coverage(?P<percent>\d+(?:\.\d+)?)(?P<exact>_exact)?(?P<missing>_missing)?$")
+
+_EXACT_SUFFIX = " (exact normal)"
+"""Appended to a method's name for the curve of its exact normal intervals."""
+
+
+def calibration_curves(methods: Mapping[str, MethodResult | Mapping[str, Any]], *, missing: bool = False
+                       ) -> dict[str, tuple[list[float], list[float]]]:
+    """The calibration curves recorded for the methods: nominal levels and empirical coverage.
+
+    Args:
+        methods: Method name -> :class:`MethodResult` or its ``results.json`` entry.
+        missing: Read the curves over the missing vertices (``coverage<P>_missing``).
+
+    Returns:
+        ``{name: (levels, coverages)}`` with levels ascending in ``(0, 1)``, for every method with
+        at least one coverage; a method with the coverage of exact normal intervals gets a second
+        curve named ``name + " (exact normal)"``.
+    """
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for name, result in methods.items():
+        entry = result.extra if isinstance(result, MethodResult) else result
+        found: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        for key, value in entry.items():
+            m = _COVERAGE_KEY.match(key)
+            if m is not None and bool(m.group("missing")) == missing and value is not None:
+                found[bool(m.group("exact"))].append((float(m.group("percent")) / 100, float(value)))
+        for exact, points in found.items():
+            if points:
+                points.sort()
+                curves[name + (_EXACT_SUFFIX if exact else "")] = ([p[0] for p in points], [p[1] for p in points])
+    return curves
+
+
+def _calibration_markdown(methods: Mapping[str, MethodResult], n_draws: Any = None) -> list[str]:
+    """A table of the calibration curves (all / missing vertices) and the mean posterior std on
+    missing / observed vertices, one row per curve; nothing when no method has draws."""
+    over_all, over_missing = calibration_curves(methods), calibration_curves(methods, missing=True)
+    if not over_all and not over_missing:
+        return []
+    levels = sorted({lv for curves in (over_all, over_missing) for lvs, _ in curves.values() for lv in lvs})
+    both = bool(over_missing)
+    lines = [
+        "",
+        "Calibration: fraction of true values inside the central intervals of the draws at each nominal level"
+        + (" (all / missing vertices)" if both else "")
+        + "; a calibrated sampler matches the level"
+        + (f" (with {n_draws} draws, about the level × {n_draws - 1}/{n_draws + 1}: "
+           f"{0.9 * (n_draws - 1) / (n_draws + 1):.3f} at 90%; exact normal intervals have no such bias)"
+           if isinstance(n_draws, int) and n_draws > 1 else "")
+        + ". Posterior std: mean over " + ("missing / observed vertices." if both else "all vertices."),
+        "",
+        "| method | " + " | ".join(f"{100 * lv:g}%" for lv in levels) + " | posterior std |",
+        "|---|" + "---:|" * (len(levels) + 1),
+    ]
+    for name in dict.fromkeys([*over_all, *over_missing]):
+        cells = []
+        for lv in levels:
+            a = _at(over_all.get(name), lv)
+            m = _at(over_missing.get(name), lv)
+            cells.append("–" if a is None and m is None else
+                         " / ".join("–" if v is None else f"{v:.2f}" for v in ((a, m) if both else (a,))))
+        extra = {} if name.endswith(_EXACT_SUFFIX) else methods[name].extra
+        if both and "std_missing" in extra and "std_observed" in extra:
+            std = f"{extra['std_missing']:.3g} / {extra['std_observed']:.3g}"
+        else:
+            std = f"{extra['std_mean']:.3g}" if "std_mean" in extra and not both else "–"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {std} |")
+    return lines
+
+
+def _at(curve: tuple[list[float], list[float]] | None, level: float) -> float | None:
+    if curve is None:
+        return None
+    for lv, value in zip(*curve):
+        if math.isclose(lv, level):
+            return value
+    return None
 
 
 def _with_interval(value: float | None, extra: dict[str, float], key: str, *, signed: bool = False) -> str:

@@ -262,6 +262,10 @@ def plot_image(values: Any, *, shape: tuple[int, int] | None = None, ax: Axes | 
     return fig
 
 
+_SPREAD_PANELS = ("|mean - truth|", "std")
+"""Panels of :func:`posterior_row_figure` drawn on one colour scale from 0."""
+
+
 def posterior_row_figure(
     truth: Any,
     measurement: Any,
@@ -279,7 +283,11 @@ def posterior_row_figure(
     title: str | None = None,
     max_samples: int = 2,
 ) -> Figure:
-    """One row: truth (when known) | measurement | samples | posterior mean | posterior std.
+    """One row: truth (when known) | measurement | samples | posterior mean | error | posterior std.
+
+    The error map ``|mean - truth|`` (only when the truth is known) and the std map share one
+    colour scale starting at 0, so that where the sampler is right to be uncertain shows as the
+    same colour in both.
 
     Args:
         truth: ``(V,)`` ground truth, or ``None`` when it is unknown (real measurements): no truth
@@ -287,7 +295,7 @@ def posterior_row_figure(
         measurement: ``(V,)`` measurement (vertex-shaped; missing vertices drawn grey).
         samples: ``(N, V)`` posterior samples (the first ``max_samples`` are shown).
         mean: ``(V,)`` posterior mean.
-        std: ``(V,)`` posterior standard deviation (own colour scale).
+        std: ``(V,)`` posterior standard deviation (colour scale shared with the error map).
         kind: ``"mesh"``, ``"sphere"`` or ``"image"``.
         vertices: Mesh positions (``kind="mesh"``).
         faces: Mesh faces (``kind="mesh"``).
@@ -308,11 +316,15 @@ def posterior_row_figure(
         meas[~np.asarray(_np(observed), dtype=bool)] = np.nan
     panels = ([] if truth_np is None else [("truth", truth_np)]) + [("measurement", meas)]
     panels += [(f"sample {i + 1}", s) for i, s in enumerate(samp)]
-    panels += [("mean", _np(mean)), ("std", _np(std))]
+    panels += [("mean", _np(mean))]
+    if truth_np is not None:
+        panels += [("|mean - truth|", np.abs(_np(mean) - truth_np))]
+    panels += [("std", _np(std))]
     lo = float(np.nanmin(scale))
     hi = float(np.nanmax(scale))
     if hi - lo < 1e-9:
         hi = lo + 1.0
+    spread_max = max(max(float(np.nanmax(v)) for name, v in panels if name in _SPREAD_PANELS), 1e-9)
     ncol = len(panels)
     width = {"mesh": 2.2, "sphere": 3.0, "image": 1.8}[kind]
     fig = Figure(figsize=(width * ncol, width * (0.62 if kind == "sphere" else 1.0) + 0.4))
@@ -328,8 +340,8 @@ def posterior_row_figure(
             projection = None
     for i, (name, vals) in enumerate(panels):
         ax = fig.add_subplot(1, ncol, i + 1, projection=projection)
-        is_std = name == "std"
-        vmin, vmax = (0.0, max(float(np.nanmax(vals)), 1e-9)) if is_std else (lo, hi)
+        is_std = name in _SPREAD_PANELS
+        vmin, vmax = (0.0, spread_max) if is_std else (lo, hi)
         cmap = "magma" if is_std else ("coolwarm" if kind == "sphere" else ("viridis" if kind == "mesh" else "gray"))
         if kind == "mesh":
             if vertices is None or faces is None:
