@@ -29,7 +29,8 @@ def test_profiles_are_instances_of_the_one_config(name: str) -> None:
 def test_profile_values_are_the_benchmark_ones() -> None:
     cpu = get_profile("cpu")
     assert (cpu.flow.train_steps, cpu.flow.t_min, cpu.flow.patch, cpu.flow.minutes) == (900, 0.02, 16, 10.0)
-    assert (cpu.prior.lr, cpu.prior.train_steps, cpu.prior.minutes, cpu.eval.n_eval, cpu.eval.dps_nfe) == (5e-4, 2000, 11.0, 64, 300)
+    assert (cpu.prior.lr, cpu.prior.train_steps, cpu.prior.minutes, cpu.eval.n_eval, cpu.eval.dps_nfe) == (5e-4, 2400, 11.0, 64, 300)
+    assert (cpu.prior.network, cpu.prior.parameterization, cpu.prior.batch_size) == ("graph", "wiener", 16)
     assert get_profile("smoke").flow.t_min == get_profile("paper").flow.t_min == T_MIN == 0.03
     paper = get_profile("paper")
     assert (paper.prior.network, paper.prior.train_steps, paper.flow.layers, paper.flow.train_steps) == (

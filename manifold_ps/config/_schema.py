@@ -67,11 +67,15 @@ class PriorConfig(_Training):
 
     Attributes:
         network: ``"mlp"``, ``"unet"`` or ``"graph"`` (see :func:`manifold_ps.priors.build_prior`).
+            The graph network's local filters learn the per-vertex non-linearity (e.g. a digit's
+            flat background) that a Gaussian misses, in a few hundred steps; the whole-signal
+            MLP did not learn it within a CPU budget (``benchmarks/results/prior_quality-*``).
         preset: Network size preset.
         parameterization: Denoiser parameterisation (see :class:`~manifold_ps.priors.DiffusionPrior`).
-            ``"x0"`` for the MLP, which does not learn the eps-prediction regime of EDM's small
-            noise levels on a CPU budget; ``"wiener"`` learns a correction to the exact denoiser
-            of the Gaussian fitted to the training signals (with the ``eval.gaussian_*`` settings).
+            ``"wiener"`` learns a correction to the exact denoiser of the Gaussian fitted to the
+            training signals (with the ``eval.gaussian_*`` settings), so the untrained prior is
+            that Gaussian; ``"x0"`` was the MLP's (it does not learn the eps-prediction regime of
+            EDM's small noise levels on a CPU budget); ``"edm"`` is the paper profile's.
         geometry_channels: Laplacian eigenvectors fed to the denoiser as extra input channels.
         train_steps: Optimizer steps (the length of the learning-rate schedule).
         batch_size: Global batch size.
@@ -79,12 +83,12 @@ class PriorConfig(_Training):
         log_every: Steps between logged losses.
     """
 
-    network: Literal["mlp", "unet", "graph"] = "mlp"
+    network: Literal["mlp", "unet", "graph"] = "graph"
     preset: Literal["tiny", "cpu", "paper"] = "cpu"
-    parameterization: Literal["edm", "x0", "eps", "wiener"] = "x0"
+    parameterization: Literal["edm", "x0", "eps", "wiener"] = "wiener"
     geometry_channels: int = 0
-    train_steps: int = 2000
-    batch_size: int = 64
+    train_steps: int = 2400
+    batch_size: int = 16
     spike_guard: float | None = None
     log_every: int = 50
 
