@@ -39,6 +39,21 @@ def test_train_prior_cli_smoke_and_resume(data_dir: Path, tmp_path: Path, capsys
 
 
 @pytest.mark.data
+def test_stop_step_limits_a_run_and_a_larger_one_continues_it(data_dir: Path, tmp_path: Path) -> None:
+    args = ["train-prior", "--workload", "bunny-mnist", "--profile", "smoke", "--out", str(tmp_path),
+            "--num-samples", "32", "--batch-size", "8", "--no-progress", "--device", "cpu", "--steps", "6"]
+    assert main([*args, "--set", "prior.stop_step=2"]) == 0
+    assert json.loads((tmp_path / "complete").read_text())["steps"] == 2
+    assert main([*args, "--set", "prior.stop_step=3"]) == 0  # a finished run, continued
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert json.loads((tmp_path / "complete").read_text())["steps"] == 3
+    assert main(args) == 0  # no stop_step: the finished run is loaded as it is, as after a minutes cap
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    with pytest.raises(ValueError, match=rf"trained for 3 steps, past prior.stop_step=2; delete {tmp_path}"):
+        main([*args, "--set", "prior.stop_step=2"])
+
+
+@pytest.mark.data
 def test_cli_and_benchmark_train_the_same_smoke_prior(data_dir: Path, tmp_path: Path) -> None:
     from manifold_ps.benchmarking.pipeline import stage_prior
     from manifold_ps.benchmarking.workloads import bunny_mnist

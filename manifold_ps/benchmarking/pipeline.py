@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -30,8 +30,10 @@ from ..flows import prepare_data, train_amortized
 from ..operators import Inpainting, Operator, operator_from_config
 from ..priors import DiffusionPrior, GaussianPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
+from ..training import load_checkpoint
 from .baselines import SLOW_BASELINES, build_baselines, stage_gaussian, stage_tuning, tune_smoothing
 from .evaluate import SamplerOutput, add_paired_differences, run_sampler, score_estimate
+from .reproduce import steps_done, training_record
 from .results import BenchmarkResults, MethodResult, environment_versions, write_results
 from .workloads import Task, Workload
 
@@ -61,15 +63,22 @@ def _deadline_callback(minutes: float | None, observer: Callable[..., float | No
 
 
 def _resume_or_load(folder: Path, done: Path, record: dict[str, Any], unresolved: dict[str, Any],
-                    section: str) -> tuple[bool, dict[str, Any] | None]:
+                    section: str, stop_step: int | None) -> tuple[bool, dict[str, Any] | None]:
     """Compare ``folder/config.json`` with the requested ``record`` (refusing a difference) and say
     whether the finished result in ``done`` can be loaded as is (else train or resume; a larger
-    ``train_steps`` extends a finished run). Returns ``(load, stored record or None)``."""
+    ``train_steps`` or a ``stop_step`` past the steps done extends a finished run, one before them
+    is refused). Returns ``(load, stored record or None)``."""
     stored = read_config(folder / "config.json")
     if stored is not None:
         check_same_run(stored, record, folder, unresolved=unresolved)
     finished = done.is_file() and (folder / "complete").is_file()
     grows = stored is not None and stored[section]["train_steps"] < record[section]["train_steps"]
+    if finished and not grows and stop_step is not None:
+        steps = steps_done(folder)
+        if steps is not None and steps > stop_step:
+            raise ValueError(f"{done} was trained for {steps} steps, past {section}.stop_step={stop_step}; delete "
+                             f"{folder} to train it again, or use another --out")
+        grows = steps is not None and steps < min(stop_step, record[section]["train_steps"])
     if not (finished and not grows):
         write_config(folder / "config.json", record)
     return finished and not grows, stored
@@ -91,7 +100,8 @@ def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.
     folder = out / "prior" if folder is None else folder
     done = folder / "prior.pt"
     record = prior_record(workload, config)
-    load, stored = _resume_or_load(folder, done, record, {"prior": asdict(config.prior)}, "prior")
+    load, stored = _resume_or_load(folder, done, record, {"prior": asdict(config.prior)}, "prior",
+                                   config.prior.stop_step)
     if load:
         _log(f"prior: loading {done}")
         prior = DiffusionPrior.load(done, geometry=workload.geometry, map_location=device)
@@ -115,12 +125,15 @@ def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.
                         **config.prior.network_kwargs())
     _log(f"prior: training {sum(p.numel() for p in prior.parameters()) / 1e6:.1f}M parameters on "
          f"{workload.prior_train.shape[0]} signals for {config.prior.train_steps} steps"
+         + (f" (stopping at {config.prior.stop_step})" if config.prior.stop_step else "")
          + (f" (cap {config.prior.minutes:g} min)" if config.prior.minutes else ""))
     tic = time.perf_counter()
     trained = train_prior(prior, workload.prior_train, out_dir=folder, seed=config.seed, device=device,
                           progress=progress, tensorboard=tensorboard, callback=_deadline_callback(config.prior.minutes),
                           config={"run": record}, **config.prior.trainer_kwargs())
-    (folder / "complete").write_text(json.dumps({"seconds_last_invocation": time.perf_counter() - tic}))
+    seconds = time.perf_counter() - tic
+    steps = int(load_checkpoint(folder / "checkpoint.pt")["step"])  # where the cap or stop_step stopped it
+    (folder / "complete").write_text(json.dumps({"seconds_last_invocation": seconds, "steps": steps}))
     return trained.to(device).eval()
 
 
@@ -247,7 +260,9 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
     folder = out / task.name if folder is None else folder
     done = folder / "posterior.pt"
     record = flow_record(workload, task, config)
-    load, stored = _resume_or_load(folder, done, record, {"flow": asdict(config.flow)}, "flow")
+    index = next((i for i, t in enumerate(workload.tasks) if t is task), None)
+    stop_step = config.flow.stop_step_of(index, len(workload.tasks))
+    load, stored = _resume_or_load(folder, done, record, {"flow": asdict(config.flow)}, "flow", stop_step)
     if load:
         _log(f"{task.name}: loading {done}")
         posterior = AmortizedPosterior.load(done, fingerprint=workload.geometry.fingerprint())
@@ -267,12 +282,13 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
     flow = config.flow
     _log(f"{task.name}: distilling into a {flow.layers}-layer flow "
          f"({sum(p.numel() for p in posterior.parameters()) / 1e6:.2f}M parameters) on {train.y.shape[0]} measurements "
-         f"for {flow.train_steps} steps" + (f" (cap {flow.minutes:.3g} min)" if flow.minutes else ""))
+         f"for {flow.train_steps} steps" + (f" (stopping at {stop_step})" if stop_step else "")
+         + (f" (cap {flow.minutes:.3g} min)" if flow.minutes else ""))
     tic = time.perf_counter()
     trainer = train_amortized(
         posterior, prior, train.y, train.operator, out_dir=folder, data=data, seed=config.seed, progress=progress,
         device=device, config={"run": record}, callback=_deadline_callback(flow.minutes, observer),
-        **flow.trainer_kwargs(train.y.shape[0]),
+        **flow.trainer_kwargs(train.y.shape[0], task=index, tasks=len(workload.tasks)),
     )
     final = trainer.ema_model.eval()
     final.metadata["train_steps"] = trainer.step
@@ -405,9 +421,22 @@ def _figures(workload: Workload, m: Measured, outputs: dict[str, Any], folder: P
 
 
 def run_workload(workload: Workload, config: Config, out: str | Path, *, device: str | torch.device | None = None,
-                 progress: bool = True, figures: bool = True) -> dict[str, Any]:
+                 progress: bool = True, figures: bool = True, command: Sequence[str] | None = None) -> dict[str, Any]:
     """Run every stage of a workload and write ``results.json`` / ``results.md`` (and the resolved
     configuration, ``config.json``) into ``out``.
+
+    ``results.json`` records under ``config.training`` the steps each training stage did and the
+    settings (and, given ``command``, the command line) that repeat the run exactly
+    (:func:`training_record`).
+
+    Args:
+        workload: The workload.
+        config: The run's configuration.
+        out: The run folder (a rerun resumes or loads every stage).
+        device: Device (``None``: CUDA when available).
+        progress: Progress bars.
+        figures: Write figures.
+        command: The command line that ran this configuration, without ``--out`` (for the record).
 
     Returns:
         The written results document.
@@ -486,14 +515,21 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
     tuning = sum(v for k, v in stages.items() if k.endswith("/tuning"))
     timings = {"stages_s": stages, "total_s": total, "tuning_s": tuning, "budgeted_s": total - tuning}
     write_config(out / "config.json", {"workload": workload.name, **resolved})
+    training = training_record(workload, config, out, command)
     for e in evaluations:
         e.config["timings"] = timings
+        e.config["training"] = training
     doc = write_results(evaluations, out, title=f"{workload.name} ({config.profile} profile)")
     with open(out / "results.md", "a") as fh:
         if workload.notes:
             fh.write("\n" + "\n".join(f"> {n}" for n in workload.notes) + "\n")
         fh.write("\nWall time per stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items())
                  + f"; total {total / 60:.1f} min, {tuning / 60:.1f} of them validation tuning (outside the budget).\n")
+        stages_done = {"prior": training["prior"], **{f"{k} flow": v for k, v in training["flows"].items()}}
+        fh.write("\nSteps trained: " + ", ".join(f"{k} {v['steps']} of {v['train_steps']} (stopped by {v['stopped_by']})"
+                                                for k, v in stages_done.items()) + ".")
+        repeat = training["reproduce"].get("command")
+        fh.write(f" Repeat exactly: `{repeat}`\n" if repeat else "\n")
     _log(f"done in {total / 60:.1f} min ({(total - tuning) / 60:.1f} without tuning); results in {out / 'results.md'}")
     print((out / "results.md").read_text())
     return doc
