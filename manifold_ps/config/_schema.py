@@ -235,8 +235,13 @@ class EvalConfig:
 
     Attributes:
         n_eval: Measurements evaluated per protocol (and held out from the flow's training set).
-        n_posterior: Samples for the posterior mean (the paper's N = 128).
+        n_posterior: Samples for the posterior mean (the paper's N = 128); the first of them is the
+            one-draw (N = 1) estimate.
         batch_size: Measurements per sampler call.
+        chunk: Draws per call of the amortized sampler (bounds its memory; ``None``: all
+            ``n_posterior`` at once). With ``batch_size`` and the seed it fixes which draws a
+            measurement gets: :func:`manifold_ps.api.sample_posterior` and ``manifold-ps sample``
+            default to these values, so they draw what the benchmarks draw.
         baseline_eval: Measurements evaluated for the slow baselines (``None``: ``n_eval``).
         dps_nfe: DPS / MCG steps, each one network evaluation.
         dps_zeta: DPS / MCG step size (per-sample residual-norm convention); ``None``: the
@@ -263,6 +268,7 @@ class EvalConfig:
     n_eval: int = 64
     n_posterior: int = 128
     batch_size: int = 64
+    chunk: int | None = 64
     baseline_eval: int | None = None
     dps_nfe: int = 1000
     dps_zeta: float | None = None
@@ -276,6 +282,10 @@ class EvalConfig:
     tune_reddiff_lrs: tuple[float, ...] = (0.01, 0.03, 0.1)
     tune_reddiff_lambdas: tuple[float, ...] = (0.5, 2.0, 8.0)
     tune_smoothings: tuple[float, ...] = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.chunk is not None and self.chunk < 1:
+            raise ValueError(f"eval.chunk must be >= 1 or none, got {self.chunk}")
 
     def resolved(self) -> EvalConfig:
         return self
