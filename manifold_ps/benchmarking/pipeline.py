@@ -132,7 +132,8 @@ def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.
                           progress=progress, tensorboard=tensorboard, callback=_deadline_callback(config.prior.minutes),
                           config={"run": record}, **config.prior.trainer_kwargs())
     seconds = time.perf_counter() - tic
-    steps = int(load_checkpoint(folder / "checkpoint.pt")["step"])  # where the cap or stop_step stopped it
+    # where the cap or stop_step stopped it
+    steps = int(load_checkpoint(folder / "checkpoint.pt", map_location="cpu")["step"])
     (folder / "complete").write_text(json.dumps({"seconds_last_invocation": seconds, "steps": steps}))
     return trained.to(device).eval()
 
@@ -532,8 +533,8 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
         fh.write("\nWall time per stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items())
                  + f"; total {total / 60:.1f} min, {tuning / 60:.1f} of them validation tuning (outside the budget).\n")
         stages_done = {"prior": training["prior"], **{f"{k} flow": v for k, v in training["flows"].items()}}
-        fh.write("\nSteps trained: " + ", ".join(f"{k} {v['steps']} of {v['train_steps']} (stopped by {v['stopped_by']})"
-                                                for k, v in stages_done.items()) + ".")
+        fh.write("\nSteps trained: " + ", ".join(
+            f"{k} {v['steps']} of {v['train_steps']} (stopped by {v['stopped_by']})" for k, v in stages_done.items()) + ".")
         repeat = training["reproduce"].get("command")
         fh.write(f" Repeat exactly: `{repeat}`\n" if repeat else "\n")
     _log(f"done in {total / 60:.1f} min ({(total - tuning) / 60:.1f} without tuning); results in {out / 'results.md'}")

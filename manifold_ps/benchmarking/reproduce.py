@@ -31,7 +31,7 @@ def steps_done(folder: Path) -> int | None:
         if "steps" in done:
             return int(done["steps"])
     checkpoint = folder / "checkpoint.pt"
-    return int(load_checkpoint(checkpoint)["step"]) if checkpoint.is_file() else None
+    return int(load_checkpoint(checkpoint, map_location="cpu")["step"]) if checkpoint.is_file() else None
 
 
 def _stage_steps(folder: Path, train_steps: int, stop_step: int | None, minutes: float | None) -> dict[str, Any]:
@@ -70,11 +70,12 @@ def training_record(workload: Workload, config: Config, out: Path,
         ``stopped_by`` (``"train_steps"``, ``"stop_step"`` or ``"minutes"``).
     """
     shares = sum(t.flow_share for t in workload.tasks)
+    minutes = config.flow.minutes
     record: dict[str, Any] = {
         "prior": _stage_steps(out / "prior", config.prior.train_steps, config.prior.stop_step, config.prior.minutes),
         "flows": {t.name: _stage_steps(out / t.name, config.flow.train_steps,
                                        config.flow.stop_step_of(i, len(workload.tasks)),
-                                       None if config.flow.minutes is None else config.flow.minutes * t.flow_share / shares)
+                                       None if minutes is None else minutes * t.flow_share / shares)
                   for i, t in enumerate(workload.tasks)},
     }
     flow_steps = [f["steps"] for f in record["flows"].values()]

@@ -51,7 +51,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="set of a stored measurements file with several (train, test)")
     p.add_argument("--first", type=int, default=None, metavar="K", help="use only the first K measurements")
     p.add_argument("--n", type=int, default=EvalConfig.n_posterior,
-                   help=f"draws per measurement for the mean and std (default {EvalConfig.n_posterior}, eval.n_posterior)")
+                   help=f"draws per measurement for the mean and std (default {EvalConfig.n_posterior}, "
+                        "eval.n_posterior)")
     p.add_argument("--draws", type=int, default=4, help="draws kept in the output, the first of the --n (default 4)")
     p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size,
                    help=f"measurements per flow pass (default {EvalConfig.batch_size}, eval.batch_size)")
