@@ -41,9 +41,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .benchmarking.evaluate import run_sampler
 from .benchmarking.pipeline import Measured, flow_record, stage_flow, stage_prior
 from .benchmarking.workloads import Task, Workload
-from .config import Config, check_same_run, get_profile, read_config, write_config
+from .config import Config, EvalConfig, check_same_run, get_profile, read_config, write_config
 from .flows import AmortizedPosterior
 from .geometry import Geometry, ImageGrid
 from .io import Measurements, Signals, as_signals, geometry_kind, save_geometry
@@ -283,10 +284,17 @@ class PosteriorSamples:
     n: int
 
 
-@torch.no_grad()
-def sample_posterior(posterior: AmortizedPosterior, y: Tensor, operator: Operator, n: int = 128, *, draws: int = 4,
-                     chunk: int | None = 64, generator: torch.Generator | None = None) -> PosteriorSamples:
+def sample_posterior(posterior: AmortizedPosterior, y: Tensor, operator: Operator, n: int = EvalConfig.n_posterior,
+                     *, draws: int = 4, batch_size: int = EvalConfig.batch_size, chunk: int | None = EvalConfig.chunk,
+                     generator: torch.Generator | None = None) -> PosteriorSamples:
     """Posterior mean, standard deviation and ``draws`` draws for measurements ``y``.
+
+    The draws are the benchmarks' (:func:`~manifold_ps.benchmarking.evaluate.run_sampler`): ``n``
+    per measurement, drawn ``chunk`` at a time for ``batch_size`` measurements at a time, in
+    order; the mean and standard deviation accumulate in float64, and ``draws`` are the first of
+    them. With the generator seeded as a benchmark's evaluation (``seed + eval.seed_offset``) and
+    its ``eval`` settings (the defaults here are those of :class:`~manifold_ps.config.EvalConfig`),
+    these are the draws the benchmark scores: the first is its one-draw estimate.
 
     Args:
         posterior: A trained sampler (:func:`train_posterior`, or
@@ -294,8 +302,9 @@ def sample_posterior(posterior: AmortizedPosterior, y: Tensor, operator: Operato
         y: Measurements ``(B, C, V)`` (float64 is converted).
         operator: Their operator (e.g. ``Inpainting(mask, sigma)``, one mask per row).
         n: Draws for the mean and standard deviation (at least 2).
-        draws: Draws kept (at most ``n``).
-        chunk: Draws per flow pass (bounds the memory).
+        draws: Draws kept (at least 1, at most ``n``).
+        batch_size: Measurements per flow pass.
+        chunk: Draws per flow pass (bounds the memory; ``None``: all ``n``).
         generator: Seeds the draws.
 
     Returns:
@@ -306,9 +315,12 @@ def sample_posterior(posterior: AmortizedPosterior, y: Tensor, operator: Operato
     """
     if n < 2:
         raise ValueError(f"n must be >= 2 for a standard deviation, got {n}")
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
     y = y.float() if y.is_floating_point() and y.dtype != torch.float32 else y
     dev = next(posterior.parameters()).device
     y, op = y.to(dev), operator.float().to(dev)
-    mean, std = posterior.posterior_mean_std(y, op, n, chunk=chunk, generator=generator)
-    kept = posterior.sample(y, op, min(draws, n), generator=generator)
-    return PosteriorSamples(mean.cpu(), std.cpu(), kept.cpu(), n)
+    with torch.no_grad():
+        out = run_sampler(posterior, y, op, n=n, batch_size=batch_size, chunk=chunk, keep=min(draws, n),
+                          generator=generator)
+    return PosteriorSamples(out.mean.cpu(), out.std.cpu(), out.kept.cpu(), n)

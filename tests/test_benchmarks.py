@@ -104,6 +104,46 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
         _run(script, out, monkeypatch, "--flow-minutes", "5", "--no-figures")
 
 
+def _without_timing(doc: dict) -> list:
+    """Every evaluation's protocol and scores, without the wall-clock numbers."""
+    return [(e["protocol"], {m: {k: v for k, v in entry.items() if "seconds" not in k} for m, entry in e["methods"].items()})
+            for e in doc["evaluations"]]
+
+
+@pytest.mark.data
+def test_a_capped_run_is_repeated_exactly_by_the_command_it_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     data_dir: Path) -> None:
+    """The minutes caps stop training at a machine-dependent step; results.json records it, and
+    its command (stop_step, no cap, a fresh folder) gives the same weights and scores."""
+    import shlex
+
+    import torch
+
+    from manifold_ps.flows import AmortizedPosterior
+    from manifold_ps.priors import DiffusionPrior
+
+    out = tmp_path / "capped"
+    doc = _run("bunny_mnist", out, monkeypatch, "--no-figures", "--set", "prior.minutes=1e-6", "--flow-minutes", "1e-6")
+    training = doc["config"]["training"]
+    for stage in (training["prior"], training["flows"]["inpainting"]):
+        assert stage["stopped_by"] == "minutes" and 1 <= stage["steps"] < stage["train_steps"], stage
+    assert f"prior {training['prior']['steps']} of 30 (stopped by minutes)" in (out / "results.md").read_text()
+    command = shlex.split(training["reproduce"]["command"])
+    assert command[:4] == ["python", "benchmarks/bunny_mnist.py", "--profile", "smoke"]
+    assert command[-2:] == ["--out", f"{out}-rerun"] and "flow.minutes=1e-6" not in command
+    assert f"flow.stop_step={training['flows']['inpainting']['steps']}" in command
+
+    monkeypatch.setattr(sys, "argv", [*command[1:], "--no-progress", "--no-figures"])
+    runpy.run_path(str(ROOT / command[1]), run_name="__main__")
+    rerun = Path(f"{out}-rerun")
+    again = json.loads((rerun / "results.json").read_text())
+    assert again["config"]["training"]["prior"]["stopped_by"] == "stop_step"
+    assert again["config"]["training"]["flows"]["inpainting"]["steps"] == training["flows"]["inpainting"]["steps"]
+    for name, load in (("prior/prior.pt", DiffusionPrior.load), ("inpainting/posterior.pt", AmortizedPosterior.load)):
+        torch.testing.assert_close(load(out / name).state_dict(), load(rerun / name).state_dict(), rtol=0, atol=0)
+    assert _without_timing(again) == _without_timing(doc)
+
+
 def _sweep(out: Path, *extra: str) -> dict:
     import importlib.util
 

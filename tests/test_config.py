@@ -135,6 +135,40 @@ def test_rerun_may_extend_or_observe() -> None:
         check_same_run(_record(cpu), _record(pinned), "runs/x", unresolved={"flow": asdict(pinned.flow)})
 
 
+def test_stop_step_only_limits_a_run_and_has_one_value_per_flow() -> None:
+    cpu = get_profile("cpu")
+    stopped = apply_overrides(cpu, {"prior.stop_step": "1234", "flow.stop_step": "812", "flow.minutes": "none"})
+    assert stopped.prior.stop_step == 1234 and stopped.flow.stop_step == (812,)
+    assert stopped.prior.trainer_kwargs()["stop_step"] == 1234 and stopped.flow.trainer_kwargs(64)["stop_step"] == 812
+    record = lambda c: {"prior": asdict(c.prior.resolved()), "flow": asdict(c.flow.resolved())}  # noqa: E731
+    check_same_run(record(cpu), record(stopped), "runs/x")  # where a run stops is a budget: a rerun may change it
+    per_task = apply_overrides(cpu, {"flow.stop_step": "812,790,805"}).flow
+    assert [per_task.stop_step_of(i, 3) for i in range(3)] == [812, 790, 805]
+    assert apply_overrides(cpu, {"flow.stop_step": 7}).flow.stop_step_of(2, 3) == 7  # one value for every flow
+    with pytest.raises(ValueError, match=r"flow.stop_step has 3 values \[812, 790, 805\], but this run trains 2 flows"):
+        per_task.stop_step_of(0, 2)
+    with pytest.raises(ValueError, match="flow.stop_step must be steps >= 1"):
+        apply_overrides(cpu, {"flow.stop_step": "0"})
+    with pytest.raises(ValueError, match="prior.stop_step must be >= 1"):
+        apply_overrides(cpu, {"prior.stop_step": "0"})
+
+
+def test_command_from_args_repeats_the_configuration(tmp_path: Path) -> None:
+    from manifold_ps.config import command_from_args
+
+    file = tmp_path / "c.toml"
+    file.write_text("[flow]\nlayers = 4\n")
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    flags = add_shortcuts(parser, {"--flow-minutes": "flow.minutes"})
+    args = parser.parse_args(["--profile", "smoke", "--config", str(file), "--flow-minutes", "3",
+                              "--set", "flow.t_min=0.01"])
+    command = command_from_args(["run.py"], args, flags)
+    assert command == ["run.py", "--profile", "smoke", "--config", str(file), "--set", "flow.minutes=3",
+                       "--set", "flow.t_min=0.01"]
+    assert config_from_args(parser.parse_args(command[1:]), flags) == config_from_args(args, flags)
+
+
 def test_flatten_nests_one_level() -> None:
     assert flatten({"seed": 1, "flow": {"t_min": 0.1}}) == {"seed": 1, "flow.t_min": 0.1}
 

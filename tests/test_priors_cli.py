@@ -1,6 +1,7 @@
 """The ``manifold-ps`` command line on real data (smoke profile, a few steps): train-prior runs the
 benchmark's prior stage with the same configuration, train-flow distils it; both resume and
-refuse a rerun whose settings differ."""
+refuse a rerun whose settings differ; the posterior draws and flow PSNRs are bit-identical through
+the benchmark script, the command line and the Python API."""
 
 from __future__ import annotations
 
@@ -36,6 +37,21 @@ def test_train_prior_cli_smoke_and_resume(data_dir: Path, tmp_path: Path, capsys
     # the issue's case: another parameterisation into the same folder is refused, naming the field
     with pytest.raises(ValueError, match=rf"prior.parameterization 'x0' -> 'edm'.*{tmp_path.name}"):
         main([*args, "--train-steps", "4", "--parameterization", "edm"])
+
+
+@pytest.mark.data
+def test_stop_step_limits_a_run_and_a_larger_one_continues_it(data_dir: Path, tmp_path: Path) -> None:
+    args = ["train-prior", "--workload", "bunny-mnist", "--profile", "smoke", "--out", str(tmp_path),
+            "--num-samples", "32", "--batch-size", "8", "--no-progress", "--device", "cpu", "--steps", "6"]
+    assert main([*args, "--set", "prior.stop_step=2"]) == 0
+    assert json.loads((tmp_path / "complete").read_text())["steps"] == 2
+    assert main([*args, "--set", "prior.stop_step=3"]) == 0  # a finished run, continued
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert json.loads((tmp_path / "complete").read_text())["steps"] == 3
+    assert main(args) == 0  # no stop_step: the finished run is loaded as it is, as after a minutes cap
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    with pytest.raises(ValueError, match=rf"trained for 3 steps, past prior.stop_step=2; delete {tmp_path}"):
+        main([*args, "--set", "prior.stop_step=2"])
 
 
 @pytest.mark.data
@@ -111,3 +127,77 @@ def test_cli_and_benchmark_train_the_same_smoke_flow(data_dir: Path, tmp_path: P
     assert json.loads((tmp_path / "cli" / "config.json").read_text()) == json.loads((bench / "config.json").read_text())
     a, b = (AmortizedPosterior.load(p / "posterior.pt").state_dict() for p in (tmp_path / "cli", bench))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.data
+def test_smoke_results_are_bit_identical_through_the_benchmark_the_cli_and_the_api(data_dir: Path,
+                                                                                     tmp_path: Path) -> None:
+    """benchmarks/bunny_mnist.py, manifold-ps (train-prior, train-flow, sample) and manifold_ps.api
+    (train_prior_on, train_posterior, sample_posterior) at the smoke profile, each training its
+    own prior and flow: the same posterior draws, mean and std on the same held-out measurements
+    with the benchmark's evaluation seed, and the benchmark's reported flow PSNRs are those of the
+    API's samples."""
+    import xarray as xr
+
+    from manifold_ps.api import sample_posterior, train_posterior, train_prior_on
+    from manifold_ps.benchmarking.cli import benchmark_main
+    from manifold_ps.benchmarking.evaluate import scored_psnr
+    from manifold_ps.benchmarking.pipeline import score_posterior
+    from manifold_ps.benchmarking.workloads import bunny_mnist
+    from manifold_ps.config import apply_overrides, get_profile
+    from manifold_ps.flows import AmortizedPosterior
+    from manifold_ps.io import load_measurements
+
+    # several sampler calls per set (4 measurements in batches of 3, 8 draws in chunks of 3): how
+    # the draws are split over calls has to agree too
+    sampling = {"eval.batch_size": "3", "eval.chunk": "3"}
+    config = apply_overrides(get_profile("smoke"), sampling)
+    seed = config.seed + config.eval.seed_offset  # the benchmark's evaluation draws
+    n, batch, chunk = config.eval.n_posterior, config.eval.batch_size, config.eval.chunk
+    assert batch < config.eval.n_eval and chunk < n
+
+    bench = tmp_path / "bench"
+    doc = benchmark_main("bunny_mnist", bunny_mnist, ["--profile", "smoke", "--out", str(bench), "--device", "cpu",
+                                                      "--no-progress", "--no-figures",
+                                                      *(a for k, v in sampling.items() for a in ("--set", f"{k}={v}"))])
+    reported = {e["protocol"]["evaluation"].split(" ")[0]: e["methods"] for e in doc["evaluations"]}
+    workload = bunny_mnist(config)
+    geometry, stored = workload.geometry, bench / "inpainting" / "measurements.pt"
+    train, held = (load_measurements(stored, geometry, which=w) for w in ("train", "heldout"))
+    # what the benchmark's evaluation drew (score_posterior is the first to use its generator)
+    flow = AmortizedPosterior.load(bench / "inpainting" / "posterior.pt")
+    _, drawn = score_posterior(flow, held.x, held.y, held.operator, n_posterior=n, batch_size=batch, chunk=chunk,
+                               generator=torch.Generator().manual_seed(seed))
+
+    cli = tmp_path / "cli"
+    base = ["--profile", "smoke", "--no-progress", "--device", "cpu"]
+    assert main(["train-prior", "--workload", "bunny-mnist", "--out", str(cli / "prior"), *base]) == 0
+    assert main(["train-flow", "--workload", "bunny-mnist", "--prior", str(cli / "prior" / "prior.pt"),
+                 "--out", str(cli / "flow"), *base]) == 0
+    assert main(["sample", "--posterior", str(cli / "flow" / "posterior.pt"), "--measurements",
+                 str(cli / "flow" / "measurements.pt"), "--set", "heldout", "--n", str(n), "--batch-size", str(batch),
+                 "--chunk", str(chunk), "--seed", str(seed), "--out", str(cli / "posterior.nc"),
+                 "--device", "cpu"]) == 0
+    with xr.open_dataset(cli / "posterior.nc") as ds:
+        from_cli = {k: torch.from_numpy(ds[k].values) for k in ("mean", "std", "draws")}
+
+    api = tmp_path / "api"
+    prior = train_prior_on(geometry, workload.prior_train, config, api / "prior", device="cpu")
+    posterior = train_posterior(prior, train, config, api / "flow", geometry=geometry, device="cpu")
+
+    def api_samples(y, operator):  # noqa: ANN001, ANN202
+        return sample_posterior(posterior, y, operator, n, batch_size=batch, chunk=chunk,
+                                generator=torch.Generator().manual_seed(seed))
+
+    out = api_samples(held.y, held.operator)
+    kept = out.draws.shape[1]
+    for name, value in (("mean", drawn.mean), ("std", drawn.std), ("draws", drawn.kept[:, :kept])):
+        assert torch.equal(getattr(out, name), value), name
+        assert torch.equal(from_cli[name], value), name
+    # the benchmark's reported flow PSNRs are the API's samples scored, on both evaluation sets
+    # (the paper's protocol: the first n_eval training measurements)
+    first = torch.arange(config.eval.n_eval)
+    paper = api_samples(train.y[first], train.operator.select(first))
+    for name, s, x in (("heldout", out, held.x), ("paper", paper, train.x[first])):
+        assert reported[name]["aps_n128"]["psnr"] == float(scored_psnr(s.mean, x, workload.data_range).mean())
+        assert reported[name]["aps_n1"]["psnr"] == float(scored_psnr(s.draws[:, 0], x, workload.data_range).mean())

@@ -90,6 +90,30 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
     assert straight.history["loss"] == resumed.history["loss"]
 
 
+def test_stop_step_repeats_a_run_that_a_callback_stopped(tmp_path: Path) -> None:
+    """A run stopped by a callback (a wall-clock cap) at step k is repeated exactly by stop_step=k:
+    the schedule still spans max_steps, so this is not a shorter run."""
+    capped = Trainer(_model(), _noisy_loss, _data(), out_dir=tmp_path / "a", **_kwargs())
+    capped.fit(callback=lambda trainer, step, logs: step == 7)
+    again = Trainer(_model(), _noisy_loss, _data(), out_dir=tmp_path / "b", **_kwargs(stop_step=7))
+    again.fit()
+    shorter = Trainer(_model(), _noisy_loss, _data(), out_dir=None, **_kwargs(max_steps=7))
+    shorter.fit()
+    assert capped.step == again.step == 7 and again.end_step == 7
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 7
+    for a, b, c in zip(_params(capped.ema_model), _params(again.ema_model), _params(shorter.ema_model), strict=True):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, c) for a, c in zip(_params(capped.model), _params(shorter.model), strict=True))
+    # a larger stop_step continues the run; a checkpoint past it is refused
+    more = Trainer(_model(), _noisy_loss, _data(), out_dir=tmp_path / "b", **_kwargs(stop_step=9))
+    more.fit()
+    assert more.step == 9
+    with pytest.raises(ValueError, match=r"at step 9, past stop_step=8"):
+        Trainer(_model(), _noisy_loss, _data(), out_dir=tmp_path / "b", **_kwargs(stop_step=8)).fit()
+    with pytest.raises(ValueError, match="stop_step must be >= 1"):
+        Trainer(_model(), _noisy_loss, _data(), out_dir=None, **_kwargs(stop_step=0))
+
+
 def test_resume_other_fingerprint_raises(tmp_path: Path) -> None:
     Trainer(_model(), _noisy_loss, _data(), out_dir=tmp_path, **_kwargs(max_steps=2)).fit()
     other = Trainer(_model(), _noisy_loss, _data(), out_dir=tmp_path, **_kwargs(max_steps=4, fingerprint="geom-b"))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, add_config_arguments, add_shortcuts, config_from_args
+from ..config import Config, add_config_arguments, add_shortcuts, command_from_args, config_from_args
 from .pipeline import run_workload
 from .workloads import Workload
 
@@ -59,5 +59,9 @@ def benchmark_main(name: str, build: Callable[[Config], Workload], argv: Sequenc
     args = p.parse_args(argv)
     config = config_from_args(args, flags, defaults=(profile_defaults or {}).get(args.profile, {}))
     workload = build(config)
+    # what repeats this configuration (results.json adds the steps each stage stopped at, and an --out)
+    command = command_from_args(["python", f"benchmarks/{name}.py"], args, flags)
+    if args.device is not None:
+        command += ["--device", str(args.device)]
     return run_workload(workload, config, args.out, device=args.device, progress=not args.no_progress,
-                        figures=not args.no_figures)
+                        figures=not args.no_figures, command=command)

@@ -15,14 +15,14 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .._files import atomic_open
-from ..config import Config, FlowConfig, check_same_run, read_config, write_config
+from ..config import Config, EvalConfig, FlowConfig, check_same_run, read_config, write_config
 from ..config._legacy import legacy_flow_settings
 from ..flows import AdjointFill, AmortizedPosterior, ConditionalRealNVP, GaussianBase, HarmonicFill, condition_channels
 from ..flows import truncate_gaussian
@@ -30,8 +30,10 @@ from ..flows import prepare_data, train_amortized
 from ..operators import Inpainting, Operator, operator_from_config
 from ..priors import DiffusionPrior, GaussianPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
+from ..training import load_checkpoint
 from .baselines import SLOW_BASELINES, build_baselines, stage_gaussian, stage_tuning, tune_smoothing
 from .evaluate import SamplerOutput, add_paired_differences, run_sampler, score_estimate
+from .reproduce import steps_done, training_record
 from .results import BenchmarkResults, MethodResult, calibration_curves, environment_versions, write_results
 from .workloads import Task, Workload
 
@@ -61,15 +63,22 @@ def _deadline_callback(minutes: float | None, observer: Callable[..., float | No
 
 
 def _resume_or_load(folder: Path, done: Path, record: dict[str, Any], unresolved: dict[str, Any],
-                    section: str) -> tuple[bool, dict[str, Any] | None]:
+                    section: str, stop_step: int | None) -> tuple[bool, dict[str, Any] | None]:
     """Compare ``folder/config.json`` with the requested ``record`` (refusing a difference) and say
     whether the finished result in ``done`` can be loaded as is (else train or resume; a larger
-    ``train_steps`` extends a finished run). Returns ``(load, stored record or None)``."""
+    ``train_steps`` or a ``stop_step`` past the steps done extends a finished run, one before them
+    is refused). Returns ``(load, stored record or None)``."""
     stored = read_config(folder / "config.json")
     if stored is not None:
         check_same_run(stored, record, folder, unresolved=unresolved)
     finished = done.is_file() and (folder / "complete").is_file()
     grows = stored is not None and stored[section]["train_steps"] < record[section]["train_steps"]
+    if finished and not grows and stop_step is not None:
+        steps = steps_done(folder)
+        if steps is not None and steps > stop_step:
+            raise ValueError(f"{done} was trained for {steps} steps, past {section}.stop_step={stop_step}; delete "
+                             f"{folder} to train it again, or use another --out")
+        grows = steps is not None and steps < min(stop_step, record[section]["train_steps"])
     if not (finished and not grows):
         write_config(folder / "config.json", record)
     return finished and not grows, stored
@@ -91,7 +100,8 @@ def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.
     folder = out / "prior" if folder is None else folder
     done = folder / "prior.pt"
     record = prior_record(workload, config)
-    load, stored = _resume_or_load(folder, done, record, {"prior": asdict(config.prior)}, "prior")
+    load, stored = _resume_or_load(folder, done, record, {"prior": asdict(config.prior)}, "prior",
+                                   config.prior.stop_step)
     if load:
         _log(f"prior: loading {done}")
         prior = DiffusionPrior.load(done, geometry=workload.geometry, map_location=device)
@@ -115,12 +125,16 @@ def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.
                         **config.prior.network_kwargs())
     _log(f"prior: training {sum(p.numel() for p in prior.parameters()) / 1e6:.1f}M parameters on "
          f"{workload.prior_train.shape[0]} signals for {config.prior.train_steps} steps"
+         + (f" (stopping at {config.prior.stop_step})" if config.prior.stop_step else "")
          + (f" (cap {config.prior.minutes:g} min)" if config.prior.minutes else ""))
     tic = time.perf_counter()
     trained = train_prior(prior, workload.prior_train, out_dir=folder, seed=config.seed, device=device,
                           progress=progress, tensorboard=tensorboard, callback=_deadline_callback(config.prior.minutes),
                           config={"run": record}, **config.prior.trainer_kwargs())
-    (folder / "complete").write_text(json.dumps({"seconds_last_invocation": time.perf_counter() - tic}))
+    seconds = time.perf_counter() - tic
+    # where the cap or stop_step stopped it
+    steps = int(load_checkpoint(folder / "checkpoint.pt", map_location="cpu")["step"])
+    (folder / "complete").write_text(json.dumps({"seconds_last_invocation": seconds, "steps": steps}))
     return trained.to(device).eval()
 
 
@@ -247,7 +261,9 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
     folder = out / task.name if folder is None else folder
     done = folder / "posterior.pt"
     record = flow_record(workload, task, config)
-    load, stored = _resume_or_load(folder, done, record, {"flow": asdict(config.flow)}, "flow")
+    index = next((i for i, t in enumerate(workload.tasks) if t is task), None)
+    stop_step = config.flow.stop_step_of(index, len(workload.tasks))
+    load, stored = _resume_or_load(folder, done, record, {"flow": asdict(config.flow)}, "flow", stop_step)
     if load:
         _log(f"{task.name}: loading {done}")
         posterior = AmortizedPosterior.load(done, fingerprint=workload.geometry.fingerprint())
@@ -267,12 +283,13 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
     flow = config.flow
     _log(f"{task.name}: distilling into a {flow.layers}-layer flow "
          f"({sum(p.numel() for p in posterior.parameters()) / 1e6:.2f}M parameters) on {train.y.shape[0]} measurements "
-         f"for {flow.train_steps} steps" + (f" (cap {flow.minutes:.3g} min)" if flow.minutes else ""))
+         f"for {flow.train_steps} steps" + (f" (stopping at {stop_step})" if stop_step else "")
+         + (f" (cap {flow.minutes:.3g} min)" if flow.minutes else ""))
     tic = time.perf_counter()
     trainer = train_amortized(
         posterior, prior, train.y, train.operator, out_dir=folder, data=data, seed=config.seed, progress=progress,
         device=device, config={"run": record}, callback=_deadline_callback(flow.minutes, observer),
-        **flow.trainer_kwargs(train.y.shape[0]),
+        **flow.trainer_kwargs(train.y.shape[0], task=index, tasks=len(workload.tasks)),
     )
     final = trainer.ema_model.eval()
     final.metadata["train_steps"] = trainer.step
@@ -295,7 +312,8 @@ def _evaluate_set(workload: Workload, config: Config, posterior: AmortizedPoster
                  observed=op.mask.expand(x.shape[0], -1) if isinstance(op, Inpainting) else None)
 
     flow_scores, outputs["aps"] = score_posterior(posterior, x, y, op, n_posterior=config.eval.n_posterior,
-                                                  batch_size=config.eval.batch_size, generator=g, **score)
+                                                  batch_size=config.eval.batch_size, chunk=config.eval.chunk,
+                                                  generator=g, **score)
     results.update(flow_scores)
     n_base = x.shape[0] if config.eval.baseline_eval is None else min(config.eval.baseline_eval, x.shape[0])
     for name, sampler in baselines.items():
@@ -346,13 +364,17 @@ def _score_gaussian(sampler: Any, x: Tensor, y: Tensor, op: Operator, config: Co
 
 
 def score_posterior(posterior: PosteriorSampler, x: Tensor, y: Tensor, operator: Operator, *, n_posterior: int,
-                    batch_size: int, generator: torch.Generator,
+                    batch_size: int, generator: torch.Generator, chunk: int | None = EvalConfig.chunk,
                     image_shape: tuple[int, int] | None = None, data_range: tuple[float, float] | None = None,
                     groups: Tensor | None = None, observed: Tensor | None = None
                     ) -> tuple[dict[str, MethodResult], SamplerOutput]:
     """Score the amortized sampler as the benchmarks report it: ``"aps_n1"`` (one draw per
     measurement) and ``"aps_n128"`` (the mean of ``n_posterior`` draws, with the calibration
     curve of their central intervals).
+
+    The draws are those of :func:`manifold_ps.api.sample_posterior` (and ``manifold-ps sample``)
+    with the same generator, ``n``, ``batch_size`` and ``chunk``: the N = 1 estimate is the first
+    of them. A further pass of one draw per measurement, after them, times the N = 1 cost.
 
     Args:
         posterior: The one-step sampler.
@@ -361,7 +383,8 @@ def score_posterior(posterior: PosteriorSampler, x: Tensor, y: Tensor, operator:
         operator: The forward operator.
         n_posterior: Draws averaged for the posterior mean (128 except in smoke runs).
         batch_size: Measurements per sampler call.
-        generator: Seeds both draws (one after the other).
+        generator: Seeds the draws.
+        chunk: Draws per sampler call (``None``: all ``n_posterior`` at once).
         image_shape: ``(H, W)`` on grid data (SSIM is then reported).
         data_range: Guaranteed range of the signals (estimates are projected onto it), or ``None``.
         groups: Field index per measurement when several share one field.
@@ -370,12 +393,12 @@ def score_posterior(posterior: PosteriorSampler, x: Tensor, y: Tensor, operator:
     Returns:
         ``({"aps_n1": ..., "aps_n128": ...}, output of the ``n_posterior`` draws)``.
     """
-    one = run_sampler(posterior, y, operator, n=1, batch_size=batch_size, generator=generator)
-    many = run_sampler(posterior, y, operator, n=n_posterior, batch_size=batch_size, keep=n_posterior,
+    many = run_sampler(posterior, y, operator, n=n_posterior, batch_size=batch_size, chunk=chunk, keep=n_posterior,
                        generator=generator)
+    one = run_sampler(posterior, y, operator, n=1, batch_size=batch_size, generator=generator)  # timing only
     score = dict(image_shape=image_shape, data_range=data_range, groups=groups, observed=observed)
     scores = {
-        "aps_n1": score_estimate(one.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1, **score),
+        "aps_n1": score_estimate(many.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1, **score),
         "aps_n128": score_estimate(many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=1,
                                    samples=many.kept, std=many.std,
                                    extra={"seconds_per_estimate": many.seconds_per_sample * n_posterior}, **score),
@@ -426,9 +449,22 @@ def _calibration_plot(title: str, sets: dict[str, dict[str, MethodResult]], path
 
 
 def run_workload(workload: Workload, config: Config, out: str | Path, *, device: str | torch.device | None = None,
-                 progress: bool = True, figures: bool = True) -> dict[str, Any]:
+                 progress: bool = True, figures: bool = True, command: Sequence[str] | None = None) -> dict[str, Any]:
     """Run every stage of a workload and write ``results.json`` / ``results.md`` (and the resolved
     configuration, ``config.json``) into ``out``.
+
+    ``results.json`` records under ``config.training`` the steps each training stage did and the
+    settings (and, given ``command``, the command line) that repeat the run exactly
+    (:func:`training_record`).
+
+    Args:
+        workload: The workload.
+        config: The run's configuration.
+        out: The run folder (a rerun resumes or loads every stage).
+        device: Device (``None``: CUDA when available).
+        progress: Progress bars.
+        figures: Write figures.
+        command: The command line that ran this configuration, without ``--out`` (for the record).
 
     Returns:
         The written results document.
@@ -512,14 +548,21 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
     tuning = sum(v for k, v in stages.items() if k.endswith("/tuning"))
     timings = {"stages_s": stages, "total_s": total, "tuning_s": tuning, "budgeted_s": total - tuning}
     write_config(out / "config.json", {"workload": workload.name, **resolved})
+    training = training_record(workload, config, out, command)
     for e in evaluations:
         e.config["timings"] = timings
+        e.config["training"] = training
     doc = write_results(evaluations, out, title=f"{workload.name} ({config.profile} profile)")
     with open(out / "results.md", "a") as fh:
         if workload.notes:
             fh.write("\n" + "\n".join(f"> {n}" for n in workload.notes) + "\n")
         fh.write("\nWall time per stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items())
                  + f"; total {total / 60:.1f} min, {tuning / 60:.1f} of them validation tuning (outside the budget).\n")
+        stages_done = {"prior": training["prior"], **{f"{k} flow": v for k, v in training["flows"].items()}}
+        fh.write("\nSteps trained: " + ", ".join(
+            f"{k} {v['steps']} of {v['train_steps']} (stopped by {v['stopped_by']})" for k, v in stages_done.items()) + ".")
+        repeat = training["reproduce"].get("command")
+        fh.write(f" Repeat exactly: `{repeat}`\n" if repeat else "\n")
     _log(f"done in {total / 60:.1f} min ({(total - tuning) / 60:.1f} without tuning); results in {out / 'results.md'}")
     print((out / "results.md").read_text())
     return doc

@@ -14,6 +14,10 @@ Examples::
 The noise level is the sampler's training one unless ``--sigma`` is given. The geometry is read
 from ``geometry.npz`` beside ``--posterior`` or given with ``--mesh`` / ``--grid`` / ... .
 
+The draws are those a benchmark scores for the same measurements: with ``--seed`` its evaluation
+seed (``seed + eval.seed_offset``, 7 by default) and its ``--n`` / ``--batch-size`` / ``--chunk``
+(the defaults are the ``eval`` defaults), mean, std and draws are bit-identical to the benchmark's.
+
 ``--out`` is an xarray dataset (NetCDF) with ``mean`` and ``std`` ``(measurement, channel,
 *space)``, ``draws`` ``(measurement, draw, channel, *space)``, and ``y`` / ``observed``;
 ``space`` is ``(lat, lon)`` with degree coordinates on a lat/lon grid, ``(row, col)`` on an image
@@ -33,6 +37,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``sample`` sub-command."""
+    from ..config import EvalConfig
     from ._common import add_geometry_arguments, add_run_arguments
 
     p = subparsers.add_parser("sample", help="posterior mean, std and draws of measurements, written as NetCDF",
@@ -45,10 +50,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="which", default=None, metavar="NAME",
                    help="set of a stored measurements file with several (train, test)")
     p.add_argument("--first", type=int, default=None, metavar="K", help="use only the first K measurements")
-    p.add_argument("--n", type=int, default=128, help="draws per measurement for the mean and std (default 128)")
-    p.add_argument("--draws", type=int, default=4, help="draws kept in the output (default 4)")
-    p.add_argument("--chunk", type=int, default=64, help="draws per flow pass (memory bound; default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the draws (default 0)")
+    p.add_argument("--n", type=int, default=EvalConfig.n_posterior,
+                   help=f"draws per measurement for the mean and std (default {EvalConfig.n_posterior}, "
+                        "eval.n_posterior)")
+    p.add_argument("--draws", type=int, default=4, help="draws kept in the output, the first of the --n (default 4)")
+    p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size,
+                   help=f"measurements per flow pass (default {EvalConfig.batch_size}, eval.batch_size)")
+    p.add_argument("--chunk", type=int, default=EvalConfig.chunk,
+                   help=f"draws per flow pass (memory bound; default {EvalConfig.chunk}, eval.chunk)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the draws (default 0; a benchmark's evaluation draws with its seed + eval.seed_offset, "
+                        "7 by default)")
     p.add_argument("--out", required=True, type=Path, metavar="FILE.nc", help="output NetCDF file")
     p.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="figure of the first measurement")
     add_geometry_arguments(p, required=False)
@@ -79,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         keep = torch.arange(min(args.first, y.shape[0]))
         y, op, x = y[keep], op.select(keep), None if x is None else x[keep]
     g = torch.Generator(device).manual_seed(args.seed)
-    out = sample_posterior(posterior, y, op, args.n, draws=args.draws, chunk=args.chunk, generator=g)
+    out = sample_posterior(posterior, y, op, args.n, draws=args.draws, batch_size=args.batch_size, chunk=args.chunk,
+                           generator=g)
     mask = op.mask.expand(y.shape[0], -1) if hasattr(op, "mask") and op.mask.ndim else None
     ds = posterior_dataset(geometry, out.mean, out.std, out.draws, y=y, mask=mask,
                            attrs={"posterior": str(args.posterior), "measurements": str(args.measurements),

@@ -195,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     x, y, op = m.x.to(device), m.y.to(device), m.operator.to(device)
     g = torch.Generator(device).manual_seed(config.seed + config.eval.seed_offset)
     scores, _ = score_posterior(posterior, x, y, op, n_posterior=config.eval.n_posterior,
-                                batch_size=config.eval.batch_size, generator=g, image_shape=workload.image_shape,
+                                batch_size=config.eval.batch_size, chunk=config.eval.chunk, generator=g,
+                                image_shape=workload.image_shape,
                                 data_range=workload.data_range, groups=m.groups,
                                 observed=op.mask.expand(x.shape[0], -1) if isinstance(op, Inpainting) else None)
     report = {"evaluation": name, "measurements": int(x.shape[0]), "psnr_n1": scores["aps_n1"].psnr,

@@ -12,11 +12,13 @@ from ._overrides import add_config_arguments as add_config_arguments
 from ._overrides import add_shortcuts as add_shortcuts
 from ._overrides import apply_overrides as apply_overrides
 from ._overrides import build_config as build_config
+from ._overrides import command_from_args as command_from_args
 from ._overrides import config_from_args as config_from_args
 from ._overrides import config_from_dict as config_from_dict
 from ._overrides import describe_settings as describe_settings
 from ._overrides import flatten as flatten
 from ._overrides import load_config_file as load_config_file
+from ._overrides import overrides_from_args as overrides_from_args
 from ._overrides import parse_assignments as parse_assignments
 from ._schema import PROFILES as PROFILES
 from ._schema import SECTIONS as SECTIONS
@@ -46,6 +48,7 @@ __all__ = [
     "apply_overrides",
     "build_config",
     "check_same_run",
+    "command_from_args",
     "config_from_args",
     "config_from_dict",
     "describe_settings",
@@ -53,6 +56,7 @@ __all__ = [
     "from_legacy_profile",
     "get_profile",
     "load_config_file",
+    "overrides_from_args",
     "parse_assignments",
     "read_config",
     "write_config",

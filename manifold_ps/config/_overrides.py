@@ -12,7 +12,7 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,8 @@ from typing import Any, Literal
 from ._schema import PROFILES, SECTIONS, Config, get_profile
 
 __all__ = ["apply_overrides", "parse_assignments", "load_config_file", "build_config", "config_from_dict",
-           "flatten", "describe_settings", "add_config_arguments", "add_shortcuts", "config_from_args"]
+           "flatten", "describe_settings", "add_config_arguments", "add_shortcuts", "config_from_args",
+           "overrides_from_args", "command_from_args"]
 
 _TOP = ("profile", "seed")
 
@@ -37,9 +38,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
             return None
         return _coerce(key, value, args[0])
-    if origin is tuple:  # tuple[float, ...]: a TOML list or "a,b,c"
+    if origin is tuple:  # tuple[float, ...]: a TOML list, "a,b,c" or one number
         item = typing.get_args(hint)[0]
         items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, (int, float)) and not isinstance(items, bool):
+            items = (items,)
         if not isinstance(items, (list, tuple)) or not items:
             raise ValueError(f"{key}: {value!r} is not a non-empty list")
         return tuple(_coerce(key, v, item) for v in items)
@@ -240,6 +243,27 @@ def config_from_args(args: argparse.Namespace, flags: Mapping[str, str] = (),
         flags: Convenience option dest -> the ``section.field`` it sets (when given).
         defaults: Per-script ``{"section.field": value}`` applied over the profile, before the file.
     """
+    return build_config(args.profile, file=args.config, overrides=overrides_from_args(args, flags), defaults=defaults)
+
+
+def overrides_from_args(args: argparse.Namespace, flags: Mapping[str, str] = ()) -> dict[str, str]:
+    """The ``{"section.field": value}`` overrides that parsed arguments give (the convenience
+    ``flags``, then the ``--set`` ones), as written on the command line."""
     from_flags = {key: getattr(args, dest) for dest, key in dict(flags).items() if getattr(args, dest) is not None}
-    overrides = {**from_flags, **parse_assignments(args.overrides)}
-    return build_config(args.profile, file=args.config, overrides=overrides, defaults=defaults)
+    return {**from_flags, **parse_assignments(args.overrides)}
+
+
+def command_from_args(program: Sequence[str], args: argparse.Namespace, flags: Mapping[str, str] = ()) -> list[str]:
+    """A command line that gives the same configuration as parsed arguments: ``program``, then
+    ``--profile``, ``--config`` and one ``--set`` per override (flags written as ``--set``).
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_config_arguments(parser)
+        >>> flags = add_shortcuts(parser, {"--seed": "seed"})
+        >>> command_from_args(["run.py"], parser.parse_args(["--seed", "3", "--set", "flow.lr=0.1"]), flags)
+        ['run.py', '--profile', 'cpu', '--set', 'seed=3', '--set', 'flow.lr=0.1']
+    """
+    config = [] if args.config is None else ["--config", str(args.config)]
+    sets = [a for key, value in overrides_from_args(args, flags).items() for a in ("--set", f"{key}={value}")]
+    return [*program, "--profile", args.profile, *config, *sets]

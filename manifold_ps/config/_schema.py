@@ -29,9 +29,11 @@ class _Training:
         grad_clip: Gradient-norm clip (``None``: none).
         amp: Mixed precision on CUDA.
         train_size: Training signals (prior) or measurements (flow) used (``None``: the whole split).
-        minutes: Wall-clock cap (``None``: none); the run stops at the cap with a checkpoint, and
-            a rerun continues. The flow's is for all flows of a workload together, split over its
-            tasks by their ``flow_share``.
+        minutes: Wall-clock cap (``None``: none); the run stops at the cap with a checkpoint and
+            its result, which a rerun loads. The flow's is for all flows of a workload together,
+            split over its tasks by their ``flow_share``. The step it stopped at is recorded
+            (``complete`` in the stage's folder, ``config.training`` in ``results.json``); a rerun
+            with that ``stop_step`` and no cap repeats the run exactly.
         checkpoint_every: Steps between checkpoints; ``None``: ``min(cap, train_steps)`` with the
             cap 500 for the prior, 250 for the flow.
     """
@@ -78,6 +80,10 @@ class PriorConfig(_Training):
             EDM's small noise levels on a CPU budget); ``"edm"`` is the paper profile's.
         geometry_channels: Laplacian eigenvectors fed to the denoiser as extra input channels.
         train_steps: Optimizer steps (the length of the learning-rate schedule).
+        stop_step: Stop after this many optimizer steps although the learning-rate schedule
+            spans ``train_steps`` (``None``: at ``train_steps``): how a run that the ``minutes``
+            cap stopped is repeated exactly. It only limits a run, as ``minutes`` does: a rerun
+            into the same folder may change it (a larger one continues the run).
         batch_size: Global batch size.
         spike_guard: Skip a step whose loss exceeds this multiple of the running loss (``None``: never).
         log_every: Steps between logged losses.
@@ -88,9 +94,14 @@ class PriorConfig(_Training):
     parameterization: Literal["edm", "x0", "eps", "wiener"] = "wiener"
     geometry_channels: int = 0
     train_steps: int = 2400
+    stop_step: int | None = None
     batch_size: int = 16
     spike_guard: float | None = None
     log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.stop_step is not None and self.stop_step < 1:
+            raise ValueError(f"prior.stop_step must be >= 1 or none, got {self.stop_step}")
 
     def resolved(self) -> PriorConfig:
         """A copy with every derived field (``None`` above) filled in."""
@@ -103,7 +114,7 @@ class PriorConfig(_Training):
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`manifold_ps.priors.train_prior` (resolved)."""
-        return {"steps": self.train_steps, **self._trainer_kwargs()}
+        return {"steps": self.train_steps, "stop_step": self.stop_step, **self._trainer_kwargs()}
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,9 @@ class FlowConfig(_Training):
         init_scale: Initial scale of the flow's base noise around the reconstruction (with
             ``base="gaussian"`` the base sets the scale and the flow starts at 1, the identity).
         train_steps: Optimizer steps (the length of the learning-rate schedule).
+        stop_step: As ``prior.stop_step``, for each flow: one step for every flow, or one per task
+            of the workload, in its order (``--set flow.stop_step=812,790``); see
+            :meth:`stop_step_of`.
         batch_size: Measurements per step (at most the training measurements).
         n_z: Flow draws per measurement per step.
         n_time: ELBO time draws per flow sample.
@@ -155,6 +169,7 @@ class FlowConfig(_Training):
     geometry_features: int = 8
     init_scale: float = 0.1
     train_steps: int = 3000
+    stop_step: tuple[int, ...] | None = None
     batch_size: int = 16
     n_z: int = 2
     n_time: int = 1
@@ -175,6 +190,29 @@ class FlowConfig(_Training):
             raise ValueError("flow.decoder_noise draws the Gaussian's denoising error: it needs flow.base='gaussian'")
         if self.base_rank < 1:
             raise ValueError(f"flow.base_rank must be >= 1, got {self.base_rank}")
+        if self.stop_step is not None and (not self.stop_step or min(self.stop_step) < 1):
+            raise ValueError(f"flow.stop_step must be steps >= 1 (one, or one per task) or none, got {self.stop_step}")
+
+    def stop_step_of(self, task: int | None, tasks: int) -> int | None:
+        """The ``stop_step`` of the flow of task number ``task`` of a workload with ``tasks`` tasks
+        (``None`` for a task outside the workload's list: then only a single value applies).
+
+        Raises:
+            ValueError: when the number of values is neither 1 nor ``tasks`` (naming both).
+
+        Example:
+            >>> FlowConfig(stop_step=(812, 790)).stop_step_of(1, 2), FlowConfig(stop_step=(5,)).stop_step_of(1, 2)
+            (790, 5)
+        """
+        if self.stop_step is None:
+            return None
+        if len(self.stop_step) == 1:
+            return self.stop_step[0]
+        if task is None or len(self.stop_step) != tasks:
+            raise ValueError(f"flow.stop_step has {len(self.stop_step)} values {list(self.stop_step)}, but this run "
+                             f"trains {'a flow outside the workload' if task is None else f'{tasks} flows'}: give one "
+                             "value, or one per task of the workload in its order")
+        return self.stop_step[task]
 
     def resolved(self) -> FlowConfig:
         """A copy with every derived field (``None`` above) filled in."""
@@ -187,11 +225,12 @@ class FlowConfig(_Training):
                 "context_channels": self.context_channels, "encoder_hidden": self.encoder_hidden,
                 "init_scale": 1.0 if self.base == "gaussian" else self.init_scale}
 
-    def trainer_kwargs(self, num_measurements: int) -> dict[str, Any]:
+    def trainer_kwargs(self, num_measurements: int, *, task: int | None = 0, tasks: int = 1) -> dict[str, Any]:
         """Keyword arguments of :func:`~manifold_ps.flows.train_amortized` (resolved) for
-        ``num_measurements`` training measurements."""
+        ``num_measurements`` training measurements, for the flow of task ``task`` of ``tasks``."""
         return {**self._trainer_kwargs(), "batch_size": min(self.batch_size, num_measurements),
-                "max_steps": self.train_steps, "n_z": self.n_z, "n_time": self.n_time, "t_min": self.t_min}
+                "max_steps": self.train_steps, "stop_step": self.stop_step_of(task, tasks), "n_z": self.n_z,
+                "n_time": self.n_time, "t_min": self.t_min}
 
 
 @dataclass(frozen=True)
@@ -200,8 +239,13 @@ class EvalConfig:
 
     Attributes:
         n_eval: Measurements evaluated per protocol (and held out from the flow's training set).
-        n_posterior: Samples for the posterior mean (the paper's N = 128).
+        n_posterior: Samples for the posterior mean (the paper's N = 128); the first of them is the
+            one-draw (N = 1) estimate.
         batch_size: Measurements per sampler call.
+        chunk: Draws per call of the amortized sampler (bounds its memory; ``None``: all
+            ``n_posterior`` at once). With ``batch_size`` and the seed it fixes which draws a
+            measurement gets: :func:`manifold_ps.api.sample_posterior` and ``manifold-ps sample``
+            default to these values, so they draw what the benchmarks draw.
         baseline_eval: Measurements evaluated for the slow baselines (``None``: ``n_eval``).
         dps_nfe: DPS / MCG steps, each one network evaluation.
         dps_zeta: DPS / MCG step size (per-sample residual-norm convention); ``None``: the
@@ -228,6 +272,7 @@ class EvalConfig:
     n_eval: int = 64
     n_posterior: int = 128
     batch_size: int = 64
+    chunk: int | None = 64
     baseline_eval: int | None = None
     dps_nfe: int = 1000
     dps_zeta: float | None = None
@@ -241,6 +286,10 @@ class EvalConfig:
     tune_reddiff_lrs: tuple[float, ...] = (0.01, 0.03, 0.1)
     tune_reddiff_lambdas: tuple[float, ...] = (0.5, 2.0, 8.0)
     tune_smoothings: tuple[float, ...] = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.chunk is not None and self.chunk < 1:
+            raise ValueError(f"eval.chunk must be >= 1 or none, got {self.chunk}")
 
     def resolved(self) -> EvalConfig:
         return self

@@ -13,9 +13,9 @@ from ._overrides import flatten
 
 __all__ = ["OBSERVE_ONLY", "MAY_GROW", "write_config", "read_config", "check_same_run"]
 
-OBSERVE_ONLY = frozenset({"profile", "prior.minutes", "prior.log_every", "prior.checkpoint_every", "flow.minutes",
-                          "flow.log_every", "flow.checkpoint_every"})
-"""Fields that only observe or budget a run: a rerun may change them."""
+OBSERVE_ONLY = frozenset({"profile", "prior.minutes", "prior.stop_step", "prior.log_every", "prior.checkpoint_every",
+                          "flow.minutes", "flow.stop_step", "flow.log_every", "flow.checkpoint_every"})
+"""Fields that only observe or budget a run (where it stops, how it logs): a rerun may change them."""
 
 MAY_GROW = {"prior.train_steps": ("prior.warmup_steps", "prior.ema_decay"),
             "flow.train_steps": ("flow.warmup_steps", "flow.ema_decay")}

@@ -59,7 +59,11 @@ class Trainer:
             (indexed together). It stays where it is; batches are moved to ``device``.
         out_dir: Folder of ``checkpoint.pt`` and TensorBoard logs; ``None`` keeps nothing.
         batch_size: Global batch size (divided among DDP ranks).
-        max_steps: Total number of optimizer steps (including those of a resumed run).
+        max_steps: Total number of optimizer steps (including those of a resumed run); the
+            learning-rate schedule spans them.
+        stop_step: Stop after this many steps although the schedule spans ``max_steps``
+            (``None``: at ``max_steps``): repeats exactly a run that a wall-clock budget stopped
+            there. A checkpoint past it is refused.
         lr: Peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         betas: AdamW betas.
@@ -114,6 +118,7 @@ class Trainer:
         batch_size: int,
         max_steps: int,
         lr: float,
+        stop_step: int | None = None,
         weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 0,
@@ -138,6 +143,8 @@ class Trainer:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if batch_size > self._num_items:
             raise ValueError(f"batch_size={batch_size} exceeds the {self._num_items} items of data")
+        if stop_step is not None and int(stop_step) < 1:
+            raise ValueError(f"stop_step must be >= 1 or None, got {stop_step}")
         if lr <= 0 or not math.isfinite(lr):
             raise ValueError(f"lr must be positive, got {lr}")
         if warmup_steps < 0:
@@ -164,6 +171,7 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.batch_size = int(batch_size)
         self.max_steps = int(max_steps)
+        self.stop_step = None if stop_step is None else int(stop_step)
         self.grad_clip = grad_clip
         self.ema_decay = ema_decay
         self.checkpoint_every = int(checkpoint_every)
@@ -211,12 +219,18 @@ class Trainer:
 
     # -- public ---------------------------------------------------------------------------------
     @property
+    def end_step(self) -> int:
+        """The step training stops at: ``stop_step`` when it is set (and earlier), else ``max_steps``."""
+        return self.max_steps if self.stop_step is None else min(self.max_steps, self.stop_step)
+
+    @property
     def checkpoint_path(self) -> Path | None:
         """``out_dir/checkpoint.pt`` (``None`` without an ``out_dir``)."""
         return self.out_dir / "checkpoint.pt" if self.out_dir is not None else None
 
     def fit(self, callback: Callable[[Trainer, int, dict[str, float]], bool | None] | None = None) -> dict[str, list[float]]:
-        """Train up to ``max_steps``, resuming from ``out_dir/checkpoint.pt`` when it exists.
+        """Train up to ``max_steps`` (or ``stop_step``), resuming from ``out_dir/checkpoint.pt``
+        when it exists.
 
         Args:
             callback: Called after every step as ``callback(trainer, step, logs)``; returning
@@ -230,22 +244,27 @@ class Trainer:
         path = self.checkpoint_path
         if path is not None and path.is_file():
             self.load_state(load_checkpoint(path, fingerprint=None, map_location=self.device))
+            if self.stop_step is not None and self.step > self.stop_step:
+                raise ValueError(f"checkpoint {path} is at step {self.step}, past stop_step={self.stop_step}: "
+                                 "it cannot be trained back; use another out_dir, or delete it to start again")
             if self.dist.is_main:
-                print(f"resuming from step {self.step} of {self.max_steps} ({path})", file=sys.stderr, flush=True)
+                stop = f", stopping at {self.end_step}" if self.end_step < self.max_steps else ""
+                print(f"resuming from step {self.step} of {self.max_steps}{stop} ({path})", file=sys.stderr, flush=True)
+        end = self.end_step
         writer = self._open_writer()
-        bar = tqdm(total=self.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
+        bar = tqdm(total=end, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (self.progress and self.dist.is_main), leave=False)
         sums: dict[str, float] = {}
         count = 0
         tic = time.perf_counter()
         try:
-            while self.step < self.max_steps:
+            while self.step < end:
                 logs = self._train_step()
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
                 bar.update(1)
-                if self.step % self.log_every == 0 or self.step == self.max_steps:
+                if self.step % self.log_every == 0 or self.step == end:
                     toc = time.perf_counter()
                     record = {key: value / count for key, value in sums.items()}
                     record["samples_per_s"] = count * self.batch_size / max(toc - tic, 1e-9)
@@ -254,7 +273,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{record['loss']:.4g}", samples_s=f"{record['samples_per_s']:.0f}")
                     sums, count, tic = {}, 0, time.perf_counter()
                 stop = bool(callback(self, self.step, logs)) if callback is not None else False
-                if self.step % self.checkpoint_every == 0 or self.step == self.max_steps or stop:
+                if self.step % self.checkpoint_every == 0 or self.step == end or stop:
                     self.save_checkpoint()
                 if stop:
                     break
