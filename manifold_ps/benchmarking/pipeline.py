@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -37,9 +37,12 @@ from .reproduce import steps_done, training_record
 from .results import BenchmarkResults, MethodResult, calibration_curves, environment_versions, write_results
 from .workloads import Task, Workload
 
-__all__ = ["run_workload", "stage_prior", "stage_measurements", "stage_flow", "build_baselines", "tune_smoothing",
-           "score_posterior", "prior_record", "flow_record", "stage_gaussian", "stage_tuning",
-           "validation_measurements", "CALIBRATION_FIGURE"]
+if TYPE_CHECKING:
+    from ..baselines import GaussianPosterior
+
+__all__ = ["run_workload", "stage_prior", "stage_measurements", "new_flow", "stage_flow", "build_baselines",
+           "tune_smoothing", "score_posterior", "score_gaussian", "prior_record", "flow_record", "stage_gaussian",
+           "stage_tuning", "validation_measurements", "CALIBRATION_FIGURE"]
 
 
 def _log(msg: str) -> None:
@@ -247,6 +250,22 @@ def _new_posterior(workload: Workload, task: Task, config: Config, prior: Diffus
     return posterior.attach_prior(prior) if config.flow.decode else posterior
 
 
+def new_flow(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured, out: Path, *,
+             device: torch.device) -> AmortizedPosterior:
+    """The task's sampler before its first training step, as :func:`stage_flow` starts from it.
+
+    With ``flow.base = "gaussian"`` it draws the exact Gaussian posterior over ``u = x_{t_min}``
+    (the Gaussian of ``out/gaussian``, fitted if missing) decoded by ``prior``: the couplings
+    start at the identity and the ActNorm layers are only initialised by training.
+    The initial weights come from the global generator, seeded here with ``config.seed`` (as
+    :func:`stage_prior` does for the prior's), so the same flow comes out whatever ran before.
+    """
+    gaussian = stage_gaussian(workload, config, out, device=device) if config.flow.base == "gaussian" else None
+    torch.manual_seed(config.seed)
+    record = flow_record(workload, task, config)
+    return _new_posterior(workload, task, config, prior, train, record, gaussian).to(device)
+
+
 def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured, out: Path,
                *, device: torch.device, progress: bool,
                observer: Callable[[Any, int, dict[str, float]], float | None] | None = None,
@@ -274,11 +293,7 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
         if posterior.decode is not None:
             posterior.attach_prior(prior)
         return posterior.to(device).eval()
-    gaussian = stage_gaussian(workload, config, out, device=device) if config.flow.base == "gaussian" else None
-    # the flow's initial weights come from the global generator: seed it, as stage_prior does for
-    # the prior's, so the stage gives the same flow whatever ran before it in the process
-    torch.manual_seed(config.seed)
-    posterior = _new_posterior(workload, task, config, prior, train, record, gaussian).to(device)
+    posterior = new_flow(workload, task, config, prior, train, out, device=device)
     data = prepare_data(posterior, train.y.to(device), train.operator.to(device))
     flow = config.flow
     _log(f"{task.name}: distilling into a {flow.layers}-layer flow "
@@ -320,7 +335,8 @@ def _evaluate_set(workload: Workload, config: Config, posterior: AmortizedPoster
         if name in SLOW_BASELINES and not slow:
             continue
         if name == "gaussian":
-            scores, outputs[name] = _score_gaussian(sampler, x, y, op, config, g, score)
+            scores, outputs[name] = score_gaussian(sampler, x, y, op, n_posterior=config.eval.n_posterior,
+                                                   batch_size=config.eval.batch_size, generator=g, **score)
             results.update(scores)
             continue
         n = n_base if name in SLOW_BASELINES else x.shape[0]
@@ -338,19 +354,34 @@ def _evaluate_set(workload: Workload, config: Config, posterior: AmortizedPoster
     return results
 
 
-def _score_gaussian(sampler: Any, x: Tensor, y: Tensor, op: Operator, config: Config, g: torch.Generator,
-                    score: dict[str, Any]) -> tuple[dict[str, MethodResult], SamplerOutput]:
-    """``gaussian_draw`` (one exact draw) and ``gaussian_mean`` (the closed-form mean, with the
-    exact std; its calibration curve from ``n_posterior`` draws, like every sampler's, and from
-    the exact normal intervals of the closed-form mean and std, ``coverage<P>_exact``)."""
+def score_gaussian(sampler: GaussianPosterior, x: Tensor, y: Tensor, operator: Operator, *, n_posterior: int,
+                   batch_size: int, generator: torch.Generator, image_shape: tuple[int, int] | None = None,
+                   data_range: tuple[float, float] | None = None, groups: Tensor | None = None,
+                   observed: Tensor | None = None) -> tuple[dict[str, MethodResult], SamplerOutput]:
+    """Score the exact Gaussian posterior as the benchmarks report it: ``"gaussian_draw"`` (one
+    exact draw per measurement) and ``"gaussian_mean"`` (the closed-form mean, with the exact std;
+    its calibration curve from ``n_posterior`` draws, like every sampler's, and from the exact
+    normal intervals of the closed-form mean and std, ``coverage<P>_exact``).
+
+    Args:
+        sampler: The Gaussian posterior.
+        x, y, operator: Clean signals ``(B, C, V)``, their measurements and operator.
+        n_posterior: Draws for the calibration curve (the first is the one-draw estimate).
+        batch_size: Measurements per call.
+        generator: Seeds the draws.
+        image_shape, data_range, groups, observed: As for :func:`score_posterior`.
+
+    Returns:
+        ``({"gaussian_draw": ..., "gaussian_mean": ...}, output of the draws with the exact mean and std)``.
+    """
     _log(f"  gaussian posterior on {x.shape[0]} measurements")
-    batch = config.eval.batch_size
-    many = run_sampler(sampler, y, op, n=config.eval.n_posterior, batch_size=batch, keep=config.eval.n_posterior,
-                       generator=g)
+    score = dict(image_shape=image_shape, data_range=data_range, groups=groups, observed=observed)
+    many = run_sampler(sampler, y, operator, n=n_posterior, batch_size=batch_size, keep=n_posterior,
+                       generator=generator)
     means, stds, seconds = [], [], 0.0
-    for start in range(0, y.shape[0], batch):
-        idx = torch.arange(start, min(start + batch, y.shape[0]))
-        mean, std = sampler.posterior_mean_std(y[idx.to(y.device)], op.select(idx))
+    for start in range(0, y.shape[0], batch_size):
+        idx = torch.arange(start, min(start + batch_size, y.shape[0]))
+        mean, std = sampler.posterior_mean_std(y[idx.to(y.device)], operator.select(idx))
         means.append(mean)
         stds.append(std)
         seconds += sampler.last_seconds
