@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from ..baselines import GaussianPosterior
 
 __all__ = ["run_workload", "stage_prior", "stage_measurements", "new_flow", "stage_flow", "build_baselines",
-           "tune_smoothing", "score_posterior", "score_gaussian", "prior_record", "flow_record", "stage_gaussian",
-           "stage_tuning", "validation_measurements", "CALIBRATION_FIGURE"]
+           "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "prior_record", "flow_record",
+           "stage_gaussian", "stage_tuning", "validation_measurements", "Measured", "CALIBRATION_FIGURE"]
 
 
 def _log(msg: str) -> None:
@@ -316,6 +316,21 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
 
 
 # -- stage 4: evaluation ---------------------------------------------------------------------------------
+def score_arguments(workload: Workload, m: Measured, operator: Operator | None = None) -> dict[str, Any]:
+    """The keywords of :func:`score_posterior` / :func:`score_gaussian` / ``score_estimate`` with
+    which the benchmark scores every method on the measurements ``m``: the grid shape, the
+    guaranteed data range, the field of each measurement, and the observed vertices of a mask.
+
+    Args:
+        workload: The workload.
+        m: The evaluated measurements.
+        operator: ``m.operator`` moved to the scoring device (default: ``m.operator``).
+    """
+    op = m.operator if operator is None else operator
+    return {"image_shape": workload.image_shape, "data_range": workload.data_range, "groups": m.groups,
+            "observed": op.mask.expand(m.x.shape[0], -1) if isinstance(op, Inpainting) else None}
+
+
 def _evaluate_set(workload: Workload, config: Config, posterior: AmortizedPosterior,
                   baselines: dict[str, PosteriorSampler], m: Measured, *, device: torch.device, slow: bool,
                   figures: Path | None) -> dict[str, MethodResult]:
@@ -323,8 +338,7 @@ def _evaluate_set(workload: Workload, config: Config, posterior: AmortizedPoster
     x, y, op = m.x.to(device), m.y.to(device), m.operator.to(device)
     results: dict[str, MethodResult] = {}
     outputs: dict[str, Any] = {}
-    score = dict(image_shape=workload.image_shape, data_range=workload.data_range, groups=m.groups,
-                 observed=op.mask.expand(x.shape[0], -1) if isinstance(op, Inpainting) else None)
+    score = score_arguments(workload, m, op)
 
     flow_scores, outputs["aps"] = score_posterior(posterior, x, y, op, n_posterior=config.eval.n_posterior,
                                                   batch_size=config.eval.batch_size, chunk=config.eval.chunk,
