@@ -1,21 +1,47 @@
-"""Ablation of the amortized flow's training (issue 8): one row per lever, on bunny-MNIST
-inpainting or sphere temperature imputation.
+"""Ablation of the one-step sampler (issue 16): one row per lever, on bunny-MNIST inpainting or
+sphere temperature imputation, every row scored exactly as the benchmark scores its flow.
 
-Every row distils the *same* prior (``runs/<script>/prior``, trained by the benchmark if
-missing) into a fresh flow under the same wall-clock budget, on the benchmark's own training
-measurements, and is scored on its held-out measurements (held-out protocol) against harmonic
-interpolation (and its Tikhonov-smoothed variant, weight tuned on truth). Rows resume from
-``--out/<row>-s<seed>`` like the benchmarks; a finished row is only re-scored.
+Every row distils the same prior (``<base-out>/prior``, the benchmark's, trained if missing) into
+a fresh flow on the benchmark's training measurements, under the same wall-clock budget
+(``--minutes``) with a cosine schedule of ``--train-steps`` steps (a slower row is cut by the
+cap: its steps say where). It is scored on the benchmark's held-out measurements
+(``<base-out>/<task>/measurements.pt``) by :func:`~manifold_ps.benchmarking.pipeline.score_posterior`
+with the benchmark's keywords: one draw and the mean of ``eval.n_posterior`` draws (projected onto
+the data range where one is guaranteed, 95% bootstrap intervals), the posterior std on missing and
+observed vertices, and the coverage of central intervals (50/80/90/95%, all and missing vertices).
+The same table holds, on the same measurements: the exact Gaussian posterior (mean and one draw),
+harmonic interpolation, Tikhonov with its weight chosen on validation measurements (the
+benchmark's ``tuning.json`` when present), DPS (from the benchmark's ``results.json`` when it ran
+on these measurements, else run here on the first ``--dps-measurements``) and the benchmark's own
+flow. The rows (:data:`ROWS`; ``--rows`` picks some):
 
-    python benchmarks/flow_ablation.py                                  # every row, seed 0
-    python benchmarks/flow_ablation.py --rows tmin-0.01 --seeds 0 1 2   # the spread over seeds
-    python benchmarks/flow_ablation.py --rows tmin-0.01 --minutes 15 --curve-every 100
-    python benchmarks/flow_ablation.py --workload era5-imputation --rows tmin-0.02-anneal tmin-0.005-anneal \\
-        --minutes 6.7 --train-steps 380 --dps-measurements 8
+- ``paper``: the paper's method, the flow's output is the sample (fill base, no decoding);
+- ``decode``: the same base, the output decoded by the prior's denoiser at t_min;
+- ``gaussian-step0``: the Gaussian posterior over ``u = x_{t_min}`` as base, decoded, untrained;
+- ``gaussian``: that sampler trained; ``gaussian-noise``: plus the decoder noise;
+- ``gaussian-tmin0.005`` / ``gaussian-tmin0.05``: the t_min trade; ``gaussian-ntime4``: four
+  ELBO time draws per sample.
 
-``--curve-every k`` scores the EMA flow every ``k`` steps (32 samples per measurement; the
-scoring time is excluded from the training minutes) and records PSNR against training time.
-Results go to ``--out/ablation.json`` and ``--out/ablation.md`` (one row per lever and seed).
+Rows resume from ``<out>/<row>-s<seed>`` (a finished row is only re-scored), and the report is
+rewritten after each row:
+
+    python benchmarks/flow_ablation.py                                   # bunny-MNIST, every row, seed 0
+    python benchmarks/flow_ablation.py --workload era5-imputation        # the sphere
+    python benchmarks/flow_ablation.py --rows gaussian --seeds 0 1 2     # the spread over seeds
+    python benchmarks/flow_ablation.py --rows gaussian --curve-every 50  # PSNR against training minutes
+    python benchmarks/flow_ablation.py --table-only --commit             # rewrite the report, copy it
+    python benchmarks/flow_ablation.py --profile smoke --minutes 0.05 --rows paper gaussian-step0 gaussian \\
+        --dps-measurements 2 --base-out /tmp/abl/bench --out /tmp/abl/out     # end to end in ~2 minutes
+
+``--curve-every k`` scores the EMA flow every ``k`` steps (32 draws per measurement; the scoring
+time is not counted in the training minutes) and plots PSNR against training time.
+
+The report is ``<out>/<stem>.json`` (rows and references with every score), ``<out>/<stem>.md``
+(the table), ``<out>/figures/<stem>-calibration.png`` (nominal against empirical coverage of
+every row and the Gaussian posterior) and, with curves, ``<out>/<stem>.png``, where ``<stem>`` is
+``flow_ablation-<script>-<profile>``. ``--commit`` copies them into ``benchmarks/results/`` (or a
+given folder) with that layout, which the documentation's results page renders, calibration plot
+included.
 """
 
 import os
@@ -25,320 +51,583 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
+import shutil
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from manifold_ps.baselines import DPS, GaussianPosterior, HarmonicInterpolation
+from manifold_ps.benchmarking import calibration_curves
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
-from manifold_ps.benchmarking.pipeline import stage_flow, stage_gaussian, stage_measurements, stage_prior, tune_smoothing
-from manifold_ps.benchmarking.workloads import WORKLOADS
+from manifold_ps.benchmarking.pipeline import (Measured, build_baselines, flow_record, new_flow, score_arguments,
+                                               score_gaussian, score_posterior, stage_flow, stage_gaussian,
+                                               stage_measurements, stage_prior, tune_smoothing,
+                                               validation_measurements)
+from manifold_ps.benchmarking.workloads import WORKLOADS, Task, Workload
 from manifold_ps.config import (Config, add_config_arguments, apply_overrides, config_from_args, from_legacy_profile,
-                                get_profile)
+                                write_config)
+from manifold_ps.flows import AmortizedPosterior
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+"""Where ``--commit`` copies the report (the committed results the docs render)."""
 
 ABLATED = ("bunny-mnist", "era5-imputation")
 """The workloads this script runs on (their first task is ablated)."""
 
-ROWS: dict[str, tuple[str, dict[str, Any]]] = {
-    "tmin-0.03": ("ELBO cutoff t_min = 0.03 (sigma 0.11: the first CPU profile); 3000-step schedule cut by the cap",
-                  {"flow.t_min": 0.03, "flow.train_steps": 3000}),
-    "tmin-0.01": ("ELBO cutoff t_min = 0.01 (sigma 0.045); 3000-step schedule cut by the cap",
-                  {"flow.t_min": 0.01, "flow.train_steps": 3000}),
-    "tmin-0.003": ("ELBO cutoff t_min = 0.003 (sigma 0.017); 3000-step schedule cut by the cap",
-                   {"flow.t_min": 0.003, "flow.train_steps": 3000}),
-    "tmin-0.03-anneal": ("t_min = 0.03, cosine schedule sized to end within the budget (360 steps)",
-                         {"flow.t_min": 0.03, "flow.train_steps": 360}),
-    "tmin-0.01-anneal": ("t_min = 0.01, cosine schedule sized to end within the budget (360 steps)",
-                         {"flow.t_min": 0.01, "flow.train_steps": 360}),
-    "tmin-0.02-anneal": ("t_min = 0.02 (sigma 0.077), cosine schedule sized to the budget (450 steps)",
-                         {"flow.t_min": 0.02, "flow.train_steps": 450}),
-    "tmin-0.005-anneal": ("t_min = 0.005 (sigma 0.025), cosine schedule sized to the budget (450 steps)",
-                          {"flow.t_min": 0.005, "flow.train_steps": 450}),
-    "tmin-0.002-anneal": ("t_min = 0.002 (sigma 0.013), cosine schedule sized to the budget (450 steps)",
-                          {"flow.t_min": 0.002, "flow.train_steps": 450}),
-    # further levers on top of the kept configuration (t_min 0.02, 450 annealed steps)
-    "ntime2": ("tmin-0.02-anneal with two ELBO time draws per sample",
-               {"flow.t_min": 0.02, "flow.train_steps": 450, "flow.n_time": 2}),
-    "nz4": ("tmin-0.02-anneal with four flow draws per measurement (batch 8)",
-            {"flow.t_min": 0.02, "flow.train_steps": 450, "flow.n_z": 4, "flow.batch_size": 8}),
-    "wide": ("tmin-0.02-anneal with coupling width 64, patch 8",
-             {"flow.t_min": 0.02, "flow.train_steps": 450, "flow.hidden": 64, "flow.patch": 8}),
+REFERENCES_VERSION = 2
+"""Bumped when the cached ``references.json`` no longer fits the table."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One lever: what it changes (for the table) and its ``section.field`` overrides on top of
+    the configuration (``--profile`` / ``--config`` / ``--set``); ``trained=False`` scores the
+    sampler as :func:`~manifold_ps.benchmarking.pipeline.new_flow` builds it, before any step."""
+
+    description: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    trained: bool = True
+
+
+_PAPER = {"flow.base": "fill", "flow.decode": False, "flow.decoder_noise": False, "flow.t_min": 0.02,
+          "flow.n_time": 1}
+_GAUSSIAN = {**_PAPER, "flow.base": "gaussian", "flow.decode": True}
+
+ROWS: dict[str, Row] = {
+    "paper": Row("the paper's method: the flow's output is the sample, around the task's fill; ELBO of a clean "
+                 "signal, t_min 0.02", _PAPER),
+    "decode": Row("fill base, the output `u` decoded by the prior's denoiser `D(u, t_min)`; ELBO of the t_min "
+                  "marginal, t_min 0.02", {**_PAPER, "flow.decode": True}),
+    "gaussian-step0": Row("base: the exact Gaussian posterior over `u = x_{t_min}`, decoded; **untrained** "
+                          "(the sampler's own starting point), t_min 0.02", _GAUSSIAN, trained=False),
+    "gaussian": Row("Gaussian-posterior base, decoded, trained; t_min 0.02", _GAUSSIAN),
+    "gaussian-noise": Row("gaussian, plus decoder noise (the Gaussian's denoising error at t_min)",
+                          {**_GAUSSIAN, "flow.decoder_noise": True}),
+    "gaussian-tmin0.005": Row("gaussian at t_min 0.005 (less contraction, a noisier ELBO)",
+                              {**_GAUSSIAN, "flow.t_min": 0.005}),
+    "gaussian-tmin0.05": Row("gaussian at t_min 0.05 (a steadier ELBO, draws contracted toward the mean)",
+                             {**_GAUSSIAN, "flow.t_min": 0.05}),
+    "gaussian-ntime4": Row("gaussian with four ELBO time draws per sample (`flow.n_time = 4`)",
+                           {**_GAUSSIAN, "flow.n_time": 4}),
 }
-"""Row name -> (what it changes, ``section.field`` overrides on top of the configuration: the cpu profile
-unless ``--profile`` / ``--config`` / ``--set`` say otherwise)."""
+"""Row name -> :class:`Row`. Every row sets each lever, so a change of the profile's flow defaults
+changes no row."""
 
 
-def _score(posterior, y, op, x, n: int, seed: int, data_range: tuple[float, float] | None = None) -> dict[str, float]:
-    g = torch.Generator().manual_seed(seed)
-    one = run_sampler(posterior, y, op, n=1, batch_size=64, generator=g)
-    many = run_sampler(posterior, y, op, n=n, batch_size=64, keep=n, generator=g)
-    r1 = score_estimate(one.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1, data_range=data_range)
-    rn = score_estimate(many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=1, samples=many.kept,
-                        data_range=data_range)
-    return {"psnr_n1": r1.psnr, "psnr_mean": rn.psnr, "coverage90": rn.extra.get("coverage90", float("nan"))}
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run_row(name: str, seed: int, minutes: float, curve_every: int, base_out: Path, out: Path,
-            workload_name: str = "bunny-mnist", train_steps: int | None = None, base: Config | None = None
-            ) -> dict[str, Any]:
-    description, overrides = ROWS[name]
-    if train_steps is not None:
-        overrides = {**overrides, "flow.train_steps": train_steps}
-        description = f"{description.split(',')[0].split(' (')[0]} ({train_steps}-step schedule)"
-    config = apply_overrides(base or get_profile("cpu"), {"flow.minutes": minutes, **overrides})
+def report_stem(script: str, profile: str) -> str:
+    """File name (without suffix) of the report, e.g. ``flow_ablation-bunny_mnist-cpu``."""
+    return f"flow_ablation-{script}-{profile}"
+
+
+@dataclass
+class Setting:
+    """What every row shares: the workload, its first task, the prior and the measurements."""
+
+    workload: Workload
+    task: Task
+    config: Config
+    prior: Any
+    train: Measured
+    held: Measured
+    base_out: Path
+    device: torch.device
+
+
+def setting(workload_name: str, config: Config, base_out: Path) -> Setting:
+    """Load (or make) the benchmark's prior and measurements in ``base_out``."""
     workload = WORKLOADS[workload_name](config)
     device = torch.device("cpu")
-    prior = stage_prior(workload, config, base_out, device=device, progress=False)
+    prior = stage_prior(workload, config, base_out, device=device, progress=False).eval()
     task = workload.tasks[0]
     train, evals = stage_measurements(workload, task, config, base_out)
-    held = evals["heldout"]
-    folder = out / f"{name}-s{seed}"
-    curve: list[dict[str, float]] = []
-    curve_path = folder / "curve.json"
-    if curve_path.is_file():
-        curve = json.loads(curve_path.read_text())
+    return Setting(workload, task, config, prior, train, evals["heldout"], base_out, device)
 
+
+def score_flow(s: Setting, posterior: AmortizedPosterior, seed: int, n_posterior: int | None = None
+               ) -> dict[str, dict[str, float]]:
+    """``aps_n1`` and ``aps_n128`` of ``posterior`` on the held-out measurements, as the benchmark
+    run with seed ``seed`` scores its flow (same function, keywords and generator)."""
+    c = s.config.eval
+    g = torch.Generator(s.device).manual_seed(seed + c.seed_offset)
+    scores, _ = score_posterior(posterior, s.held.x, s.held.y, s.held.operator,
+                                n_posterior=c.n_posterior if n_posterior is None else n_posterior,
+                                batch_size=c.batch_size, chunk=c.chunk, generator=g,
+                                **score_arguments(s.workload, s.held))
+    return {k: v.to_dict() for k, v in scores.items()}
+
+
+def _untrained(s: Setting, config: Config, folder: Path) -> AmortizedPosterior:
+    """The sampler before training (built once, saved in ``folder`` like a trained row's)."""
+    done = folder / "posterior.pt"
+    if done.is_file():
+        posterior = AmortizedPosterior.load(done, fingerprint=s.workload.geometry.fingerprint())
+        if posterior.decode is not None:
+            posterior.attach_prior(s.prior)
+        return posterior.eval()
+    posterior = new_flow(s.workload, s.task, config, s.prior, s.train, s.base_out, device=s.device).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_config(folder / "config.json", flow_record(s.workload, s.task, config))
+    posterior.metadata["train_steps"] = 0
+    posterior.save(done)
+    (folder / "complete").write_text(json.dumps({"seconds_last_invocation": 0.0, "steps": 0, "skipped": 0}))
+    return posterior
+
+
+def run_row(s: Setting, name: str, seed: int, *, minutes: float, train_steps: int, out: Path,
+            curve_every: int = 0) -> dict[str, Any]:
+    """Train (or resume, or load) one row's flow in ``out/<name>-s<seed>`` and score it."""
+    row = ROWS[name]
+    overrides = {**row.overrides, "flow.minutes": minutes, "flow.train_steps": train_steps} if row.trained \
+        else dict(row.overrides)
+    config = apply_overrides(s.config, {**overrides, "seed": seed})
+    folder = out / f"{name}-s{seed}"
+    curve_path = folder / "curve.json"
+    curve: list[dict[str, float]] = json.loads(curve_path.read_text()) if curve_path.is_file() else []
     offset = curve[-1]["minutes"] if curve else 0.0
     clock = {"start": time.monotonic(), "paused": 0.0}
 
-    def observer(trainer, step: int, logs) -> float:
+    def observer(trainer: Any, step: int, logs: dict[str, float]) -> float:
         if curve_every <= 0 or step % curve_every:
             return 0.0
         tic = time.monotonic()
-        model = trainer.ema_model.eval()
-        point = _score(model, held.y, held.operator, held.x, 32, seed, workload.data_range)
-        minutes = offset + (tic - clock["start"] - clock["paused"]) / 60
-        curve.append({"step": step, "minutes": minutes, **point})
+        scores = score_flow(s, trainer.ema_model.eval(), seed, n_posterior=min(32, s.config.eval.n_posterior))
+        point = {"step": step, "minutes": offset + (tic - clock["start"] - clock["paused"]) / 60,
+                 **_summary(scores)}
+        curve.append(point)
         folder.mkdir(parents=True, exist_ok=True)
         curve_path.write_text(json.dumps(curve, indent=1))
-        print(f"    step {step:5d}  {minutes:5.1f} min  N=1 {point['psnr_n1']:.2f} dB  mean {point['psnr_mean']:.2f} dB",
-              flush=True)
+        print(f"    step {step:5d}  {point['minutes']:5.1f} min  N=1 {point['psnr_n1']:.2f} dB  "
+              f"mean {point['psnr_mean']:.2f} dB", flush=True)
         spent = time.monotonic() - tic
         clock["paused"] += spent
         return spent
 
-    tic = time.perf_counter()
-    posterior = stage_flow(workload, task, apply_overrides(config, {"seed": seed}), prior, train, folder,
-                           device=device, progress=False, observer=observer)
-    wall = time.perf_counter() - tic
-    done = json.loads((folder / task.name / "complete").read_text())
-    scores = _score(posterior, held.y, held.operator, held.x, config.eval.n_posterior, seed, workload.data_range)
-    return {"row": name, "description": description, "overrides": overrides, "seed": seed,
-            "train_minutes": done["seconds_last_invocation"] / 60, "train_steps": done["steps"],
-            "skipped_steps": done.get("skipped", 0), "wall_minutes_this_call": wall / 60, **scores, "curve": curve}
+    complete = folder / "complete"
+    before = complete.stat().st_mtime_ns if complete.is_file() else None
+    if row.trained:
+        posterior = stage_flow(s.workload, s.task, config, s.prior, s.train, s.base_out, device=s.device,
+                               progress=False, observer=observer, folder=folder).eval()
+    else:
+        posterior = _untrained(s, config, folder)
+    done = json.loads(complete.read_text())
+    timing = folder / "row.json"  # training time without the curve's scoring, written when it trains
+    if before is None or complete.stat().st_mtime_ns != before:
+        timing.write_text(json.dumps({"train_minutes": max(0.0, done["seconds_last_invocation"] - clock["paused"])
+                                      / 60}))
+    train_minutes = json.loads(timing.read_text())["train_minutes"] if timing.is_file() else float("nan")
+    return {"row": name, "description": row.description, "overrides": overrides, "seed": seed,
+            "train_minutes": train_minutes, "train_steps": done["steps"], "schedule": train_steps if row.trained else 0,
+            "skipped_steps": done.get("skipped", 0), "methods": score_flow(s, posterior, seed), "curve": curve}
 
 
-def references(base_out: Path, out: Path, n_dps: int, workload_name: str = "bunny-mnist",
-               config: Config | None = None) -> dict[str, Any]:
-    """The Gaussian posterior (mean and one exact draw) and harmonic interpolation (plain and
-    Tikhonov-smoothed) on every held-out measurement and DPS (the configuration's NFE) on the
-    first ``n_dps`` of them, with the same prior, cached in ``out``.
-    DPS is taken from the benchmark's ``results.json`` in ``base_out`` when it ran on exactly
-    these measurements."""
+def _summary(methods: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The table's numbers of one scored sampler (``aps_n1`` / ``aps_n128``)."""
+    one, mean = methods["aps_n1"], methods["aps_n128"]
+    out = {"psnr_n1": one["psnr"], "psnr_mean": mean["psnr"]}
+    for key in ("coverage90", "coverage90_missing", "std_missing", "std_observed"):
+        if key in mean:
+            out[key] = mean[key]
+    if "std_missing" in out and "std_observed" in out:
+        out["std_ratio"] = out["std_missing"] / out["std_observed"]
+    return out
+
+
+# -- references ----------------------------------------------------------------------------------------
+def _tuned_settings(s: Setting) -> tuple[dict[str, Any], str]:
+    """Baseline settings chosen on validation measurements: the benchmark's ``tuning.json`` when
+    it was made for these measurements and grids, else the Tikhonov weight tuned here on the same
+    validation measurements (the iterative baselines then keep their defaults)."""
+    val = validation_measurements(s.train, s.config)
+    smoothings = list(s.config.eval.tune_smoothings)
+    path = s.base_out / s.task.name / "tuning.json"
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        request = doc.get("request", {})
+        if ("harmonic_tikhonov" in doc and request.get("smoothings") == smoothings
+                and request.get("measurements") == int(val.x.shape[0]) and request.get("seed") == s.config.seed):
+            tuned = {"harmonic_tikhonov": doc["harmonic_tikhonov"]}
+            if "dps" in doc and request.get("dps_steps") == s.config.eval.dps_nfe:
+                tuned["dps"] = doc["dps"]
+            return tuned, f"chosen on {val.x.shape[0]} validation measurements (`{path}`)"
+    weight = tune_smoothing(s.workload, val.x, val.y, val.operator, tuple(smoothings))
+    return ({"harmonic_tikhonov": {"chosen": {"smoothing": weight}}},
+            f"chosen here on {val.x.shape[0]} validation measurements (flow-training measurements "
+            f"{s.config.eval.n_eval}-{s.config.eval.n_eval + val.x.shape[0] - 1}, never evaluated)")
+
+
+def _benchmark_dps(s: Setting) -> tuple[dict[str, float], int, str] | None:
+    """The benchmark's DPS entry when its ``results.json`` scored it on these held-out measurements."""
+    path = s.base_out / "results.json"
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    for e in doc.get("evaluations") or [doc]:
+        p = e["protocol"]
+        if (p.get("evaluation") == "heldout" and p.get("task") == s.task.name and "dps" in e["methods"]
+                and p.get("measurements") == int(s.held.x.shape[0]) and e.get("profile") == s.config.profile):
+            return e["methods"]["dps"], int(p.get("baseline_measurements", p["measurements"])), str(path)
+    return None
+
+
+def references(s: Setting, out: Path, n_dps: int) -> dict[str, Any]:
+    """The reference methods on the held-out measurements, scored as the benchmark scores them:
+    the exact Gaussian posterior (``gaussian_draw``, ``gaussian_mean``), harmonic interpolation,
+    Tikhonov (weight chosen on validation measurements) and DPS (the benchmark's when it ran on
+    these measurements, else run here on the first ``n_dps``). Cached in ``out/references.json``."""
+    stored = _benchmark_dps(s)
+    key = {"version": REFERENCES_VERSION, "workload": s.workload.name, "task": s.task.name,
+           "profile": s.config.profile, "seed": s.config.seed, "measurements": int(s.held.x.shape[0]),
+           "n_posterior": s.config.eval.n_posterior,
+           "dps": {"source": stored[2]} if stored is not None else {"measurements": n_dps}}
     cache = out / "references.json"
-    config = config or get_profile("cpu")
     if cache.is_file():
         ref = json.loads(cache.read_text())
-        if (ref.get("dps_measurements") == n_dps and ref.get("workload", "bunny-mnist") == workload_name
-                and "gaussian_mean" in ref):
+        if ref.get("key") == key:
             return ref
-    workload = WORKLOADS[workload_name](config)
-    _, evals = stage_measurements(workload, workload.tasks[0], config, base_out)
-    held = evals["heldout"]
-    dr = workload.data_range
-
-    def psnr_of(est: torch.Tensor, x: torch.Tensor) -> float:
-        return score_estimate(est, x, seconds_per_sample=0.0, nfe=0, data_range=dr).psnr
-
-    harmonic = HarmonicInterpolation(workload.geometry)
-    est = harmonic.sample(held.y, held.operator, 1)[:, 0]
-    ref: dict[str, Any] = {"workload": workload_name, "harmonic": psnr_of(est, held.x),
-                           "measurements": int(held.x.shape[0]), "dps_measurements": n_dps}
-    gaussian = GaussianPosterior(stage_gaussian(workload, config, base_out, device=torch.device("cpu")))
-    mean, _ = gaussian.posterior_mean_std(held.y, held.operator)
-    draw = gaussian.sample(held.y, held.operator, 1, generator=torch.Generator().manual_seed(0))[:, 0]
-    ref.update(gaussian_mean=psnr_of(mean, held.x), gaussian_draw=psnr_of(draw, held.x))
-    smoothing = tune_smoothing(workload, held.x, held.y, held.operator)
-    if smoothing > 0:
-        est = HarmonicInterpolation(workload.geometry, smoothing=smoothing).sample(held.y, held.operator, 1)[:, 0]
-        ref.update(tikhonov=psnr_of(est, held.x), tikhonov_weight=smoothing)
-    if n_dps > 0:
-        y, op, x = held.y[:n_dps], held.operator.select(torch.arange(n_dps)), held.x[:n_dps]
-        bench = base_out / "results.json"
-        stored = None
-        if bench.is_file():  # the benchmark ran DPS on these measurements with this prior
-            for e in json.loads(bench.read_text()).get("evaluations", []):
-                q = e["protocol"]
-                if q.get("evaluation") == "heldout" and q.get("baseline_measurements") == n_dps and "dps" in e["methods"]:
-                    stored = e["methods"]["dps"]
-        if stored is not None:
-            ref.update(dps=stored["psnr"], dps_seconds_per_sample=stored["seconds_per_sample"], dps_nfe=stored["nfe"],
-                       dps_source=str(bench))
-        else:
-            prior = stage_prior(workload, config, base_out, device=torch.device("cpu"), progress=False).eval()
-            dps = DPS(prior, steps=config.eval.dps_nfe, zeta=config.eval.dps_zeta)
-            o = run_sampler(dps, y, op, n=1, batch_size=n_dps, generator=torch.Generator().manual_seed(0))
-            ref.update(dps=psnr_of(o.first, x), dps_seconds_per_sample=o.seconds_per_sample, dps_nfe=o.nfe)
-        est = harmonic.sample(y, op, 1)[:, 0]
-        ref["harmonic_on_dps_subset"] = psnr_of(est, x)
+    _log(f"references on {s.held.x.shape[0]} held-out measurements")
+    tuned, tuned_note = _tuned_settings(s)
+    gaussian = stage_gaussian(s.workload, s.config, s.base_out, device=s.device)
+    samplers = build_baselines(s.workload, s.task, s.config, s.prior, tuned, gaussian)
+    c = s.config.eval
+    x, y, op = s.held.x, s.held.y, s.held.operator
+    score = score_arguments(s.workload, s.held)
+    g = torch.Generator(s.device).manual_seed(s.config.seed + c.seed_offset)
+    methods: dict[str, dict[str, float]] = {}
+    notes: dict[str, str] = {}
+    found, _ = score_gaussian(samplers["gaussian"], x, y, op, n_posterior=c.n_posterior, batch_size=c.batch_size,
+                              generator=g, **score)
+    methods.update({k: v.to_dict() for k, v in found.items()})
+    for name in ("harmonic", "harmonic_tikhonov"):
+        if name in samplers:
+            o = run_sampler(samplers[name], y, op, n=1, batch_size=c.batch_size, generator=g)
+            methods[name] = score_estimate(o.first, x, seconds_per_sample=o.seconds_per_sample, nfe=o.nfe,
+                                           **score).to_dict()
+    weight = tuned["harmonic_tikhonov"]["chosen"]["smoothing"]
+    notes["harmonic_tikhonov"] = f"weight {weight:g} {tuned_note}" + (
+        ": plain harmonic interpolation" if weight == 0 else "")
+    if stored is not None:
+        methods["dps"], k, source = stored
+        notes["dps"] = f"{methods['dps']['nfe']} NFE, from the benchmark run `{source}`"
+    elif n_dps > 0 and "dps" in samplers:
+        k = min(n_dps, int(x.shape[0]))
+        sub = torch.arange(k)
+        _log(f"  dps on {k} measurements")
+        o = run_sampler(samplers["dps"], y[sub], op.select(sub), n=1, batch_size=c.batch_size, generator=g)
+        groups = None if s.held.groups is None else s.held.groups[:k]
+        one_field = groups is not None and groups.unique().numel() < 2
+        sub_score = dict(score, groups=None if one_field else groups,
+                         observed=None if score["observed"] is None else score["observed"][:k])
+        methods["dps"] = score_estimate(o.first, x[sub], seconds_per_sample=o.seconds_per_sample, nfe=o.nfe,
+                                        **sub_score).to_dict()
+        if one_field:  # masks of one field: no interval over fields
+            for bound in ("psnr_low", "psnr_high", "psnr_raw_low", "psnr_raw_high"):
+                methods["dps"].pop(bound, None)
+        chosen = tuned.get("dps", {}).get("chosen")
+        notes["dps"] = (f"{o.nfe} NFE, run here" + (f" with the validation-tuned {chosen}" if chosen else
+                                                     " with its default step size"))
+    else:
+        k = 0
+    if k:
+        notes["dps"] += ", on all the measurements" if k == x.shape[0] else f", on the first {k} measurements"
+    ref = {"key": key, "methods": methods, "notes": notes, "dps_measurements": k,
+           "gaussian": gaussian.fit_info.get("ridge"), "tuning": tuned}
+    out.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(ref, indent=1))
     return ref
 
 
-def plot_curves(results: list[dict[str, Any]], ref: dict[str, Any], path: Path) -> bool:
-    """PSNR of the flow against training minutes, DPS and harmonic as horizontal lines."""
-    curves = [r for r in results if r["curve"]]
-    if not curves:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for r in curves:
-        t = [c["minutes"] for c in r["curve"]]
-        line, = ax.plot(t, [c["psnr_mean"] for c in r["curve"]], label=f"{r['row']} s{r['seed']}: mean of 32")
-        ax.plot(t, [c["psnr_n1"] for c in r["curve"]], ls="--", color=line.get_color(), label=f"{r['row']} s{r['seed']}: N = 1")
-    ax.axhline(ref["harmonic"], color="k", ls=":", label=f"harmonic {ref['harmonic']:.1f} dB")
-    if "gaussian_mean" in ref:
-        ax.axhline(ref["gaussian_mean"], color="tab:green", ls="-", lw=1,
-                   label=f"Gaussian posterior mean {ref['gaussian_mean']:.1f} dB")
-        ax.axhline(ref["gaussian_draw"], color="tab:green", ls="--", lw=1,
-                   label=f"Gaussian posterior draw {ref['gaussian_draw']:.1f} dB")
-    if "dps" in ref:
-        ax.axhline(ref["dps"], color="tab:red", ls="-.",
-                   label=f"DPS {ref['dps_nfe']} NFE {ref['dps']:.1f} dB ({ref['dps_measurements']} meas.)")
-    ax.set_xlabel("flow training time (minutes, 2-core CPU)")
-    ax.set_ylabel("held-out PSNR (dB)")
-    ax.set_title(f"Amortized flow on {ref.get('workload', 'bunny-mnist')} against training time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-KEPT = "tmin-0.02-anneal"
-"""The row whose settings became the ``cpu`` profile's flow defaults (at twice the minutes)."""
-
-
-def benchmark_row(base_out: Path) -> dict[str, Any] | None:
-    """The held-out scores of the benchmark run in ``base_out`` on its first task (the profile's
-    flow configuration and budget), or ``None`` if it has not run. ``steps`` / ``minutes`` are
-    what the flow actually trained (from its ``complete`` marker) when known."""
-    path = base_out / "results.json"
+def benchmark_row(s: Setting) -> dict[str, Any] | None:
+    """The benchmark run's own flow in ``base_out`` on these held-out measurements (``None`` when
+    it has not run, or ran on other measurements): its ``aps_n1`` / ``aps_n128`` scores, flow
+    settings, and the steps and minutes it trained (from its ``complete`` marker when known)."""
+    path = s.base_out / "results.json"
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
     for e in data.get("evaluations") or [data]:
-        if e["protocol"].get("evaluation") == "heldout":
-            cfg = e["config"] if "flow" in e["config"] else from_legacy_profile(e["config"]["profile"])
-            row = {"psnr_n1": e["methods"]["aps_n1"]["psnr"], "psnr_mean": e["methods"]["aps_n128"]["psnr"],
-                   "coverage90": e["methods"]["aps_n128"].get("coverage90", float("nan")),
-                   "t_min": cfg["flow"]["t_min"], "schedule": cfg["flow"]["train_steps"],
-                   "steps": cfg["flow"]["train_steps"], "minutes": cfg["flow"]["minutes"],
-                   "seed": e["config"].get("seed", 0),
-                   "script": path.parent.name}
-            done = base_out / e["protocol"].get("task", "") / "complete"
-            if e["protocol"].get("task") and done.is_file():
-                info = json.loads(done.read_text())
-                row.update(steps=info["steps"], minutes=info["seconds_last_invocation"] / 60)
-            return row
+        p = e["protocol"]
+        if (p.get("evaluation") != "heldout" or p.get("task", s.task.name) != s.task.name
+                or p.get("measurements") != int(s.held.x.shape[0])):
+            continue
+        cfg = e["config"] if "flow" in e["config"] else from_legacy_profile(e["config"]["profile"])
+        flow = cfg["flow"]
+        row = {"row": "benchmark run", "seed": e["config"].get("seed", 0),
+               "script": s.workload.name.replace("-", "_"),
+               "methods": {k: e["methods"][k] for k in ("aps_n1", "aps_n128")}, "flow": flow,
+               "schedule": flow["train_steps"], "train_steps": flow["train_steps"],
+               "train_minutes": flow.get("minutes") or float("nan")}
+        done = s.base_out / s.task.name / "complete"
+        if done.is_file():
+            info = json.loads(done.read_text())
+            row.update(train_steps=info["steps"], train_minutes=info["seconds_last_invocation"] / 60)
+        return row
     return None
 
 
-def write_table(results: list[dict[str, Any]], ref: dict[str, Any], out: Path,
-                bench: dict[str, Any] | None = None) -> None:
+# -- the report ----------------------------------------------------------------------------------------
+def _cell(values: list[float], digits: int = 2) -> str:
+    values = [v for v in values if v == v]  # without NaN
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _psnr_cell(entries: list[dict[str, float]]) -> str:
+    """PSNR with its 95% interval (one run), or mean ± sd over seeds."""
+    if len(entries) == 1 and "psnr_low" in entries[0]:
+        e = entries[0]
+        return f"{e['psnr']:.2f} [{e['psnr_low']:.2f}, {e['psnr_high']:.2f}]"
+    return _cell([e["psnr"] for e in entries])
+
+
+def _pair(entries: list[dict[str, float]] | None, a: str, b: str, digits: int) -> str:
+    """``a / b`` of the entries (``b`` left out where none has it)."""
+    if not entries or not any(a in e for e in entries):
+        return "–"
+    cells = [_cell([e.get(k, float("nan")) for e in entries], digits) for k in (a, b) if any(k in e for e in entries)]
+    return " / ".join(cells)
+
+
+def _ratio(entries: list[dict[str, float]] | None) -> str:
+    return _cell([e["std_missing"] / e["std_observed"] for e in entries or []
+                  if "std_missing" in e and "std_observed" in e])
+
+
+def _table_row(label: str, what: str, seeds: str, ones: list[dict[str, float]] | None,
+               means: list[dict[str, float]] | None, minutes: str, steps: str, cover: str | None = None) -> str:
+    """One line of the table: ``ones`` score the one-draw column, ``means`` the rest."""
+    cells = [label, what, seeds, _psnr_cell(ones) if ones else "–", _psnr_cell(means) if means else "–",
+             _pair(means, "std_missing", "std_observed", 3), _ratio(means),
+             _pair(means, "coverage90", "coverage90_missing", 2) if cover is None else cover, minutes, steps]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _mean_entry(entries: list[dict[str, float]]) -> dict[str, float]:
+    """The mean over seeds of every number of a method's entries (for the calibration plot)."""
+    keys = set.intersection(*(set(e) for e in entries))
+    return {k: statistics.mean(float(e[k]) for e in entries) for k in keys if isinstance(entries[0][k], (int, float))}
+
+
+def _budget(r: dict[str, Any]) -> str:
+    return f"{r['overrides']['flow.minutes']:g} minutes of training (a {r['schedule']}-step cosine schedule)"
+
+
+def write_report(results: list[dict[str, Any]], ref: dict[str, Any], bench: dict[str, Any] | None, out: Path,
+                 stem: str, *, workload: str, task: str, profile: str, n_posterior: int) -> None:
+    """``<stem>.json``, ``<stem>.md``, ``figures/<stem>-calibration.png`` and, with curves,
+    ``<stem>.png`` in ``out``."""
     by_row: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
+    for r in sorted(results, key=lambda r: (list(ROWS).index(r["row"]), r["seed"])):
         by_row.setdefault(r["row"], []).append(r)
-    lines = [f"# Flow ablation, {ref.get('workload', 'bunny-mnist')} (cpu profile, held-out, "
-             f"{ref['measurements']} measurements)", "",
-             f"Harmonic interpolation on the same measurements: **{ref['harmonic']:.2f} dB**"
-             + (f"; Tikhonov-smoothed (weight {ref['tikhonov_weight']:g}, tuned on truth): **{ref['tikhonov']:.2f} dB**."
-                if "tikhonov" in ref else "."),
-             f"Gaussian posterior (Gaussian fitted to the prior's training signals): mean **{ref['gaussian_mean']:.2f} dB**, "
-             f"one exact draw **{ref['gaussian_draw']:.2f} dB**."]
-    if "dps" in ref:
-        lines.append(f"DPS ({ref['dps_nfe']} NFE, same prior) on the first {ref['dps_measurements']} of them: "
-                     f"**{ref['dps']:.2f} dB**, {ref['dps_seconds_per_sample']:.2f} s per sample "
-                     f"(harmonic on that subset: {ref['harmonic_on_dps_subset']:.2f} dB)"
-                     + (f", from the benchmark run `{ref['dps_source']}`." if "dps_source" in ref else "."))
-    lines += ["",
-             "| row | what changes | seeds | PSNR N=1 (dB) | PSNR mean N=128 (dB) | coverage 90% | train min | steps |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-
-    def fmt(values: list[float], digits: int = 2) -> str:
-        if len(values) == 1:
-            return f"{values[0]:.{digits}f}"
-        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
+    m = ref["methods"]
+    measurements = ref["key"]["measurements"]
+    budgets = {_budget(r) for r in results if r["schedule"]}
+    shared = next(iter(budgets)) if len(budgets) == 1 else None
+    lines = [
+        f"# Flow ablation: {workload}, {task} ({profile} profile, {measurements} held-out measurements)", "",
+        "Every row distils the same prior into a fresh flow on the benchmark's training measurements within "
+        + (f"{shared}, cut by the cap where a row is slower," if shared else "the budget its row states")
+        + " and is scored as the benchmark scores its flow (`score_posterior`): one draw, and the mean of "
+        f"{n_posterior} draws, with 95% bootstrap intervals (mean ± sd over seeds when there are several); the mean "
+        f"posterior std of the draws on missing / observed vertices and their ratio; the coverage of the draws' "
+        "central 90% intervals over all / missing vertices. The references below the rows are scored on the same "
+        "measurements in the same run.", "",
+        f"| row | what changes | seeds | PSNR one draw (dB) | PSNR mean of {n_posterior} (dB) | std missing / observed "
+        "| ratio | cover 90% all / missing | train min | steps |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, rs in by_row.items():
-        lines.append(f"| {name} | {rs[0]['description']} | {','.join(str(r['seed']) for r in rs)} | "
-                     f"{fmt([r['psnr_n1'] for r in rs])} | {fmt([r['psnr_mean'] for r in rs])} | "
-                     f"{fmt([r['coverage90'] for r in rs], 3)} | {fmt([r['train_minutes'] for r in rs], 1)} | "
-                     f"{fmt([r['train_steps'] for r in rs], 0)} |")
+        what = rs[0]["description"]
+        if shared is None and rs[0]["schedule"]:
+            what += f"; {' / '.join(sorted({_budget(r) for r in rs}))}"
+        lines.append(_table_row(name, what, ",".join(str(r["seed"]) for r in rs),
+                                [r["methods"]["aps_n1"] for r in rs], [r["methods"]["aps_n128"] for r in rs],
+                                _cell([r["train_minutes"] for r in rs], 1), _cell([r["train_steps"] for r in rs], 0)))
     if bench is not None:
-        lines.append(f"| cpu profile | the profile's flow (t_min {bench['t_min']}, {bench['schedule']}-step "
-                     f"schedule, its share of the minutes): `benchmarks/{bench['script']}.py` | {bench['seed']} | "
-                     f"{bench['psnr_n1']:.2f} | {bench['psnr_mean']:.2f} | {bench['coverage90']:.3f} | "
-                     f"{bench['minutes']:.1f} | {bench['steps']} |")
-    if ref.get("workload", "bunny-mnist") == "bunny-mnist":
-        lines += ["", f"Kept: **{KEPT}** (its settings, with the schedule doubled for 10 minutes, are the `cpu` "
-                  "profile's flow defaults). Rows differ from the first CPU profile only in the listed settings."]
-    else:
-        lines += ["", "Rows differ from the `cpu` profile only in the listed settings."]
-    if plot_curves(results, ref, out / "ablation_curve.png"):
-        lines += ["", "![PSNR against training time](ablation_curve.png)"]
-    (out / "ablation.md").write_text("\n".join(lines) + "\n")
-    (out / "ablation.json").write_text(json.dumps({"references": ref, "rows": results}, indent=1))
-    print("\n".join(lines))
+        f = bench["flow"]
+        what = (f"the benchmark's flow, `benchmarks/{bench['script']}.py`: base {f.get('base', 'fill')}, decode "
+                f"{str(f.get('decode', False)).lower()}, t_min {f['t_min']:g}, {bench['schedule']}-step schedule")
+        lines.append(_table_row(bench["row"], what, str(bench["seed"]), [bench["methods"]["aps_n1"]],
+                                [bench["methods"]["aps_n128"]], _cell([bench["train_minutes"]], 1),
+                                str(bench["train_steps"])))
+    if "gaussian_mean" in m:
+        g = m["gaussian_mean"]
+        exact = (f" (exact intervals {g['coverage90_exact']:.2f}"
+                 + (f" / {g['coverage90_exact_missing']:.2f}" if "coverage90_exact_missing" in g else "") + ")"
+                 if "coverage90_exact" in g else "")
+        lines.append(_table_row("ref: Gaussian posterior", "exact posterior of the Gaussian fitted to the prior's "
+                                "training signals: one exact draw, the closed-form mean and std", "–",
+                                [m["gaussian_draw"]], [g], "–", "–",
+                                _pair([g], "coverage90", "coverage90_missing", 2) + exact))
+    if "harmonic" in m:
+        lines.append(_table_row("ref: harmonic", "harmonic interpolation (one deterministic estimate)", "–",
+                                [m["harmonic"]], None, "–", "–"))
+    if "harmonic_tikhonov" in m:
+        lines.append(_table_row("ref: Tikhonov", f"harmonic + Tikhonov, {ref['notes']['harmonic_tikhonov']}", "–",
+                                [m["harmonic_tikhonov"]], None, "–", "–"))
+    if "dps" in m:
+        lines.append(_table_row("ref: DPS", f"DPS with the same prior, one draw: {ref['notes']['dps']}", "–",
+                                [m["dps"]], None, "–", "–"))
+    notes = []
+    if "harmonic_tikhonov" not in m and "harmonic_tikhonov" in ref["notes"]:
+        notes.append(f"Tikhonov: {ref['notes']['harmonic_tikhonov']}.")
+    if "dps" in m:
+        notes.append(f"DPS takes {m['dps']['seconds_per_sample']:.2f} s per sample.")
+    lines += ["", " ".join(["Rows differ only in the listed settings (every row sets each of them).", *notes])]
+    calibration = out / "figures" / f"{stem}-calibration.png"
+    if _plot_calibration(by_row, ref, bench, calibration, title=f"{workload}: flow ablation, {measurements} held-out "
+                         f"measurements, {n_posterior} draws"):
+        lines += ["", f"Calibration of every row (nominal against empirical coverage at 50/80/90/95%): "
+                  f"`figures/{stem}-calibration.png`."]
+    curve = out / f"{stem}.png"
+    if _plot_curves(results, ref, curve, workload):
+        lines += ["", f"![PSNR against training time]({stem}.png)"]
+    elif curve.is_file():
+        curve.unlink()
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps({"workload": workload, "task": task, "profile": profile,
+                                                  "n_posterior": n_posterior, "references": ref, "benchmark": bench,
+                                                  "rows": results}, indent=1))
 
 
-def main(argv: list[str] | None = None) -> None:
+def _plot_calibration(by_row: dict[str, list[dict[str, Any]]], ref: dict[str, Any], bench: dict[str, Any] | None,
+                      path: Path, *, title: str) -> bool:
+    """Nominal against empirical coverage of every row (mean over seeds), the benchmark's flow and
+    the Gaussian posterior (its draws and its exact intervals), over all and missing vertices."""
+    from manifold_ps.viz import calibration_figure
+
+    entries = {name: _mean_entry([r["methods"]["aps_n128"] for r in rs]) for name, rs in by_row.items()}
+    if bench is not None:
+        entries["benchmark run"] = bench["methods"]["aps_n128"]
+    if "gaussian_mean" in ref["methods"]:
+        entries["Gaussian posterior"] = ref["methods"]["gaussian_mean"]
+    panels = {"all vertices": calibration_curves(entries)}
+    missing = calibration_curves(entries, missing=True)
+    if missing:
+        panels["missing vertices"] = missing
+    if not any(panels.values()):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    calibration_figure(panels, title=title).savefig(path, dpi=90)
+    return True
+
+
+def _plot_curves(results: list[dict[str, Any]], ref: dict[str, Any], path: Path, workload: str) -> bool:
+    """PSNR of the flow against training minutes; the references as horizontal lines."""
+    curves = [r for r in results if r["curve"]]
+    if not curves:
+        return False
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    for r in curves:
+        t = [c["minutes"] for c in r["curve"]]
+        line, = ax.plot(t, [c["psnr_mean"] for c in r["curve"]], label=f"{r['row']} s{r['seed']}: mean of 32")
+        ax.plot(t, [c["psnr_n1"] for c in r["curve"]], ls="--", color=line.get_color(),
+                label=f"{r['row']} s{r['seed']}: one draw")
+    m = ref["methods"]
+    for key, label, style in (("harmonic", "harmonic", dict(color="k", ls=":")),
+                              ("gaussian_mean", "Gaussian posterior mean", dict(color="tab:green", ls="-", lw=1)),
+                              ("gaussian_draw", "Gaussian posterior draw", dict(color="tab:green", ls="--", lw=1)),
+                              ("dps", f"DPS ({ref['dps_measurements']} meas.)", dict(color="tab:red", ls="-."))):
+        if key in m:
+            ax.axhline(m[key]["psnr"], label=f"{label} {m[key]['psnr']:.1f} dB", **style)
+    ax.set_xlabel("flow training time (minutes)")
+    ax.set_ylabel("held-out PSNR (dB)")
+    ax.set_title(f"One-step sampler on {workload} against training time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def commit(out: Path, stem: str, target: Path) -> list[Path]:
+    """Copy the report into ``target`` (``benchmarks/results/``) with the layout the docs render:
+    ``<stem>.{json,md}``, ``<stem>.png`` when the table shows it (a stale one is removed) and
+    ``figures/<stem>-calibration.png``. Returns the files written."""
+    written = []
+    for rel in (f"{stem}.json", f"{stem}.md", f"{stem}.png", f"figures/{stem}-calibration.png"):
+        src, dst = out / rel, target / rel
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            written.append(dst)
+        elif dst.is_file():
+            dst.unlink()
+    return written
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=ABLATED, default="bunny-mnist")
     add_config_arguments(p)
-    p.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS))
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget of each row")
+    p.add_argument("--train-steps", type=int, default=450,
+                   help="cosine schedule of every row (450: the paper row's steps in 5 minutes on 2 cores)")
     p.add_argument("--curve-every", type=int, default=0, help="score the flow every k steps (0: never)")
-    p.add_argument("--train-steps", type=int, default=None,
-                   help="schedule length of every row (default: the row's own, sized for bunny-MNIST)")
     p.add_argument("--base-out", type=Path, default=None,
-                   help="the benchmark's folder with the prior (default runs/<script>)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="default runs/flow_ablation (bunny-mnist), runs/flow_ablation-<script> otherwise")
-    p.add_argument("--dps-measurements", type=int, default=16, help="held-out measurements DPS is run on (0: none)")
-    p.add_argument("--table-only", action="store_true", help="rewrite the table and plot from ablation.json")
+                   help="the benchmark's folder with the prior and measurements (default runs/<script>)")
+    p.add_argument("--out", type=Path, default=None, help="default runs/flow_ablation-<script>")
+    p.add_argument("--dps-measurements", type=int, default=16,
+                   help="held-out measurements DPS is run on when the benchmark's results.json has none (0: none)")
+    p.add_argument("--table-only", action="store_true", help="rewrite the report from the stored rows, no scoring")
+    p.add_argument("--commit", type=Path, nargs="?", const=RESULTS, default=None, metavar="DIR",
+                   help=f"copy the report into DIR (default {RESULTS.relative_to(ROOT)}/)")
     args = p.parse_args(argv)
     script = args.workload.replace("-", "_")
     config = config_from_args(args)
-    args.base_out = args.base_out or Path("runs") / script
-    if args.out is None:
-        args.out = Path("runs") / ("flow_ablation" if args.workload == "bunny-mnist" else f"flow_ablation-{script}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    base_out = args.base_out or Path("runs") / script
+    out = args.out or Path("runs") / f"flow_ablation-{script}"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = report_stem(script, config.profile)
+    report = out / f"{stem}.json"
     previous: list[dict[str, Any]] = []
-    if (args.out / "ablation.json").is_file():
-        previous = json.loads((args.out / "ablation.json").read_text())["rows"]
-    ref = references(args.base_out, args.out, args.dps_measurements, args.workload, config)
+    if report.is_file():  # rows of this table format only (older reports had other rows and scores)
+        previous = [r for r in json.loads(report.read_text()).get("rows", [])
+                    if r.get("row") in ROWS and "methods" in r]
     if args.table_only:
-        write_table(previous, ref, args.out, benchmark_row(args.base_out))
-        return
-    for name in args.rows:
-        for seed in args.seeds:
-            print(f"[{time.strftime('%H:%M:%S')}] row {name}, seed {seed}", flush=True)
-            r = run_row(name, seed, args.minutes, args.curve_every, args.base_out, args.out, args.workload,
-                        args.train_steps, config)
-            previous = [q for q in previous if (q["row"], q["seed"]) != (name, seed)] + [r]
-            print(f"    N=1 {r['psnr_n1']:.2f} dB, mean {r['psnr_mean']:.2f} dB, coverage {r['coverage90']:.3f}, "
-                  f"{r['train_steps']} steps in {r['train_minutes']:.1f} min", flush=True)
-            write_table(previous, ref, args.out, benchmark_row(args.base_out))
+        if not report.is_file():
+            raise FileNotFoundError(f"--table-only rewrites {report}, which is not there yet")
+        stored = json.loads(report.read_text())
+        ref, bench = stored["references"], stored["benchmark"]
+        common = {k: stored[k] for k in ("workload", "task", "profile", "n_posterior")}
+        write_report(previous, ref, bench, out, stem, **common)
+    else:
+        s = setting(args.workload, config, base_out)
+        ref = references(s, out, args.dps_measurements)
+        bench = benchmark_row(s)
+        common = dict(workload=s.workload.name, task=s.task.name, profile=config.profile,
+                      n_posterior=config.eval.n_posterior)
+        for name in args.rows:
+            for seed in args.seeds:
+                _log(f"row {name}, seed {seed}")
+                r = run_row(s, name, seed, minutes=args.minutes, train_steps=args.train_steps, out=out,
+                            curve_every=args.curve_every)
+                previous = [q for q in previous if (q["row"], q["seed"]) != (name, seed)] + [r]
+                k = _summary(r["methods"])
+                _log(f"  one draw {k['psnr_n1']:.2f} dB, mean {k['psnr_mean']:.2f} dB, coverage "
+                     f"{k.get('coverage90', float('nan')):.3f}, {r['train_steps']} steps in "
+                     f"{r['train_minutes']:.1f} min")
+                write_report(previous, ref, bench, out, stem, **common)
+    print((out / f"{stem}.md").read_text(), flush=True)
+    if args.commit is not None:
+        for path in commit(out, stem, args.commit):
+            _log(f"wrote {path}")
+    return json.loads(report.read_text())
 
 
 if __name__ == "__main__":

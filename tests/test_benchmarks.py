@@ -7,6 +7,7 @@ import math
 import runpy
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,119 @@ def test_dps_sweep_reports_every_method_and_resumes(tmp_path: Path, data_dir: Pa
         _sweep(out, "--n", "100000", "--nfe", "--budgets")
     with pytest.raises(ValueError, match="tweedie.*do not apply"):
         _sweep(out, "--n", "3", "--nfe", "--budgets", "--methods", "tweedie")
+
+
+def _ablation(*argv: str) -> tuple[dict, Any]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flow_ablation", ROOT / "benchmarks" / "flow_ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.main(list(argv)), module
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_flow_ablation_scores_every_row_as_the_benchmark_scores_its_flow(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from manifold_ps.benchmarking.evaluate import score_estimate
+    from manifold_ps.benchmarking.pipeline import (new_flow, score_arguments, score_posterior, stage_gaussian,
+                                                   stage_measurements, stage_prior)
+    from manifold_ps.benchmarking.workloads import bunny_mnist
+    from manifold_ps.config import apply_overrides, get_profile
+    from manifold_ps.flows import GaussianBase, truncate_gaussian
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    base, out = tmp_path / "bench", tmp_path / "ablation"
+    argv = ("--profile", "smoke", "--minutes", "0.05", "--rows", "paper", "gaussian-step0", "gaussian",
+            "--dps-measurements", "2", "--base-out", str(base), "--out", str(out))
+    report, module = _ablation(*argv)
+    rows = {r["row"]: r for r in report["rows"]}
+    assert list(rows) == ["paper", "gaussian-step0", "gaussian"]
+    assert rows["gaussian-step0"]["train_steps"] == 0 and rows["gaussian-step0"]["train_minutes"] == 0
+    assert rows["paper"]["train_steps"] >= 1 and rows["gaussian"]["train_steps"] >= 1
+    for name, r in rows.items():
+        one, mean = r["methods"]["aps_n1"], r["methods"]["aps_n128"]
+        for entry in (one, mean):
+            assert entry["psnr_low"] <= entry["psnr"] <= entry["psnr_high"], name
+        assert {f"coverage{p}{m}" for p in (50, 80, 90, 95) for m in ("", "_missing")} <= mean.keys(), name
+        assert mean["std_missing"] > 0 and mean["std_observed"] > 0, name
+    refs = report["references"]["methods"]
+    assert {"gaussian_draw", "gaussian_mean", "harmonic"} <= refs.keys()
+    assert "coverage90_exact_missing" in refs["gaussian_mean"]
+    # DPS ran here on the first two measurements: two masks of one digit, so no interval over digits
+    assert report["references"]["dps_measurements"] == 2 and "psnr_low" not in refs["dps"]
+
+    stem = "flow_ablation-bunny_mnist-smoke"
+    md = (out / f"{stem}.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| row |"))
+    for column in ("PSNR one draw (dB)", "PSNR mean of 8 (dB)", "std missing / observed", "ratio",
+                   "cover 90% all / missing", "train min", "steps", "seeds"):
+        assert column in header, column
+    for label in ("| gaussian-step0 |", "| ref: Gaussian posterior |", "| ref: harmonic |", "| ref: DPS |"):
+        assert label in md, label
+    assert (out / "figures" / f"{stem}-calibration.png").is_file() and "figures/" + stem + "-calibration.png" in md
+
+    # the untrained row is the sampler that stage_flow starts from, scored by score_posterior with
+    # the benchmark's keywords and generator: rebuilt here, it gives the row's numbers
+    config = apply_overrides(get_profile("smoke"), module.ROWS["gaussian-step0"].overrides)
+    workload = bunny_mnist(config)
+    cpu = torch.device("cpu")
+    prior = stage_prior(workload, config, base, device=cpu, progress=False).eval()
+    task = workload.tasks[0]
+    train, evals = stage_measurements(workload, task, config, base)
+    held = evals["heldout"]
+    sampler = new_flow(workload, task, config, prior, train, base, device=cpu).eval()
+    scores, _ = score_posterior(sampler, held.x, held.y, held.operator, n_posterior=config.eval.n_posterior,
+                                batch_size=config.eval.batch_size, chunk=config.eval.chunk,
+                                generator=torch.Generator().manual_seed(config.seed + config.eval.seed_offset),
+                                **score_arguments(workload, held))
+    for key, fields in (("aps_n1", ("psnr",)), ("aps_n128", ("psnr", "std_missing", "std_observed", "coverage90"))):
+        found = {"psnr": scores[key].psnr, **scores[key].extra}
+        for field in fields:
+            assert found[field] == pytest.approx(rows["gaussian-step0"]["methods"][key][field], rel=1e-9), (key, field)
+    # ... and that sampler draws the Gaussian posterior over u = x_{t_min}, decoded by the prior: the
+    # same number of draws made directly from those two pieces give the row's mean and spread
+    t_min = config.flow.t_min
+    gaussian = GaussianBase(truncate_gaussian(stage_gaussian(workload, config, base, device=cpu),
+                                              config.flow.base_rank), t_min)
+    n = config.eval.n_posterior
+    state = gaussian.prepare(held.y.double(), held.operator)
+    v = torch.randn(held.x.shape[0], n, *held.x.shape[1:], generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    u, _ = gaussian.call_and_ladj(v, state)
+    flat = u.reshape(-1, *held.x.shape[1:]).to(held.x.dtype)
+    with torch.no_grad():
+        draws = prior.denoise(flat, flat.new_full((flat.shape[0],), t_min)).reshape(u.shape)
+    direct = score_estimate(draws.mean(1), held.x, seconds_per_sample=0.0, nfe=2, samples=draws, std=draws.std(1),
+                            **score_arguments(workload, held))
+    row = rows["gaussian-step0"]["methods"]["aps_n128"]
+    assert abs(direct.psnr - row["psnr"]) < 0.5
+    assert direct.extra["std_missing"] == pytest.approx(row["std_missing"], rel=0.1)
+    assert direct.extra["std_observed"] == pytest.approx(row["std_observed"], rel=0.1)
+    # unlike the paper's sampler, its uncertainty is larger where the mask hides the signal
+    ratio = row["std_missing"] / row["std_observed"]
+    assert ratio > 1.3 and ratio > rows["paper"]["methods"]["aps_n128"]["std_missing"] / \
+        rows["paper"]["methods"]["aps_n128"]["std_observed"] + 0.2
+
+    # a rerun loads the flows and re-scores them to the same numbers; --table-only rewrites the
+    # report without scoring; --commit copies it with the layout the docs render
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/posterior.pt")}
+    assert len(stamps) == 3
+    capsys.readouterr()
+    again, _ = _ablation(*argv)
+    log = capsys.readouterr().out
+    assert "distilling" not in log and "references on" not in log
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    def scores(doc: dict) -> list:
+        return [{m: {k: v for k, v in e.items() if "seconds" not in k} for m, e in r["methods"].items()}
+                for r in doc["rows"]]
+
+    assert scores(again) == scores(report)
+    results = tmp_path / "results"
+    _ablation("--profile", "smoke", "--out", str(out), "--table-only", "--commit", str(results))
+    assert (out / f"{stem}.md").read_text() == md
+    assert sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file()) == [
+        f"figures/{stem}-calibration.png", f"{stem}.json", f"{stem}.md"]
