@@ -31,7 +31,7 @@ rewritten after each row:
     python benchmarks/flow_ablation.py --rows gaussian --curve-every 50  # PSNR against training minutes
     python benchmarks/flow_ablation.py --table-only --commit             # rewrite the report, copy it
     python benchmarks/flow_ablation.py --profile smoke --minutes 0.05 --rows paper gaussian-step0 gaussian \\
-        --dps-measurements 2 --base-out /tmp/abl/bench --out /tmp/abl/out     # end to end in ~2 minutes
+        --dps-measurements 2 --base-out /tmp/abl/bench --out /tmp/abl/out     # end to end in a minute
 
 ``--curve-every k`` scores the EMA flow every ``k`` steps (32 draws per measurement; the scoring
 time is not counted in the training minutes) and plots PSNR against training time.
@@ -68,7 +68,7 @@ from manifold_ps.benchmarking.pipeline import (Measured, build_baselines, flow_r
                                                validation_measurements)
 from manifold_ps.benchmarking.workloads import WORKLOADS, Task, Workload
 from manifold_ps.config import (Config, add_config_arguments, apply_overrides, config_from_args, from_legacy_profile,
-                                write_config)
+                                read_config, write_config)
 from manifold_ps.flows import AmortizedPosterior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,16 +165,18 @@ def score_flow(s: Setting, posterior: AmortizedPosterior, seed: int, n_posterior
 
 
 def _untrained(s: Setting, config: Config, folder: Path) -> AmortizedPosterior:
-    """The sampler before training (built once, saved in ``folder`` like a trained row's)."""
+    """The sampler before training, saved in ``folder`` like a trained row's (and built again when
+    the stored one was made with other settings: nothing is lost)."""
     done = folder / "posterior.pt"
-    if done.is_file():
+    record = json.loads(json.dumps(flow_record(s.workload, s.task, config)))
+    if done.is_file() and read_config(folder / "config.json") == record:
         posterior = AmortizedPosterior.load(done, fingerprint=s.workload.geometry.fingerprint())
         if posterior.decode is not None:
             posterior.attach_prior(s.prior)
         return posterior.eval()
     posterior = new_flow(s.workload, s.task, config, s.prior, s.train, s.base_out, device=s.device).eval()
     folder.mkdir(parents=True, exist_ok=True)
-    write_config(folder / "config.json", flow_record(s.workload, s.task, config))
+    write_config(folder / "config.json", record)
     posterior.metadata["train_steps"] = 0
     posterior.save(done)
     (folder / "complete").write_text(json.dumps({"seconds_last_invocation": 0.0, "steps": 0, "skipped": 0}))
@@ -198,8 +200,9 @@ def run_row(s: Setting, name: str, seed: int, *, minutes: float, train_steps: in
         if curve_every <= 0 or step % curve_every:
             return 0.0
         tic = time.monotonic()
-        scores = score_flow(s, trainer.ema_model.eval(), seed, n_posterior=min(32, s.config.eval.n_posterior))
-        point = {"step": step, "minutes": offset + (tic - clock["start"] - clock["paused"]) / 60,
+        draws = min(32, s.config.eval.n_posterior)
+        scores = score_flow(s, trainer.ema_model.eval(), seed, n_posterior=draws)
+        point = {"step": step, "minutes": offset + (tic - clock["start"] - clock["paused"]) / 60, "draws": draws,
                  **_summary(scores)}
         curve.append(point)
         folder.mkdir(parents=True, exist_ok=True)
@@ -533,7 +536,7 @@ def _plot_curves(results: list[dict[str, Any]], ref: dict[str, Any], path: Path,
     ax = fig.add_subplot(1, 1, 1)
     for r in curves:
         t = [c["minutes"] for c in r["curve"]]
-        line, = ax.plot(t, [c["psnr_mean"] for c in r["curve"]], label=f"{r['row']} s{r['seed']}: mean of 32")
+        line, = ax.plot(t, [c["psnr_mean"] for c in r["curve"]], label=f"{r['row']} s{r['seed']}: mean of {r['curve'][-1].get('draws', 32)}")
         ax.plot(t, [c["psnr_n1"] for c in r["curve"]], ls="--", color=line.get_color(),
                 label=f"{r['row']} s{r['seed']}: one draw")
     m = ref["methods"]
