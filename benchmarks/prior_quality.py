@@ -66,6 +66,7 @@ from manifold_ps.benchmarking.workloads import WORKLOADS, Workload
 from manifold_ps.config import Config, add_config_arguments, add_shortcuts, config_from_args
 from manifold_ps.metrics import bootstrap_interval, paired_difference, paired_ratio
 from manifold_ps.priors import GaussianPrior, ScorePrior, bits_per_dim
+from manifold_ps.training import load_checkpoint
 
 MEASURED = ("bunny-mnist", "era5-imputation")
 """The workloads whose priors this script measures."""
@@ -419,7 +420,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     p, gs = report["prior"], report["gaussian"]
     lines = [f"# Prior quality: {report['workload']} ({report['profile']} profile)", "",
              f"Prior: {p['network']} with `{p['parameterization']}` parameterisation, {p['parameters'] / 1e6:.2f}M "
-             f"parameters, {p['train_steps']} training steps. Gaussian: rank {gs['rank']}, ridge {gs['ridge']:g}; "
+             f"parameters, trained for {p.get('trained_steps', p['train_steps'])} of {p['train_steps']} steps"
+             + (f" in {p['seconds_last_invocation'] / 60:.1f} min" if "seconds_last_invocation" in p else "")
+             + f". Gaussian: rank {gs['rank']}, ridge {gs['ridge']:g}; "
              f"{gs['role']}. Device: {report['device']}.", ""]
 
     lines += ["## Denoising error on held-out signals", "",
@@ -481,8 +484,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                   "| settings | s / sample | NFE |", "|---|---:|---:|---:|---:|---|---:|---:|"]
         for name, r in s["methods"].items():
             tuned = dps["tuning"].get(name)
-            setting = (f"zeta {tuned['zeta']:.3g}" + (", clip_denoised" if tuned["clip_denoised"] else "")) if tuned else ""
-            diffs = [_ci(r, f"diff_{ref}", "{:+.2f}") if f"diff_{ref}" in r else "–" for ref in ("dps_step0", "gaussian_draw")]
+            setting = "" if not tuned else f"zeta {tuned['zeta']:.3g}" + (", clip_denoised" if tuned["clip_denoised"] else "")
+            diffs = [_ci(r, f"diff_{ref}", "{:+.2f}") if f"diff_{ref}" in r else "–"
+                     for ref in ("dps_step0", "gaussian_draw")]
             lines.append(f"| {labels.get(name, name)} | {_ci(r, 'psnr', '{:.2f}')} | {r['psnr_raw']:.2f} | {diffs[0]} "
                          f"| {diffs[1]} | {setting} | {_seconds(r['seconds_per_sample'])} | {r['nfe']} |")
         lines.append("")
@@ -503,6 +507,17 @@ def commit(out: Path, stem: str, target: Path) -> list[Path]:
     return written
 
 
+def _training_record(folder: Path) -> dict[str, Any]:
+    """Steps the prior in ``folder`` was trained for (its checkpoint's; a time cap may stop it
+    before ``prior.train_steps``) and the seconds of its last training invocation."""
+    record: dict[str, Any] = {}
+    if (folder / "checkpoint.pt").is_file():
+        record["trained_steps"] = int(load_checkpoint(folder / "checkpoint.pt", map_location="cpu")["step"])
+    if (folder / "complete").is_file():
+        record.update(json.loads((folder / "complete").read_text()))
+    return record
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
@@ -510,7 +525,8 @@ def _device_name(device: torch.device) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=MEASURED, default="bunny-mnist")
     add_config_arguments(p)
     flags = add_shortcuts(p, SHORTCUTS)
@@ -586,7 +602,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sample_tic = time.perf_counter()
     prior_samples = prior.sample(args.samples, steps=args.sample_steps, method="ddpm", generator=g, device=device)
     per_sample = (time.perf_counter() - sample_tic) / args.samples
-    gauss_samples = gaussian.sample_data(args.samples, generator=torch.Generator(gaussian.mean.device).manual_seed(seed + 3))
+    gauss_samples = gaussian.sample_data(args.samples,
+                                         generator=torch.Generator(gaussian.mean.device).manual_seed(seed + 3))
     figures = {"denoising": f"figures/{stem}-denoising.png", "samples": f"figures/{stem}-samples.png"}
     samples_figure(workload, [(f"held-out ({first_name})", real), ("Gaussian, exact samples", gauss_samples),
                               (f"prior, {args.sample_steps} ancestral steps", prior_samples)],
@@ -605,12 +622,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report = {
         "workload": workload.name, "profile": config.profile, "device": _device_name(device),
-        "prior": {"network": type(getattr(prior, "network", prior)).__name__,
-                  "parameterization": getattr(prior, "parameterization", None),
+        "prior": {"network": type(prior.network).__name__, "parameterization": prior.parameterization,
                   "parameters": sum(q.numel() for q in prior.parameters()), "train_steps": config.prior.train_steps,
-                  "folder": str(out / "prior")},
-        "gaussian": {"role": role, "is_step0": prior.gaussian is not None, "rank": gaussian.rank, "ridge": float(gaussian.fit_info.get("ridge", 0.0)),
-                     "fit_info": gaussian.fit_info},
+                  "folder": str(out / "prior"), **_training_record(out / "prior")},
+        "gaussian": {"role": role, "is_step0": prior.gaussian is not None, "rank": gaussian.rank,
+                     "ridge": float(gaussian.fit_info.get("ridge", 0.0)), "fit_info": gaussian.fit_info},
         "times": TIMES.tolist(), "denoising_seed": seed, "denoising": denoising,
         "nll_settings": ode, "nll_seed": seed + 1, "nll": nll,
         "samples": {"steps": args.sample_steps, "seconds_per_prior_sample": per_sample, "count": args.samples},

@@ -174,7 +174,8 @@ def test_prior_quality_measures_a_gaussian_exactly() -> None:
     pq = _prior_quality()
     g = torch.Generator().manual_seed(0)
     root = torch.randn(4, 4, generator=g, dtype=torch.float64)
-    gaussian = GaussianPrior(torch.randn(1, 4, generator=g, dtype=torch.float64), root @ root.T + 0.1 * torch.eye(4, dtype=torch.float64))
+    cov = root @ root.T + 0.1 * torch.eye(4, dtype=torch.float64)
+    gaussian = GaussianPrior(torch.randn(1, 4, generator=g, dtype=torch.float64), cov)
     x = gaussian.sample_data(32, generator=g).float()
     step0 = pq.Step0Prior(gaussian)
 
@@ -187,11 +188,13 @@ def test_prior_quality_measures_a_gaussian_exactly() -> None:
     for i, t in enumerate(pq.TIMES):
         a, s = gaussian.sde.alpha(t), gaussian.sde.std(t)
         xt = (a * x + s * noise[i]).flatten(1).double()
-        wiener = mu + (xt - a * mu) @ torch.linalg.solve(a**2 * s_cov + s**2 * torch.eye(4, dtype=torch.float64), a * s_cov)
+        gain = torch.linalg.solve(a**2 * s_cov + s**2 * torch.eye(4, dtype=torch.float64), a * s_cov)  # symmetric
+        wiener = mu + (xt - a * mu) @ gain
         torch.testing.assert_close(errors["wiener"][i], (wiener - x.flatten(1).double()).square().mean(-1))
         torch.testing.assert_close(errors["noisy"][i], (xt / a - x.flatten(1).double()).square().mean(-1))
     table = pq.denoising_table(errors, pq.TIMES, step0)
-    assert len(table["rows"]) == 12 and table["rows"][0]["t"] == pytest.approx(0.005) and table["rows"][-1]["t"] == pytest.approx(0.7)
+    assert len(table["rows"]) == 12
+    assert table["rows"][0]["t"] == pytest.approx(0.005) and table["rows"][-1]["t"] == pytest.approx(0.7)
     assert all(r["ratio"] == pytest.approx(1.0, abs=1e-4) for r in table["rows"])
     assert table["summary"]["points_t_le_0.3"] == 10
 
@@ -208,6 +211,18 @@ def test_prior_quality_measures_a_gaussian_exactly() -> None:
     nll = pq.nll_table(bpd)
     assert nll["gaussian_exact"]["low"] <= nll["gaussian_exact"]["mean"] <= nll["gaussian_exact"]["high"]
     assert nll["prior_ode_minus_gaussian_exact"]["mean"] == pytest.approx(float((bpd["prior_ode"] - bpd["gaussian_exact"]).mean()))
+
+    # the step-0 prior is an untrained wiener prior: DPS draws the same samples with either
+    from manifold_ps.baselines import DPS
+    from manifold_ps.geometry import ImageGrid
+    from manifold_ps.operators import Inpainting
+    from manifold_ps.priors import build_prior
+
+    untrained = build_prior(ImageGrid(2, 2), preset="tiny", network="mlp", parameterization="wiener", gaussian=gaussian)
+    op = Inpainting(torch.tensor([True, False, True, True]), sigma=0.1)
+    y = op(x[:3], generator=torch.Generator().manual_seed(1))
+    draws = [DPS(p, steps=20, zeta=0.5).sample(y, op, 2, generator=torch.Generator().manual_seed(2)) for p in (untrained, step0)]
+    torch.testing.assert_close(draws[0], draws[1])
 
 
 @pytest.mark.data
@@ -228,6 +243,7 @@ def test_prior_quality_report_at_smoke_size(parameterization: str, tmp_path: Pat
     stem = "prior_quality-bunny_mnist-smoke"
     assert json.loads((out / "prior_quality.json").read_text()) == json.loads(json.dumps(report, default=float))
     assert report["config"]["prior"]["parameterization"] == parameterization
+    assert report["prior"]["parameterization"] == parameterization and report["prior"]["trained_steps"] == 30
     assert report["config"]["eval"]["dps_nfe"] == 10
     assert report["gaussian"]["is_step0"] == (parameterization == "wiener")
 
