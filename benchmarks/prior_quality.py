@@ -44,7 +44,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import hashlib
 import json
 import math
 import platform
@@ -66,7 +65,7 @@ from manifold_ps.benchmarking.workloads import WORKLOADS, Workload
 from manifold_ps.config import Config, add_config_arguments, add_shortcuts, config_from_args
 from manifold_ps.metrics import bootstrap_interval, paired_difference, paired_ratio
 from manifold_ps.priors import GaussianPrior, ScorePrior, bits_per_dim
-from manifold_ps.training import load_checkpoint
+from manifold_ps.training import load_checkpoint, state_digest
 
 MEASURED = ("bunny-mnist", "era5-imputation")
 """The workloads whose priors this script measures."""
@@ -238,15 +237,6 @@ def nll_table(bpd: dict[str, Tensor]) -> dict[str, Any]:
 
 
 # -- 4. DPS ----------------------------------------------------------------------------------------------
-def _fingerprint(module: torch.nn.Module) -> str:
-    """Short hash of a module's state: tuning results are cached per prior, never reused for another."""
-    h = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
 def dps_comparison(workload: Workload, config: Config, out: Path, priors: dict[str, ScorePrior],
                    gaussian: GaussianPrior, *, n_measurements: int, device: torch.device) -> dict[str, Any]:
     """DPS with each prior (settings chosen on validation measurements) and the exact Gaussian
@@ -268,7 +258,7 @@ def dps_comparison(workload: Workload, config: Config, out: Path, priors: dict[s
     for name, p in priors.items():
         tuned: dict[str, Any] = {}
         if config.eval.tune_measurements > 0 and val.x.shape[0] > 0:
-            folder = out / "prior_quality" / "tuning" / f"{name}-{_fingerprint(p)}"
+            folder = out / "prior_quality" / "tuning" / f"{name}-{state_digest(p)}"
             tuned = stage_tuning(workload, dps_task, config, p, val.x.to(device), val.y.to(device),
                                  val.operator.to(device), folder, validation=validation)
         samplers[name] = build_baselines(workload, dps_task, config, p, tuned)["dps"]
