@@ -6,7 +6,9 @@ table per set, see :func:`manifold_ps.benchmarking.results.write_results`) next 
 the workload and profile (``benchmarks/results/bunny_mnist-cpu.md`` with
 ``bunny_mnist-cpu.json`` beside it), or one folder per run (``benchmarks/results/<run>/results.md``).
 Every ``*.md`` found there (recursively, sorted by path, ``README.md`` excepted) becomes one
-section of ``_generated/results.rst``. Figures referenced
+section of ``_generated/results.rst``, but the prior-quality reports of
+``benchmarks/prior_quality.py`` (``prior_quality-<workload>-<profile>.md``), which make up
+``_generated/prior_quality.rst`` (included by ``docs/prior_quality.rst``). Figures referenced
 as ``![alt](file.png)`` are copied next to the generated page.
 
 The calibration plots the benchmark pipeline writes (``figures/<task>/calibration.png`` of a run)
@@ -28,9 +30,12 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["markdown_to_rst", "write_results_page", "calibration_figures", "RESULTS_DIR"]
+__all__ = ["markdown_to_rst", "write_results_page", "calibration_figures", "RESULTS_DIR", "PRIOR_QUALITY_PREFIX"]
 
 RESULTS_DIR = Path("benchmarks") / "results"
+
+PRIOR_QUALITY_PREFIX = "prior_quality-"
+"""File-name prefix of the prior-quality reports (their own page)."""
 
 _HEADING_CHARS = "=-~^\"'"
 _INLINE = re.compile(
@@ -201,20 +206,43 @@ def calibration_figures(path: Path) -> list[tuple[Path, str]]:
     return [(p, p.name) for p in found]
 
 
-def write_results_page(root: Path, out_dir: Path) -> Path:
-    """Write ``out_dir/results.rst`` from every ``benchmarks/results/**/*.md`` under ``root``.
+_NO_PRIOR_QUALITY = """\
+No prior-quality report has been recorded in this checkout yet: ``benchmarks/results/`` holds no
+``prior_quality-*.md`` file. After a workload's benchmark has trained its prior, run
 
-    The file is rewritten only when its content changes, so Sphinx does not rebuild needlessly.
+.. code-block:: bash
+
+   python benchmarks/prior_quality.py --workload bunny-mnist --profile cpu --commit
+   python benchmarks/prior_quality.py --workload era5-imputation --profile cpu --commit
+
+commit what ``--commit`` wrote into ``benchmarks/results/`` and rebuild the documentation.
+"""
+
+
+def write_results_page(root: Path, out_dir: Path) -> Path:
+    """Write ``out_dir/results.rst`` from every ``benchmarks/results/**/*.md`` under ``root`` but
+    the prior-quality reports, and ``out_dir/prior_quality.rst`` from those
+    (``prior_quality-*.md``).
+
+    Each file is rewritten only when its content changes, so Sphinx does not rebuild needlessly.
 
     Returns:
-        The path of the generated page fragment.
+        The path of the generated results fragment.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     results = root / RESULTS_DIR
     files = sorted(p for p in results.rglob("*.md") if p.name.lower() != "readme.md") if results.is_dir() else []
+    quality = [p for p in files if p.name.startswith(PRIOR_QUALITY_PREFIX)]
+    _write_fragment(root, [p for p in files if p not in quality], out_dir / "results.rst", _NONE_YET)
+    _write_fragment(root, quality, out_dir / "prior_quality.rst", _NO_PRIOR_QUALITY)
+    return out_dir / "results.rst"
+
+
+def _write_fragment(root: Path, files: list[Path], target: Path, empty: str) -> None:
+    """One generated page fragment: a section per Markdown file (``empty`` when there is none)."""
     parts: list[str] = []
     images: list[tuple[Path, str]] = []  # (file, name of its copy)
-    fig_dir = out_dir / "results_figures"
+    fig_dir = target.parent / "results_figures"
     for path in files:
         rel = path.relative_to(root).as_posix()
         body = path.read_text(encoding="utf-8")
@@ -242,14 +270,12 @@ def write_results_page(root: Path, out_dir: Path) -> Path:
         parts.append(source + "\n")
         images += [(p, f"{tag}-{p.name}") for p in found]
         images += calibration
-    text = "\n".join(parts) if parts else _NONE_YET
+    text = "\n".join(parts) if parts else empty
     if images:
         fig_dir.mkdir(exist_ok=True)
         for src, name in images:
             dst = fig_dir / name
             if not dst.exists() or dst.read_bytes() != src.read_bytes():
                 shutil.copyfile(src, dst)
-    target = out_dir / "results.rst"
     if not target.exists() or target.read_text(encoding="utf-8") != text:
         target.write_text(text, encoding="utf-8")
-    return target

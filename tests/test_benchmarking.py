@@ -278,6 +278,28 @@ def test_tuning_chooses_on_validation_and_refuses_other_settings(tmp_path) -> No
     other = replace(config, eval=replace(config.eval, tune_zeta_budgets=(250.0,)))
     with pytest.raises(ValueError, match=r"tuning.json was made with other settings \(zeta_budgets \[2.0, 250.0\] -> \[250.0\]\)"):
         stage_tuning(workload, task, other, prior, x[:4], y, op, tmp_path, validation="toy validation")
+    # tuned for one prior, never reused for another (a retrained prior in the same folder)
+    other_prior = GaussianPrior.fit(x[:20], ridge=1e-3)
+    with pytest.raises(ValueError, match=r"tuning.json was made with other settings \(prior "):
+        stage_tuning(workload, task, config, other_prior, x[:4], y, op, tmp_path, validation="toy validation")
+
+
+@pytest.mark.data
+def test_stored_measurements_of_other_signals_are_refused(tmp_path, data_dir) -> None:
+    from manifold_ps.benchmarking.pipeline import stage_measurements
+    from manifold_ps.benchmarking.workloads import bunny_mnist
+    from manifold_ps.config import apply_overrides, get_profile
+
+    config = get_profile("smoke")
+    workload = bunny_mnist(config)
+    train, evals = stage_measurements(workload, workload.tasks[0], config, tmp_path)
+    again, evals_again = stage_measurements(workload, workload.tasks[0], config, tmp_path)  # loads the same
+    assert torch.equal(again.y, train.y) and torch.equal(evals_again["heldout"].y, evals["heldout"].y)
+    assert torch.equal(evals_again["heldout"].groups, evals["heldout"].groups)
+    other = apply_overrides(config, {"eval.n_eval": 2})  # selects other held-out digits
+    with pytest.raises(ValueError, match=r"measurements.pt holds measurements of other signals for the set 'heldout'"):
+        stage_measurements(bunny_mnist(other), workload.tasks[0], other, tmp_path)
+
 
 
 @pytest.mark.data

@@ -195,6 +195,86 @@ def _ablation(*argv: str) -> tuple[dict, Any]:
     return module.main(list(argv)), module
 
 
+def _prior_quality():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("prior_quality", ROOT / "benchmarks" / "prior_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _mvn_bits_per_dim(gaussian, x, t: float):
+    """-log N(x; alpha m, alpha^2 S + sigma^2 I) / (d ln 2) with torch.distributions, from the dense covariance."""
+    import torch
+
+    t64 = torch.tensor(t, dtype=torch.float64)
+    a, s = gaussian.sde.alpha(t64), gaussian.sde.std(t64)
+    d = gaussian.num_dims
+    cov = a**2 * gaussian.covariance() + s**2 * torch.eye(d, dtype=torch.float64)
+    mvn = torch.distributions.MultivariateNormal(a * gaussian.mean.flatten(), covariance_matrix=cov)
+    return -mvn.log_prob(x.flatten(1).double()) / (d * math.log(2.0))
+
+
+def test_prior_quality_measures_a_gaussian_exactly() -> None:
+    import torch
+
+    from manifold_ps.priors import GaussianPrior
+
+    pq = _prior_quality()
+    g = torch.Generator().manual_seed(0)
+    root = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    cov = root @ root.T + 0.1 * torch.eye(4, dtype=torch.float64)
+    gaussian = GaussianPrior(torch.randn(1, 4, generator=g, dtype=torch.float64), cov)
+    x = gaussian.sample_data(32, generator=g).float()
+    step0 = pq.Step0Prior(gaussian)
+
+    # denoising: the same noisy input for both denoisers, so a prior that is the Gaussian has ratio 1;
+    # the Wiener error is that of the closed form mu + S a (a^2 S + s^2 I)^-1 (x_t - a mu) on the seeded noise
+    errors = pq.denoising_errors(step0, gaussian, x, pq.TIMES, seed=3, batch=5)
+    torch.testing.assert_close(errors["prior"], errors["wiener"], rtol=1e-4, atol=1e-7)
+    noise = torch.randn((pq.TIMES.shape[0], *x.shape), generator=torch.Generator().manual_seed(3), dtype=x.dtype)
+    s_cov, mu = gaussian.covariance(), gaussian.mean.flatten()
+    for i, t in enumerate(pq.TIMES):
+        a, s = gaussian.sde.alpha(t), gaussian.sde.std(t)
+        xt = (a * x + s * noise[i]).flatten(1).double()
+        gain = torch.linalg.solve(a**2 * s_cov + s**2 * torch.eye(4, dtype=torch.float64), a * s_cov)  # symmetric
+        wiener = mu + (xt - a * mu) @ gain
+        torch.testing.assert_close(errors["wiener"][i], (wiener - x.flatten(1).double()).square().mean(-1))
+        torch.testing.assert_close(errors["noisy"][i], (xt / a - x.flatten(1).double()).square().mean(-1))
+    table = pq.denoising_table(errors, pq.TIMES, step0)
+    assert len(table["rows"]) == 12
+    assert table["rows"][0]["t"] == pytest.approx(0.005) and table["rows"][-1]["t"] == pytest.approx(0.7)
+    assert all(r["ratio"] == pytest.approx(1.0, abs=1e-4) for r in table["rows"])
+    assert table["summary"]["points_t_le_0.3"] == 10
+
+    # NLL: the Gaussian's exact value is the density of its marginal at t_min at the signal itself,
+    # which the ODE (exact trace here: no probe noise) reproduces up to the solver's error and the
+    # terminal N(0, I) in place of the exact marginal at t = 1 (a mean shift alpha(1) mu)
+    ode = {"solver": "heun", "steps": 32, "rtol": 1e-5, "atol": 1e-5, "n_probes": 1, "hutchinson": "rademacher",
+           "t_min": 0.01, "exact_trace": True}
+    bpd = pq.heldout_nll(step0, gaussian, x, ode=ode, seed=0, batch=10)
+    torch.testing.assert_close(bpd["gaussian_exact"], _mvn_bits_per_dim(gaussian, x, 0.01))
+    assert float((bpd["gaussian_ode"] - bpd["gaussian_exact"]).abs().max()) < 0.03
+    assert abs(float((bpd["gaussian_ode"] - bpd["gaussian_exact"]).mean())) < 0.005
+    torch.testing.assert_close(bpd["prior_ode"], bpd["gaussian_ode"], rtol=0, atol=1e-3)  # float32 against float64
+    nll = pq.nll_table(bpd)
+    assert nll["gaussian_exact"]["low"] <= nll["gaussian_exact"]["mean"] <= nll["gaussian_exact"]["high"]
+    assert nll["prior_ode_minus_gaussian_exact"]["mean"] == pytest.approx(float((bpd["prior_ode"] - bpd["gaussian_exact"]).mean()))
+
+    # the step-0 prior is an untrained wiener prior: DPS draws the same samples with either
+    from manifold_ps.baselines import DPS
+    from manifold_ps.geometry import ImageGrid
+    from manifold_ps.operators import Inpainting
+    from manifold_ps.priors import build_prior
+
+    untrained = build_prior(ImageGrid(2, 2), preset="tiny", network="mlp", parameterization="wiener", gaussian=gaussian)
+    op = Inpainting(torch.tensor([True, False, True, True]), sigma=0.1)
+    y = op(x[:3], generator=torch.Generator().manual_seed(1))
+    draws = [DPS(p, steps=20, zeta=0.5).sample(y, op, 2, generator=torch.Generator().manual_seed(2)) for p in (untrained, step0)]
+    torch.testing.assert_close(draws[0], draws[1])
+
+
 @pytest.mark.data
 @pytest.mark.slow
 def test_flow_ablation_scores_every_row_as_the_benchmark_scores_its_flow(
@@ -300,3 +380,76 @@ def test_flow_ablation_scores_every_row_as_the_benchmark_scores_its_flow(
     assert (out / f"{stem}.md").read_text() == md
     assert sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file()) == [
         f"figures/{stem}-calibration.png", f"{stem}.json", f"{stem}.md"]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("parameterization", ["wiener", "x0"])
+def test_prior_quality_report_at_smoke_size(parameterization: str, tmp_path: Path, data_dir: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from manifold_ps.benchmarking.workloads import bunny_mnist
+    from manifold_ps.config import apply_overrides, get_profile
+    from manifold_ps.priors import DiffusionPrior, GaussianPrior
+
+    pq = _prior_quality()
+    out, committed = tmp_path / "run", tmp_path / "results"
+    argv = ["--profile", "smoke", "--set", f"prior.parameterization={parameterization}", "--out", str(out),
+            "--no-progress", "--nll-signals", "8", "--nll-steps", "8", "--samples", "2", "--sample-steps", "10",
+            "--n-heldout", "24", "--commit", str(committed)]
+    report = pq.main(argv)
+    stem = "prior_quality-bunny_mnist-smoke"
+    assert json.loads((out / "prior_quality.json").read_text()) == json.loads(json.dumps(report, default=float))
+    assert report["config"]["prior"]["parameterization"] == parameterization
+    assert report["prior"]["parameterization"] == parameterization and report["prior"]["trained_steps"] == 30
+    assert report["config"]["eval"]["dps_nfe"] == 10
+    assert report["gaussian"]["is_step0"] == (parameterization == "wiener")
+
+    curves = report["denoising"]["test-digits"]
+    assert curves["signals"] == 24 and len(curves["rows"]) == 12
+    for r in curves["rows"]:
+        for key in ("prior_mse", "wiener_mse", "ratio", "noisy_mse"):
+            assert r[f"{key}_low"] <= r[key] <= r[f"{key}_high"], (key, r["t"])
+        # the noisy input / alpha errs by (sigma / alpha)^2 per entry: the noise is standard normal
+        assert r["noisy_mse"] / r["sigma_over_alpha"] ** 2 == pytest.approx(1.0, abs=0.03)
+        assert r["ratio"] == pytest.approx(r["prior_mse"] / r["wiener_mse"], rel=1e-9)
+
+    # the Gaussian's NLL is its exact marginal density at t_min, here computed independently
+    gaussian = (DiffusionPrior.load(out / "prior" / "prior.pt").gaussian if parameterization == "wiener"
+                else GaussianPrior.load(out / "gaussian" / "gaussian.pt"))
+    config = apply_overrides(get_profile("smoke"), {"prior.parameterization": parameterization})
+    x = bunny_mnist(config).flow_train[:8]
+    nll = report["nll"]["test-digits"]
+    assert nll["signals"] == 8 and report["nll_settings"]["t_min"] == 1e-3 and report["nll_settings"]["steps"] == 8
+    expected = _mvn_bits_per_dim(gaussian, x, 1e-3)
+    assert nll["bits_per_dim"]["gaussian_exact"]["mean"] == pytest.approx(float(expected.mean()), rel=1e-6)
+    assert nll["bits_per_dim"]["gaussian_exact"]["se"] == pytest.approx(float(expected.std() / 8**0.5), rel=1e-6)
+    assert math.isfinite(nll["bits_per_dim"]["prior_ode"]["mean"])
+
+    dps = report["dps"]
+    assert dps["task"] == "inpainting" and dps["dps_nfe"] == 10
+    assert "disjoint from every evaluation set" in dps["validation"]
+    methods = dps["sets"]["heldout"]["methods"]
+    assert set(methods) == {"dps", "dps_step0", "gaussian_draw", "gaussian_mean"}
+    for name, r in methods.items():
+        assert r["psnr_low"] <= r["psnr"] <= r["psnr_high"] and r["psnr"] >= r["psnr_raw"] - 1e-9, name
+        assert r["nfe"] == (10 if name.startswith("dps") else 0), name
+    assert methods["dps"]["diff_dps_step0_low"] <= methods["dps"]["diff_dps_step0"] <= methods["dps"]["diff_dps_step0_high"]
+    for name in ("dps", "dps_step0"):
+        grid = dps["tuning"][name]["grid"]
+        best = max(grid, key=lambda r: r["psnr"])
+        assert (dps["tuning"][name]["zeta"], dps["tuning"][name]["clip_denoised"]) == (best["zeta"], best["clip_denoised"])
+    # each prior has its own tuning, stored under the hash of its state
+    assert len(list((out / "prior_quality" / "tuning").glob("*/inpainting/tuning.json"))) == 2
+
+    # the Markdown report, its figures and the committed copies
+    md = (out / "prior_quality.md").read_text()
+    for fig in report["figures"].values():
+        assert f"]({fig})" in md and (out / fig).is_file() and (committed / fig).is_file()
+    assert (committed / f"{stem}.md").read_text() == md
+    assert json.loads((committed / f"{stem}.json").read_text())["workload"] == "bunny-mnist"
+
+    if parameterization == "wiener":  # a rerun loads the prior and both tunings
+        capsys.readouterr()
+        pq.main(argv)
+        log = capsys.readouterr().out
+        assert "prior: loading" in log and log.count("baseline settings from") == 2 and "  tuning " not in log

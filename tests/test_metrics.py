@@ -20,6 +20,7 @@ from manifold_ps.metrics import (
     mse,
     normal_intervals,
     paired_difference,
+    paired_ratio,
     posterior_std,
     project,
     psnr,
@@ -214,6 +215,39 @@ def test_paired_difference() -> None:
     with pytest.raises(ValueError, match="same measurements"):
         paired_difference(a, a[:-1])
 
+
+
+def test_paired_ratio_is_a_ratio_of_means_with_a_delta_method_interval() -> None:
+    # errors of two denoisers on the same signals: b varies a lot from signal to signal, a is 0.8 b
+    # plus a small floor (so its per-signal ratio is large where b is small). Delta method for
+    # R = sum(a) / sum(b): se = sqrt(sum (a_i - R b_i)^2) / sum(b)
+    rng = np.random.default_rng(5)
+    b = rng.lognormal(-5.0, 1.0, 400)
+    a = 0.8 * b + 1e-3 * rng.lognormal(0.0, 0.5, b.size)
+    ratio, low, high = paired_ratio(a, b, seed=1)
+    assert ratio == pytest.approx(a.sum() / b.sum(), rel=1e-12)
+    assert abs(ratio - (a / b).mean()) > 0.05  # the mean of per-signal ratios is another number
+    se = math.sqrt(((a - ratio * b) ** 2).sum()) / b.sum()
+    assert (high - low) / 2 == pytest.approx(1.959964 * se, rel=0.15)
+    assert low < ratio < high
+    # pairing: the interval is far narrower than that of either mean
+    own = bootstrap_interval(a, seed=1)
+    assert (high - low) * b.mean() < 0.3 * (own[2] - own[1])
+    # groups of duplicated pairs give the interval of the distinct pairs
+    k = 3
+    dup = paired_ratio(np.repeat(a, k), np.repeat(b, k), groups=np.repeat(np.arange(a.size), k), seed=1)
+    np.testing.assert_allclose(dup, (ratio, low, high), rtol=1e-9)
+    assert paired_ratio(torch.as_tensor(a), torch.as_tensor(b), seed=1) == (ratio, low, high)
+
+
+def test_paired_ratio_refuses_bad_input() -> None:
+    b = np.array([0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="same measurements"):
+        paired_ratio(b, b[:-1])
+    with pytest.raises(ValueError, match="b must be positive"):
+        paired_ratio(b, np.array([0.1, 0.0, 0.3]))
+    with pytest.raises(ValueError, match="level"):
+        paired_ratio(b, b + 1.0, level=0.0)
 
 @pytest.mark.parametrize(
     ("values", "kwargs", "match"),

@@ -35,7 +35,7 @@ def test_train_prior_cli_smoke_and_resume(data_dir: Path, tmp_path: Path, capsys
     with pytest.raises(ValueError, match="1889 vertices"):
         DiffusionPrior.load(summary["prior"], num_vertices=4140)
     # the case: another parameterisation into the same folder is refused, naming the field
-    with pytest.raises(ValueError, match=rf"prior.parameterization 'x0' -> 'edm'.*{tmp_path.name}"):
+    with pytest.raises(ValueError, match=rf"prior.parameterization 'wiener' -> 'edm'.*{tmp_path.name}"):
         main([*args, "--train-steps", "4", "--parameterization", "edm"])
 
 

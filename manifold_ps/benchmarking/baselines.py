@@ -23,6 +23,7 @@ from ..metrics import project, psnr
 from ..operators import Operator
 from ..priors import DiffusionPrior, GaussianPrior
 from ..sampling import PosteriorSampler
+from ..training import state_digest
 from .evaluate import run_sampler
 from ..config import Config
 from .workloads import Task, Workload
@@ -71,10 +72,11 @@ def stage_gaussian(workload: Workload, config: Config, out: Path, *, device: tor
         return prior.to(device)
     tic = time.perf_counter()
     n_val = max(1, int(round(config.eval.gaussian_validation_fraction * signals.shape[0])))
-    probe = GaussianPrior.fit(signals[:-n_val], rank=config.eval.gaussian_rank, ridge=config.eval.gaussian_ridges,
-                              validation=signals[-n_val:])
+    dims = signals.shape[1] * signals.shape[2]
+    rank = None if config.eval.gaussian_rank is None else min(config.eval.gaussian_rank, dims)  # a small signal: all
+    probe = GaussianPrior.fit(signals[:-n_val], rank=rank, ridge=config.eval.gaussian_ridges, validation=signals[-n_val:])
     ridge = float(probe.fit_info["ridge"])
-    prior = GaussianPrior.fit(signals, rank=config.eval.gaussian_rank, ridge=ridge)
+    prior = GaussianPrior.fit(signals, rank=rank, ridge=ridge)
     prior.fit_info.update(settings=settings, ridge_candidates=probe.fit_info.get("ridge_candidates", [ridge]),
                           validation_log_likelihood=probe.fit_info.get("validation_log_likelihood", []),
                           validation_signals=n_val, seconds=time.perf_counter() - tic)
@@ -146,7 +148,7 @@ def stage_tuning(workload: Workload, task: Task, config: Config, prior: Diffusio
                "reddiff_steps": config.eval.reddiff_steps, "zeta_budgets": list(config.eval.tune_zeta_budgets),
                "reddiff_lrs": list(config.eval.tune_reddiff_lrs), "reddiff_lambdas": list(config.eval.tune_reddiff_lambdas),
                "smoothings": list(config.eval.tune_smoothings), "data_range": workload.data_range, "seed": config.seed,
-               "baselines": list(task.baselines)}
+               "baselines": list(task.baselines), "prior": state_digest(prior)}  # never reused for another prior
     request = json.loads(json.dumps(request))  # tuples as lists, as stored
     if path.is_file():
         doc = json.loads(path.read_text())

@@ -181,6 +181,16 @@ def stage_measurements(workload: Workload, task: Task, config: Config, out: Path
         if blob.get("fingerprint") != workload.geometry.fingerprint():
             raise ValueError(f"{path} was made for another geometry; delete it or use another --out")
         sets = {k: Measured(v["x"], v["y"], operator_from_config(v["operator"])) for k, v in blob["sets"].items()}
+        # the stored measurements must be of the signals this configuration asks for (e.g. another
+        # eval.n_eval or train_size selects others): refuse rather than score the wrong ones
+        wanted = {"train": workload.flow_train, **{ev.name: ev.x for ev in workload.eval_sets}}
+        for name, x in wanted.items():
+            have = sets.get(name)
+            if have is None or have.x.shape != x.shape or not torch.equal(have.x, x.to(have.x.dtype)):
+                found = "none" if have is None else f"{have.x.shape[0]} other signals"
+                raise ValueError(f"{path} holds measurements of other signals for the set {name!r} ({found}; the "
+                                 f"configuration asks for {x.shape[0]}): delete it to simulate them again, or use "
+                                 "another --out")
     else:
         g = torch.Generator().manual_seed(config.seed)
         sets = {"train": _simulate(task, workload.flow_train, g)}

@@ -6,6 +6,7 @@ Imports only torch, tqdm and the standard library (TensorBoard lazily, when aske
 from .checkpoint import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import load_checkpoint as load_checkpoint
 from .checkpoint import save_checkpoint as save_checkpoint
+from .checkpoint import state_digest as state_digest
 from .distributed import DistInfo as DistInfo
 from .distributed import init_distributed as init_distributed
 from .distributed import world_info as world_info
@@ -21,6 +22,7 @@ __all__ = [
     "LossFn",
     "load_checkpoint",
     "save_checkpoint",
+    "state_digest",
     "CHECKPOINT_FORMAT",
     "ema_copy",
     "ema_update",

@@ -8,6 +8,8 @@ unusable (missing, truncated, not a checkpoint, made for another geometry) into 
 
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import torch
 
 from .._files import atomic_open
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint", "state_digest"]
 
 CHECKPOINT_FORMAT = "manifold_ps.training/1"
 """Value of the ``"format"`` key of every training checkpoint."""
@@ -91,3 +93,23 @@ def load_checkpoint(
             f"but the given geometry has fingerprint {fingerprint or '(none)'!r}"
         )
     return state
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """A short hash of a module's state (parameters and buffers, bit for bit).
+
+    Results derived from a trained model (e.g. tuned sampler settings) store it, so they are
+    never reused for another model.
+
+    Example:
+        >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+        >>> b.load_state_dict(a.state_dict())
+        <All keys matched successfully>
+        >>> state_digest(a) == state_digest(b), len(state_digest(a))
+        (True, 12)
+    """
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:12]
