@@ -70,6 +70,7 @@ from manifold_ps.benchmarking.workloads import WORKLOADS, Task, Workload
 from manifold_ps.config import (Config, add_config_arguments, apply_overrides, config_from_args, from_legacy_profile,
                                 read_config, write_config)
 from manifold_ps.flows import AmortizedPosterior
+from manifold_ps.training import state_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -257,7 +258,8 @@ def _tuned_settings(s: Setting) -> tuple[dict[str, Any], str]:
         if ("harmonic_tikhonov" in doc and request.get("smoothings") == smoothings
                 and request.get("measurements") == int(val.x.shape[0]) and request.get("seed") == s.config.seed):
             tuned = {"harmonic_tikhonov": doc["harmonic_tikhonov"]}
-            if "dps" in doc and request.get("dps_steps") == s.config.eval.dps_nfe:
+            if ("dps" in doc and request.get("dps_steps") == s.config.eval.dps_nfe
+                    and request.get("prior") == state_digest(s.prior)):  # DPS's step size: tuned for this prior
                 tuned["dps"] = doc["dps"]
             return tuned, f"chosen on {val.x.shape[0]} validation measurements (`{path}`)"
     weight = tune_smoothing(s.workload, val.x, val.y, val.operator, tuple(smoothings))
@@ -287,7 +289,8 @@ def references(s: Setting, out: Path, n_dps: int) -> dict[str, Any]:
     these measurements, else run here on the first ``n_dps``). Cached in ``out/references.json``."""
     stored = _benchmark_dps(s)
     key = {"version": REFERENCES_VERSION, "workload": s.workload.name, "task": s.task.name,
-           "profile": s.config.profile, "seed": s.config.seed, "measurements": int(s.held.x.shape[0]),
+           "profile": s.config.profile, "seed": s.config.seed, "prior": state_digest(s.prior),
+           "measurements": int(s.held.x.shape[0]),
            "n_posterior": s.config.eval.n_posterior,
            "dps": {"source": stored[2]} if stored is not None else {"measurements": n_dps}}
     cache = out / "references.json"
