@@ -212,14 +212,46 @@ def test_decoded_sampler_save_load_keeps_decoder_and_base(tmp_path) -> None:
         torch.testing.assert_close(getattr(loaded.base, name), getattr(post.base, name), rtol=0, atol=0)
     op = Inpainting(_masks(2, 6), sigma=0.3)
     y = torch.randn(2, 1, 6)
-    with pytest.raises(ValueError, match="attach_prior"):
-        loaded.sample(y, op, 2)
-    loaded.attach_prior(prior)
+    # the decoder is saved with the sampler: the loaded one decodes on its own, identically
     a = post.sample(y, op, 4, generator=torch.Generator().manual_seed(1))
     b = loaded.sample(y, op, 4, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ValueError, match="no tractable density"):
         loaded.log_prob(a[:, 0], y, op)
+    bare = _sampler(prior, 0.05, noise=True)
+    bare.attach_prior(None)  # type: ignore[arg-type]  # a sampler saved without its decoder
+    unattached = AmortizedPosterior.load(bare.save(tmp_path / "bare.pt"))
+    with pytest.raises(ValueError, match="attach_prior"):
+        unattached.sample(y, op, 2)
+    unattached.attach_prior(prior)
+    torch.testing.assert_close(unattached.sample(y, op, 4, generator=torch.Generator().manual_seed(1)), a, rtol=0, atol=0)
+
+
+def test_decoded_sampler_carries_a_diffusion_prior_decoder(tmp_path) -> None:
+    from manifold_ps.flows import AmortizedPosterior
+    from manifold_ps.operators import Inpainting
+    from manifold_ps.priors import DiffusionPrior
+    from manifold_ps.geometry import VertexLayout
+    from manifold_ps.priors.mlp import MLPDenoiser
+
+    gaussian = _gaussian(rank=3)
+    torch.manual_seed(0)
+    prior = DiffusionPrior(MLPDenoiser(2, 1, 6, hidden=8, depth=1), VertexLayout(6), channels=1,
+                           parameterization="wiener", gaussian=gaussian)
+    with torch.no_grad():
+        for p in prior.network.parameters():
+            p.normal_(0.0, 0.1)  # a trained correction, so the decoder differs from the Gaussian's
+    post = _sampler(gaussian, 0.05, noise=False)
+    post.attach_prior(prior)
+    loaded = AmortizedPosterior.load(post.save(tmp_path / "post.pt"))
+    assert isinstance(loaded._prior.value, DiffusionPrior)
+    op = Inpainting(_masks(2, 6), sigma=0.3)
+    y = torch.randn(2, 1, 6)
+    a = post.sample(y, op, 3, generator=torch.Generator().manual_seed(2))
+    b = loaded.sample(y, op, 3, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    u, t = torch.zeros(1, 1, 6), torch.tensor([0.05])
+    assert not torch.allclose(prior.denoise(u, t).double(), gaussian.denoise(u.double(), t.double()))
 
 
 def test_decoded_sampler_validation() -> None:
@@ -252,8 +284,9 @@ def _toy_workload():
     return Workload("toy", ImageGrid(4, 4), "image", x, x, "toy signals", [], [task], data_range=(0.0, 1.0))
 
 
-@pytest.mark.parametrize("overrides", [{}, {"flow.decode": True, "flow.base": "gaussian", "flow.decoder_noise": True,
-                                             "flow.base_rank": 8}])
+@pytest.mark.parametrize("overrides", [{"flow.decode": False, "flow.base": "fill"},
+                                       {"flow.decode": True, "flow.base": "gaussian", "flow.decoder_noise": True,
+                                        "flow.base_rank": 8}])
 def test_pipeline_builds_trains_and_reloads_the_configured_flow(tmp_path, overrides) -> None:
     from manifold_ps.benchmarking.pipeline import flow_record, stage_flow, stage_measurements
     from manifold_ps.config import apply_overrides, get_profile
@@ -266,7 +299,7 @@ def test_pipeline_builds_trains_and_reloads_the_configured_flow(tmp_path, overri
     post = stage_flow(workload, workload.tasks[0], config, prior, train, tmp_path, device=torch.device("cpu"),
                       progress=False)
     record = flow_record(workload, workload.tasks[0], config)
-    if not overrides:  # the default method: nothing new in the record, no base, no decoder
+    if not config.flow.decode:  # the paper's method: nothing new in the record, no base, no decoder
         assert not {"decode", "decoder_noise", "base", "base_rank"} & set(record["flow"])
         assert post.base is None and post.decode is None
     else:
@@ -281,14 +314,15 @@ def test_pipeline_builds_trains_and_reloads_the_configured_flow(tmp_path, overri
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"base": "gaussian"}, "needs flow.decode"),
-    ({"decode": True, "decoder_noise": True}, "needs flow.base='gaussian'"),
+    ({"base": "gaussian", "decode": False}, "needs flow.decode"),
+    ({"decode": True, "base": "fill", "decoder_noise": True}, "needs flow.base='gaussian'"),
     ({"base": "harmonic"}, "'fill' or 'gaussian'"),
     ({"decode": True, "base": "gaussian", "base_rank": 0}, "base_rank"),
 ])
 def test_flow_config_validates_the_decoder_settings(fields, message) -> None:
-    from manifold_ps.config import FlowConfig
+    from manifold_ps.config import FlowConfig, get_profile
 
-    assert (FlowConfig().decode, FlowConfig().base, FlowConfig().decoder_noise) == (False, "fill", False)
+    assert (FlowConfig().decode, FlowConfig().base, FlowConfig().decoder_noise) == (True, "gaussian", False)
+    assert (get_profile("paper").flow.decode, get_profile("paper").flow.base) == (False, "fill")  # the paper's method
     with pytest.raises(ValueError, match=message):
         FlowConfig(**fields)

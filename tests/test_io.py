@@ -119,6 +119,11 @@ def test_other_operators_through_the_api(tmp_path: Path, operator: str) -> None:
                                            "flow.batch_size": 4})
     prior = train_prior_on(grid, x, cfg, tmp_path / "prior")
     meas = simulate_measurements(x, grid, operator, sigma=0.05, blur_time=0.5)
+    if operator == "heat-blur":  # the default Gaussian base is closed-form for masking and denoising only
+        with pytest.raises(ValueError, match="HeatBlur operator: set flow.base='fill'"):
+            train_posterior(prior, meas, cfg, tmp_path / "flow", geometry=grid)
+        cfg = build_config("smoke", overrides={"prior.train_steps": 1, "prior.batch_size": 4, "flow.train_steps": 1,
+                                               "flow.batch_size": 4, "flow.base": "fill"})
     posterior = train_posterior(prior, meas, cfg, tmp_path / "flow", geometry=grid)
     assert posterior.operator_config["type"] == {"denoising": "Denoising", "heat-blur": "HeatBlur"}[operator]
     stored = load_measurements(tmp_path / "flow" / "measurements.pt", grid)

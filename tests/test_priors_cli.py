@@ -96,8 +96,12 @@ def test_train_flow_cli_sets_t_min_and_refuses_other_measurements(data_dir: Path
     same = apply_overrides(get_profile("smoke"), {"flow.train_steps": 3, "flow.lr": 1e-3, "flow.t_min": 0.02})
     workload = bunny_mnist(same)
     assert saved["flow"] == flow_record(workload, workload.tasks[0], same)["flow"]
-    # the record leaves out only the decoded-sampler fields at their defaults (older runs stay resumable)
-    assert {k: v for k, v in asdict(same.flow.resolved()).items() if k not in saved["flow"]} == {
+    # a decoded sampler (the default) records every field; the paper's method leaves out the
+    # decoded-sampler fields at their values before they existed (older runs stay resumable)
+    assert set(asdict(same.flow.resolved())) == set(saved["flow"]) and saved["flow"]["decode"] is True
+    paper = apply_overrides(same, {"flow.decode": False, "flow.base": "fill"})
+    assert {k: v for k, v in asdict(paper.flow.resolved()).items()
+            if k not in flow_record(workload, workload.tasks[0], paper)["flow"]} == {
         "decode": False, "decoder_noise": False, "base": "fill", "base_rank": 256}
     assert saved["flow"]["t_min"] == 0.02 and saved["flow"]["layers"] == 2 and saved["flow"]["warmup_steps"] == 0
     with pytest.raises(ValueError, match=r"flow.t_min 0.02 -> 0.03, measurements.missing_fraction 0.3 -> 0.7"):

@@ -27,7 +27,7 @@ from ..config._legacy import legacy_flow_settings
 from ..flows import AdjointFill, AmortizedPosterior, ConditionalRealNVP, GaussianBase, HarmonicFill, condition_channels
 from ..flows import truncate_gaussian
 from ..flows import prepare_data, train_amortized
-from ..operators import Inpainting, Operator, operator_from_config
+from ..operators import Denoising, Inpainting, Operator, operator_from_config
 from ..priors import DiffusionPrior, GaussianPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
 from ..training import load_checkpoint
@@ -40,7 +40,7 @@ from .workloads import Task, Workload
 if TYPE_CHECKING:
     from ..baselines import GaussianPosterior
 
-__all__ = ["run_workload", "stage_prior", "stage_measurements", "new_flow", "stage_flow", "build_baselines",
+__all__ = ["run_workload", "stage_prior", "stage_measurements", "check_flow_base", "new_flow", "stage_flow", "build_baselines",
            "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "prior_record", "flow_record",
            "stage_gaussian", "stage_tuning", "validation_measurements", "Measured", "CALIBRATION_FIGURE"]
 
@@ -218,7 +218,7 @@ def validation_measurements(train: Measured, config: Config) -> Measured:
 
 
 # -- stage 3: the amortized flow ------------------------------------------------------------------------
-_FLOW_ADDED = {k: getattr(FlowConfig(), k) for k in ("decode", "decoder_noise", "base", "base_rank")}
+_FLOW_ADDED = {"decode": False, "decoder_noise": False, "base": "fill", "base_rank": 256}
 """Flow settings added after runs were stored (with their defaults): recorded only when they
 differ from the default, so that a stored run of the default method stays resumable."""
 
@@ -260,17 +260,46 @@ def _new_posterior(workload: Workload, task: Task, config: Config, prior: Diffus
     return posterior.attach_prior(prior) if config.flow.decode else posterior
 
 
+def check_flow_base(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured) -> None:
+    """Refuse a flow base that cannot be built, before anything of the run is written.
+
+    Raises:
+        ValueError: ``flow.base = "gaussian"`` with an operator other than masking or denoising
+            (its Gaussian posterior is closed-form only there), or with a prior without a Gaussian
+            part and no clean signals to fit one (a user's flow on measurements only).
+    """
+    if config.flow.base != "gaussian":
+        return
+    if not isinstance(train.operator, (Inpainting, Denoising)):
+        raise ValueError(f"flow.base='gaussian' is the closed-form Gaussian posterior of masking and denoising; "
+                         f"the {task.name!r} measurements have a {type(train.operator).__name__} operator: set "
+                         "flow.base='fill' (the reconstruction base; flow.decode may stay)")
+    if prior.gaussian is None and workload.prior_train.shape[0] < 2:
+        raise ValueError(f"flow.base='gaussian' starts from the prior's Gaussian, but this prior "
+                         f"({prior.parameterization!r}) has none: train it with prior.parameterization='wiener' "
+                         "or set flow.base='fill'")
+
+
 def new_flow(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured, out: Path, *,
              device: torch.device) -> AmortizedPosterior:
     """The task's sampler before its first training step, as :func:`stage_flow` starts from it.
 
     With ``flow.base = "gaussian"`` it draws the exact Gaussian posterior over ``u = x_{t_min}``
-    (the Gaussian of ``out/gaussian``, fitted if missing) decoded by ``prior``: the couplings
-    start at the identity and the ActNorm layers are only initialised by training.
+    decoded by ``prior``: the couplings start at the identity and the ActNorm layers are only
+    initialised by training. The Gaussian is the prior's own (a ``"wiener"`` prior carries it in
+    its file, so no clean signal is touched here); for another prior it is the Gaussian of
+    ``out/gaussian``, fitted to the workload's prior-training signals if missing.
     The initial weights come from the global generator, seeded here with ``config.seed`` (as
     :func:`stage_prior` does for the prior's), so the same flow comes out whatever ran before.
+
+    Raises:
+        ValueError: ``flow.base = "gaussian"`` with a prior without a Gaussian part and no clean
+            signals to fit one (e.g. a user's flow on measurements only).
     """
-    gaussian = stage_gaussian(workload, config, out, device=device) if config.flow.base == "gaussian" else None
+    check_flow_base(workload, task, config, prior, train)
+    gaussian = None
+    if config.flow.base == "gaussian":
+        gaussian = prior.gaussian if prior.gaussian is not None else stage_gaussian(workload, config, out, device=device)
     torch.manual_seed(config.seed)
     record = flow_record(workload, task, config)
     return _new_posterior(workload, task, config, prior, train, record, gaussian).to(device)
@@ -289,6 +318,7 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
     """
     folder = out / task.name if folder is None else folder
     done = folder / "posterior.pt"
+    check_flow_base(workload, task, config, prior, train)
     record = flow_record(workload, task, config)
     index = next((i for i, t in enumerate(workload.tasks) if t is task), None)
     stop_step = config.flow.stop_step_of(index, len(workload.tasks))

@@ -176,9 +176,9 @@ class FlowConfig(_Training):
     t_min: float = T_MIN
     spike_guard: float | None = 10.0
     log_every: int | None = None
-    decode: bool = False
+    decode: bool = True
     decoder_noise: bool = False
-    base: Literal["fill", "gaussian"] = "fill"
+    base: Literal["fill", "gaussian"] = "gaussian"
     base_rank: int = 256
 
     def __post_init__(self) -> None:
@@ -361,7 +361,7 @@ PROFILES: dict[str, Config] = {
         prior=PriorConfig(network="unet", preset="paper", parameterization="edm", train_steps=360_000,
                           batch_size=128, lr=2e-4),
         flow=FlowConfig(layers=24, hidden=64, blocks=2, context_channels=32, encoder_hidden=64, train_steps=315_000,
-                        batch_size=64, n_z=1, lr=1e-5),
+                        batch_size=64, n_z=1, lr=1e-5, decode=False, base="fill"),
         eval=EvalConfig(n_eval=1000, batch_size=128, baseline_eval=256),
     ),
 }

@@ -224,7 +224,8 @@ class GaussianBase(nn.Module):
             The :class:`BaseState` of the batch.
         """
         if not isinstance(operator, (Inpainting, Denoising)):
-            raise ValueError(f"the Gaussian base supports masking and denoising, not {type(operator).__name__}")
+            raise ValueError(f"the Gaussian base supports masking and denoising, not {type(operator).__name__}: "
+                             "use the reconstruction base for it (flow.base='fill')")
         if not operator.sigma > 0:
             raise ValueError("the Gaussian base needs measurement noise sigma > 0")
         if y.ndim != 3 or y.shape[1:] != (self.channels, self.num_vertices):

@@ -157,8 +157,8 @@ class AmortizedPosterior(nn.Module):
         self.nfe = 1
 
     def attach_prior(self, prior: nn.Module) -> "AmortizedPosterior":
-        """Use ``prior.denoise`` as the decoder of a decoded sampler (not saved with it; shared,
-        never copied, by EMA copies). Returns ``self``."""
+        """Use ``prior.denoise`` as the decoder of a decoded sampler (shared, never copied, by EMA
+        copies; :meth:`save` embeds it, so a loaded sampler decodes on its own). Returns ``self``."""
         self._prior = _Shared(prior)
         return self
 
@@ -342,7 +342,7 @@ class AmortizedPosterior(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the complete sampler to one file (atomically)."""
+        """Write the complete sampler (a decoded one with its decoder prior) to one file (atomically)."""
         if self.reconstruct is not None and not isinstance(self.reconstruct, Reconstruction):
             raise ValueError("only a Reconstruction (e.g. HarmonicFill) can be saved with the sampler")
         blob = {
@@ -359,6 +359,12 @@ class AmortizedPosterior(nn.Module):
             "base": self.base.config() if self.base is not None else None,
             "decode": None if self.decode is None else {"t_min": self.decode, "noise": self.decoder_noise},
         }
+        decoder = self._prior.value
+        if self.decode is not None and decoder is not None:
+            if not hasattr(decoder, "saved_state"):
+                raise ValueError(f"the attached decoder ({type(decoder).__name__}) cannot be saved with the sampler: "
+                                 "attach a DiffusionPrior or a GaussianPrior")
+            blob["decoder"] = decoder.saved_state()
         path = Path(path)
         with atomic_open(path) as handle:
             torch.save(blob, handle)
@@ -419,6 +425,17 @@ class AmortizedPosterior(nn.Module):
             decode=(blob.get("decode") or {}).get("t_min"),
             decoder_noise=bool((blob.get("decode") or {}).get("noise", False)),
         )
+        if blob.get("decoder") is not None:  # the decoded sampler's prior, saved with it
+            from ..priors.diffusion import PRIOR_FORMAT, DiffusionPrior
+            from ..priors.gaussian import GaussianPrior
+
+            source = f"{path} (its decoder)"
+            if blob["decoder"].get("format") == PRIOR_FORMAT:
+                decoder: nn.Module = DiffusionPrior.from_saved(blob["decoder"], source=source,
+                                                               fingerprint=blob["fingerprint"], map_location=map_location)
+            else:
+                decoder = GaussianPrior.from_saved(blob["decoder"], source=source, num_vertices=flow.num_vertices)
+            post.attach_prior(decoder.to(map_location).requires_grad_(False).eval())
         return post.to(map_location).eval()
 
 

@@ -405,11 +405,19 @@ class DiffusionPrior(ScorePrior):
             **({"gaussian_fit_info": self.gaussian.fit_info} if self.gaussian is not None else {}),
         }
 
+    def saved_state(self) -> dict[str, Any]:
+        """What :meth:`save` writes: the format tag, :meth:`config` and the weights (on the CPU).
+
+        A decoded posterior sampler embeds it to carry its decoder (see :meth:`from_saved`).
+        """
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        return {"format": PRIOR_FORMAT, **self.config(), "state_dict": state}
+
     def save(self, path: str | Path) -> Path:
         """Write the prior (configuration and weights) atomically to ``path``."""
         from ..training import save_checkpoint
 
-        return save_checkpoint({"format": PRIOR_FORMAT, **self.config(), "state_dict": self.state_dict()}, path)
+        return save_checkpoint(self.saved_state(), path)
 
     @classmethod
     def load(
@@ -445,6 +453,31 @@ class DiffusionPrior(ScorePrior):
 
         state = load_checkpoint(path, map_location=map_location, required_keys=())
         check_format(state, path, PRIOR_FORMAT, "DiffusionPrior.load")
+        return cls.from_saved(state, source=str(path), geometry=geometry, fingerprint=fingerprint,
+                              num_vertices=num_vertices, map_location=map_location)
+
+    @classmethod
+    def from_saved(
+        cls,
+        state: dict[str, Any],
+        *,
+        source: str = "the saved prior",
+        geometry: Geometry | None = None,
+        fingerprint: str | None = None,
+        num_vertices: int | None = None,
+        map_location: str | torch.device | None = "cpu",
+    ) -> DiffusionPrior:
+        """Rebuild a prior from :meth:`saved_state` (what :meth:`load` reads from a file).
+
+        Args:
+            state: The saved state.
+            source: Where it came from, for error messages (e.g. the file).
+            geometry, fingerprint, num_vertices, map_location: As for :meth:`load`.
+
+        Raises:
+            ValueError: as :meth:`load` (a damaged state, another geometry or vertex count).
+        """
+        path = source
         missing = [k for k in ("network_class", "state_dict", "num_vertices") if k not in state]
         if missing:
             raise ValueError(f"prior {path} lacks {missing}: the file is damaged; retrain it (manifold-ps train-prior)")

@@ -365,15 +365,36 @@ class GaussianPrior(ScorePrior):
         return best
 
     # -- one file -------------------------------------------------------------------------------------------
+    def saved_state(self) -> dict[str, Any]:
+        """What :meth:`save` writes (tensors on the CPU); :meth:`from_saved` rebuilds the prior."""
+        return {
+            "format": GAUSSIAN_FORMAT, "sde": self.sde.config(), "channels": self.channels,
+            "num_vertices": self.num_vertices, "mean": self.mean.cpu(), "eigvecs": self.eigvecs.cpu(),
+            "eigvals": self.eigvals.cpu(), "floor": self.floor.cpu(), "fit_info": self.fit_info,
+        }
+
     def save(self, path: str | Path) -> Path:
         """Write the prior (mean, spectral factors, SDE, provenance) atomically to one file."""
         from ..training import save_checkpoint
 
-        return save_checkpoint({
-            "format": GAUSSIAN_FORMAT, "sde": self.sde.config(), "channels": self.channels,
-            "num_vertices": self.num_vertices, "mean": self.mean.cpu(), "eigvecs": self.eigvecs.cpu(),
-            "eigvals": self.eigvals.cpu(), "floor": self.floor.cpu(), "fit_info": self.fit_info,
-        }, path)
+        return save_checkpoint(self.saved_state(), path)
+
+    @classmethod
+    def from_saved(cls, state: dict[str, Any], *, source: str = "the saved Gaussian prior",
+                   num_vertices: int | None = None) -> GaussianPrior:
+        """Rebuild a prior from :meth:`saved_state` (what :meth:`load` reads from a file).
+
+        Raises:
+            ValueError: another kind of state, or another vertex count than ``num_vertices``.
+        """
+        if state.get("format") != GAUSSIAN_FORMAT:
+            raise ValueError(f"{source} is a {state.get('format')!r} file, not a saved Gaussian prior "
+                             f"({GAUSSIAN_FORMAT!r})")
+        if num_vertices is not None and int(state["num_vertices"]) != num_vertices:
+            raise ValueError(f"Gaussian prior {source} has {state['num_vertices']} vertices, expected {num_vertices}")
+        sde_cfg = {k: v for k, v in state["sde"].items() if k != "type"}
+        return cls.from_factors(state["mean"], state["eigvecs"], state["eigvals"], state["floor"], VPSDE(**sde_cfg),
+                                fit_info=state.get("fit_info"))
 
     @classmethod
     def load(cls, path: str | Path, *, num_vertices: int | None = None,
@@ -388,13 +409,7 @@ class GaussianPrior(ScorePrior):
 
         state = load_checkpoint(path, map_location=map_location,
                                 required_keys=("format", "mean", "eigvecs", "eigvals", "floor", "sde"))
-        if state["format"] != GAUSSIAN_FORMAT:
-            raise ValueError(f"{path} is a {state['format']!r} file, not a saved Gaussian prior ({GAUSSIAN_FORMAT!r})")
-        if num_vertices is not None and int(state["num_vertices"]) != num_vertices:
-            raise ValueError(f"Gaussian prior {path} has {state['num_vertices']} vertices, expected {num_vertices}")
-        sde_cfg = {k: v for k, v in state["sde"].items() if k != "type"}
-        return cls.from_factors(state["mean"], state["eigvecs"], state["eigvals"], state["floor"], VPSDE(**sde_cfg),
-                                fit_info=state.get("fit_info"))
+        return cls.from_saved(state, source=str(path), num_vertices=num_vertices)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, num_vertices={self.num_vertices}, rank={self.rank}, floor={float(self.floor):.3g}"
