@@ -1,4 +1,4 @@
-"""Which denoiser network learns what the Gaussian misses, at equal CPU minutes (issue 15, item 2).
+"""Which denoiser network learns what the Gaussian misses, at equal CPU minutes.
 
 Each network is the correction of a ``"wiener"`` prior on the same fitted Gaussian (the benchmark's
 ``out/gaussian``, see ``--base-out``) and trains for the same wall-clock minutes with the same loop
