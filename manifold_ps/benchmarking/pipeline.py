@@ -483,8 +483,9 @@ def score_posterior(posterior: PosteriorSampler, x: Tensor, y: Tensor, operator:
     one = run_sampler(posterior, y, operator, n=1, batch_size=batch_size, generator=generator)  # timing only
     score = dict(image_shape=image_shape, data_range=data_range, groups=groups, observed=observed)
     scores = {
-        "aps_n1": score_estimate(many.first, x, seconds_per_sample=one.seconds_per_sample, nfe=1, **score),
-        "aps_n128": score_estimate(many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=1,
+        # the flow, plus the prior's denoiser for a decoded sampler (as the sampler reports it)
+        "aps_n1": score_estimate(many.first, x, seconds_per_sample=one.seconds_per_sample, nfe=one.nfe, **score),
+        "aps_n128": score_estimate(many.mean, x, seconds_per_sample=many.seconds_per_sample, nfe=many.nfe,
                                    samples=many.kept, std=many.std,
                                    extra={"seconds_per_estimate": many.seconds_per_sample * n_posterior}, **score),
     }
