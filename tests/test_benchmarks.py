@@ -60,7 +60,9 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
             for ref in ("aps_n1", "aps_n128"):
                 if name != ref:
                     assert entry[f"diff_{ref}_low"] <= entry[f"diff_{ref}"] <= entry[f"diff_{ref}_high"], name
-        assert ev["methods"]["aps_n1"]["nfe"] == 1 and ev["methods"]["gaussian_mean"]["nfe"] == 0
+        decoded = ev["config"]["flow"]["decode"]  # the flow, plus the prior's denoiser when it decodes
+        assert ev["methods"]["aps_n1"]["nfe"] == (2 if decoded else 1) == ev["methods"]["aps_n128"]["nfe"]
+        assert ev["methods"]["gaussian_mean"]["nfe"] == 0
         assert 0 <= ev["methods"]["gaussian_mean"]["coverage90"] <= 1
         assert ev["config"]["gaussian"]["ridge"] in ev["config"]["eval"]["gaussian_ridges"]
         tuning = ev["config"]["tuning"]

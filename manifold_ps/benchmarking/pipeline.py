@@ -579,8 +579,9 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
     for task in workload.tasks:
         train, evals = stage_measurements(workload, task, config, out)
         minutes = config.flow.minutes
-        task_config = config if minutes is None else replace(
-            config, flow=replace(config.flow, minutes=minutes * task.flow_share / shares))
+        task_config = replace(config, flow=replace(config.flow, **task.flow_overrides))
+        if minutes is not None:
+            task_config = replace(task_config, flow=replace(task_config.flow, minutes=minutes * task.flow_share / shares))
         posterior = timed_stage(f"{task.name}/flow", lambda: stage_flow(
             workload, task, task_config, prior, train, out, device=dev, progress=progress))
         val = validation_measurements(train, config)
@@ -624,7 +625,8 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
                 protocol["note"] = ev.note
             evaluations.append(BenchmarkResults(
                 workload=workload.name, profile=config.profile, device=_device_name(dev), protocol=protocol,
-                methods=methods, config={**resolved, "notes": workload.notes, "tuning": tuned,
+                methods=methods, config={**resolved, "flow": asdict(task_config.flow.resolved()),  # this task's flow
+                                         "notes": workload.notes, "tuning": tuned,
                                          "gaussian": None if gaussian is None else gaussian.fit_info},
                 versions=environment_versions()))
         if figures:

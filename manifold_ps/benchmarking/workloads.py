@@ -68,6 +68,9 @@ class Task:
         baselines: Which baselines apply (``dps``, ``mcg``, ``harmonic``, ``reddiff``, ``tweedie``).
         flow_share: Relative share of the configuration's flow-training minutes (the workload's tasks
             split ``FlowConfig.minutes`` in these proportions).
+        flow_overrides: :class:`~manifold_ps.config.FlowConfig` fields this task's flow sets over
+            the configuration (e.g. a blind task cannot use the Gaussian base, which needs the
+            operator); they are part of the flow's recorded configuration.
     """
 
     name: str
@@ -77,6 +80,7 @@ class Task:
     condition: Literal["operator", "measurement"] = "operator"
     baselines: tuple[str, ...] = ("gaussian", "dps", "mcg", "harmonic", "reddiff")
     flow_share: float = 1.0
+    flow_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -218,7 +222,9 @@ def sphere_temperature(
         Task(name="blind", make_operator=_masking(geometry.num_vertices, blind_range, sigma),
              description={"operator": "random vertex mask, fraction drawn per sample (blind)",
                           "missing_range": list(blind_range), "sigma_y": sigma},
-             condition="measurement", baselines=("gaussian", "harmonic"), flow_share=0.5),
+             condition="measurement", baselines=("gaussian", "harmonic"), flow_share=0.5,
+             # the flow sees y only, and the Gaussian base needs the mask: the paper's sampler
+             flow_overrides={"base": "fill", "decode": False}),
     ]
     return Workload(
         name="era5-imputation", geometry=geometry, kind="sphere", prior_train=prior_x.float(),
