@@ -28,7 +28,7 @@ def test_profiles_are_instances_of_the_one_config(name: str) -> None:
 
 def test_profile_values_are_the_benchmark_ones() -> None:
     cpu = get_profile("cpu")
-    assert (cpu.flow.train_steps, cpu.flow.t_min, cpu.flow.patch, cpu.flow.minutes) == (900, 0.02, 16, 10.0)
+    assert (cpu.flow.train_steps, cpu.flow.t_min, cpu.flow.patch, cpu.flow.minutes) == (450, 0.02, 16, 10.0)
     assert (cpu.prior.lr, cpu.prior.train_steps, cpu.prior.minutes, cpu.eval.n_eval, cpu.eval.dps_nfe) == (5e-4, 2400, 11.0, 64, 300)
     assert (cpu.prior.network, cpu.prior.parameterization, cpu.prior.batch_size) == ("graph", "wiener", 16)
     assert get_profile("smoke").flow.t_min == get_profile("paper").flow.t_min == T_MIN == 0.03
@@ -64,7 +64,7 @@ def test_toml_file_then_set_overrides_merge_over_the_profile(tmp_path: Path) -> 
     assert config.seed == 3 and config.profile == "cpu"
     assert (config.flow.t_min, config.flow.layers, config.flow.minutes) == (0.01, 6, None)  # --set wins over the file
     assert config.eval.dps_nfe == 100 and config.eval.baseline_eval == 16  # the file wins over script defaults
-    assert config.prior.amp is True and config.flow.train_steps == 900  # the rest is the profile's
+    assert config.prior.amp is True and config.flow.train_steps == 450  # the rest is the profile's
 
 
 def test_command_line_resolution(tmp_path: Path) -> None:
@@ -127,11 +127,11 @@ def test_rerun_may_extend_or_observe() -> None:
     more = apply_overrides(cpu, {"flow.minutes": 30, "flow.log_every": 5, "flow.train_steps": 2000})
     check_same_run(_record(cpu), _record(more), "runs/x", unresolved={"flow": asdict(more.flow)})  # no error
     fewer = apply_overrides(cpu, {"flow.train_steps": 100})
-    with pytest.raises(ValueError, match="flow.train_steps 900 -> 100"):
+    with pytest.raises(ValueError, match="flow.train_steps 450 -> 100"):
         check_same_run(_record(cpu), _record(fewer), "runs/x", unresolved={"flow": asdict(fewer.flow)})
     # a warm-up written out explicitly is a request of its own, even on a longer run
     pinned = apply_overrides(cpu, {"flow.train_steps": 2000, "flow.warmup_steps": 7})
-    with pytest.raises(ValueError, match="flow.warmup_steps 90 -> 7"):
+    with pytest.raises(ValueError, match="flow.warmup_steps 45 -> 7"):
         check_same_run(_record(cpu), _record(pinned), "runs/x", unresolved={"flow": asdict(pinned.flow)})
 
 
