@@ -384,6 +384,50 @@ def test_flow_ablation_scores_every_row_as_the_benchmark_scores_its_flow(
         f"figures/{stem}-calibration.png", f"{stem}.json", f"{stem}.md"]
 
 
+def _script(name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_amortization_compares_at_equal_compute_from_the_same_start(tmp_path: Path, data_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    am = _script("amortization")
+    base, out, results = tmp_path / "bench", tmp_path / "out", tmp_path / "results"
+    argv = ["--profile", "smoke", "--measurements", "4", "--fractions", "0.5", "1", "--n-z", "2",
+            "--base-out", str(base), "--out", str(out)]
+    doc = am.main(argv)
+    labels = [r["label"] for r in doc["rows"]]
+    assert labels[:2] == ["amortized", "amortized, untrained"] and len(labels) == 4
+    # the per-measurement flows start from exactly the untrained amortized sampler's draws
+    assert doc["start_difference"] == 0.0
+    singles = [r for r in doc["rows"] if "fraction" in r]
+    assert [r["fraction"] for r in singles] == [0.5, 1.0]
+    assert 1 <= singles[0]["steps"] <= singles[1]["steps"]
+    # at equal total compute: each of the K fits had the amortized training time over K
+    budget = doc["amortized_seconds"] / doc["measurements"]
+    assert doc["budget_seconds_per_measurement"] == pytest.approx(budget)
+    assert singles[1]["seconds_per_measurement"] >= budget
+    for r in doc["rows"]:
+        mean = r["methods"]["mean"]
+        assert {"coverage90_missing", "std_missing", "std_observed"} <= mean.keys(), r["label"]
+    target = doc["rows"][0]["methods"]["one"]["psnr"]
+    reached = [r for r in singles if r["methods"]["one"]["psnr"] >= target]
+    assert doc["break_even"]["bound"] == ("at most" if reached else "below")
+    md = (out / "amortization-bunny_mnist-smoke.md").read_text()
+    assert "**Break-even:**" in md and "| amortized |" in md
+    am.main([*argv, "--table-only", "--commit", str(results)])
+    assert sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file()) == [
+        "amortization-bunny_mnist-smoke.json", "amortization-bunny_mnist-smoke.md",
+        "figures/amortization-bunny_mnist-smoke.png"]
+
+
 @pytest.mark.data
 @pytest.mark.slow
 @pytest.mark.parametrize("parameterization", ["wiener", "x0"])

@@ -270,6 +270,32 @@ def test_decoded_sampler_validation() -> None:
     with pytest.raises(ValueError, match="reconstruct=None"):
         AmortizedPosterior(flow, base=base, decode=0.05, reconstruct=HarmonicFill(sp.eye(6)))
 
+    with pytest.raises(ValueError, match="condition='measurement'"):
+        AmortizedPosterior(flow, base=base, decode=0.05, condition="measurement")
+
+
+def test_per_measurement_sampler_starts_from_the_same_gaussian_posterior(tmp_path) -> None:
+    """``fit_single``'s unconditional flow on the Gaussian base draws, untrained, exactly what the
+    amortized one draws (both flows start as the identity), trains, and saves with its base."""
+    from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, fit_single
+    from manifold_ps.geometry import VertexLayout
+    from manifold_ps.operators import Inpainting
+
+    prior, t = _gaussian(rank=3), 0.05
+    amortized = _sampler(prior, t)
+    single = AmortizedPosterior(ConditionalRealNVP(1, VertexLayout(6), 0, steps=2, hidden=8, init_scale=1.0),
+                                condition="none", base=GaussianBase(prior, t), decode=t).attach_prior(prior)
+    op = Inpainting(_masks(1, 6)[0], sigma=0.3)
+    y = torch.randn(1, 1, 6)
+    draws = [p.sample(y, op, 64, generator=torch.Generator().manual_seed(4)) for p in (amortized, single)]
+    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
+    before = [p.detach().clone() for p in single.flow.parameters()]
+    fit_single(single, prior, y, op, n_z=4, max_steps=3, t_min=t, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, single.flow.parameters()))
+    loaded = AmortizedPosterior.load(single.save(tmp_path / "single.pt"))
+    assert loaded.condition == "none" and loaded.base is not None and loaded.decode == t
+    torch.testing.assert_close(loaded.sample(y, op, 8, generator=torch.Generator().manual_seed(5)),
+                               single.sample(y, op, 8, generator=torch.Generator().manual_seed(5)), rtol=0, atol=0)
 
 # -- the pipeline ---------------------------------------------------------------------------------------
 def _toy_workload():

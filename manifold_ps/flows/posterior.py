@@ -7,7 +7,8 @@ one batched pass. It turns ``(y, operator)`` into the flow's condition and locat
 * ``condition="operator"``: ``operator.condition(y)`` (for masking ``y`` and the mask), plus the
   reconstruction if there is one;
 * ``condition="measurement"`` (blind mode): ``y`` only -- the flow never sees the operator;
-* ``condition="none"``: an unconditional flow fitted to one measurement (Feng et al.).
+* ``condition="none"``: an unconditional flow fitted to one measurement (Feng et al.;
+  :func:`~manifold_ps.flows.fit_single`), on the Gaussian base of that measurement if given.
 
 A *decoded* sampler (``decode=t_min``) reads the flow's output as a latent ``u`` in the role of
 ``x_{t_min}`` and returns ``x = D(u, t_min)``, the denoiser of the prior it is attached to
@@ -125,8 +126,9 @@ class AmortizedPosterior(nn.Module):
         if base is not None:
             if reconstruct is not None:
                 raise ValueError("with a Gaussian base the reconstruction is the base's posterior mean: pass reconstruct=None")
-            if condition != "operator":
-                raise ValueError("the Gaussian base needs condition='operator' (it factorises the operator's posterior)")
+            if condition == "measurement":
+                raise ValueError("the Gaussian base needs the operator (it factorises the operator's posterior): "
+                                 "condition='measurement' (blind) does not see it")
             if decode is None or abs(float(decode) - base.t_min) > 1e-12:
                 raise ValueError(f"the Gaussian base is over x_t at t_min={base.t_min}: pass decode={base.t_min}")
         if decode is not None and not 0.0 < float(decode) < 1.0:
