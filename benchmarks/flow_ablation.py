@@ -20,7 +20,8 @@ flow. The rows (:data:`ROWS`; ``--rows`` picks some):
 - ``gaussian-step0``: the Gaussian posterior over ``u = x_{t_min}`` as base, decoded, untrained;
 - ``gaussian``: that sampler trained; ``gaussian-noise``: plus the decoder noise;
 - ``gaussian-tmin0.005`` / ``gaussian-tmin0.05``: the t_min trade; ``gaussian-ntime4``: four
-  ELBO time draws per sample.
+  ELBO time draws per sample; ``gaussian-score``: the prior term's exact gradient (the prior's
+  score at t_min) in place of the ELBO.
 
 Rows resume from ``<out>/<row>-s<seed>`` (a finished row is only re-scored), and the report is
 rewritten after each row:
@@ -95,7 +96,7 @@ class Row:
 
 
 _PAPER = {"flow.base": "fill", "flow.decode": False, "flow.decoder_noise": False, "flow.t_min": 0.02,
-          "flow.n_time": 1}
+          "flow.n_time": 1, "flow.prior_term": "elbo"}
 _GAUSSIAN = {**_PAPER, "flow.base": "gaussian", "flow.decode": True}
 
 ROWS: dict[str, Row] = {
@@ -114,6 +115,9 @@ ROWS: dict[str, Row] = {
                              {**_GAUSSIAN, "flow.t_min": 0.05}),
     "gaussian-ntime4": Row("gaussian with four ELBO time draws per sample (`flow.n_time = 4`)",
                            {**_GAUSSIAN, "flow.n_time": 4}),
+    "gaussian-score": Row("gaussian, the prior term's exact gradient in place of the ELBO: the prior's score at "
+                          "t_min, from the decoder pass (`flow.prior_term = score`)",
+                          {**_GAUSSIAN, "flow.prior_term": "score"}),
 }
 """Row name -> :class:`Row`. Every row sets each lever, so a change of the profile's flow defaults
 changes no row."""

@@ -122,6 +122,16 @@ def test_rerun_with_a_result_changing_field_is_refused_naming_each() -> None:
         check_same_run(_record(cpu), _record(other), "runs/x", unresolved={"flow": asdict(other.flow)})
 
 
+def test_a_field_added_later_matches_older_records_at_its_old_behaviour() -> None:
+    cpu = get_profile("cpu")
+    older = _record(cpu)
+    del older["flow"]["prior_term"]  # written before the field existed: the ELBO was the only prior term
+    check_same_run(older, _record(cpu), "runs/x")  # no error
+    score = apply_overrides(cpu, {"flow.prior_term": "score"})
+    with pytest.raises(ValueError, match=r"flow.prior_term 'elbo' -> 'score'"):
+        check_same_run(older, _record(score), "runs/x")
+
+
 def test_rerun_may_extend_or_observe() -> None:
     cpu = get_profile("cpu")
     more = apply_overrides(cpu, {"flow.minutes": 30, "flow.log_every": 5, "flow.train_steps": 2000})

@@ -198,6 +198,38 @@ def test_decoded_loss_terms_match_a_direct_computation() -> None:
     assert all(p.grad is not None for p in post.flow.parameters() if p.requires_grad)
 
 
+def test_score_prior_term_is_the_exact_gradient_of_the_marginal_density() -> None:
+    """On a Gaussian prior, whose denoiser gives its exact marginal score, the ``"score"`` prior
+    term's gradient equals the autograd gradient of ``-log p_{t_min}(u)`` (``"exact"``)."""
+    from manifold_ps.flows import reverse_kl_loss
+    from manifold_ps.operators import Inpainting
+
+    t = 0.05
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, t).double()
+    torch.manual_seed(0)
+    for p in post.flow.parameters():  # a flow that is not the identity
+        p.data.add_(0.05 * torch.randn_like(p))
+    op = Inpainting(_masks(2, 6), sigma=0.3)
+    y = torch.randn(2, 1, 6, dtype=DT)
+    z = torch.randn(2, 3, 1, 6, dtype=DT)
+    grads, values = {}, {}
+    for term in ("exact", "score"):
+        post.zero_grad()
+        loss, terms = reverse_kl_loss(post, prior, op, y, z=z, n_z=3, t_min=t, prior_term=term)
+        loss.backward()
+        grads[term] = torch.cat([p.grad.flatten() for p in post.flow.parameters()])
+        values[term] = terms
+    assert float(grads["exact"].abs().max()) > 1e-3  # the check has something to compare
+    torch.testing.assert_close(grads["score"], grads["exact"], rtol=1e-7, atol=1e-9)
+    assert values["score"]["prior"] == 0.0  # not computed: the surrogate's value is zero
+    for key in ("fidelity", "entropy"):
+        assert values["score"][key] == pytest.approx(values["exact"][key], rel=1e-12)
+    bare = _sampler(prior, t)
+    bare.decode = None  # the paper's sampler: samples are clean signals, the score at t_min is not theirs
+    with pytest.raises(ValueError, match="needs a decoded sampler"):
+        reverse_kl_loss(bare, prior, op, y.float(), n_z=1, t_min=t, prior_term="score")
+
 def test_decoded_sampler_save_load_keeps_decoder_and_base(tmp_path) -> None:
     from manifold_ps.flows import AmortizedPosterior
     from manifold_ps.operators import Inpainting
@@ -344,6 +376,8 @@ def test_pipeline_builds_trains_and_reloads_the_configured_flow(tmp_path, overri
     ({"decode": True, "base": "fill", "decoder_noise": True}, "needs flow.base='gaussian'"),
     ({"base": "harmonic"}, "'fill' or 'gaussian'"),
     ({"decode": True, "base": "gaussian", "base_rank": 0}, "base_rank"),
+    ({"decode": False, "base": "fill", "prior_term": "score"}, "prior_term='score'.*needs flow.decode"),
+    ({"prior_term": "exact"}, "'elbo' or 'score'"),
 ])
 def test_flow_config_validates_the_decoder_settings(fields, message) -> None:
     from manifold_ps.config import FlowConfig, get_profile

@@ -27,6 +27,7 @@ from ._schema import EvalConfig as EvalConfig
 from ._schema import FlowConfig as FlowConfig
 from ._schema import PriorConfig as PriorConfig
 from ._schema import get_profile as get_profile
+from ._stored import ADDED as ADDED
 from ._stored import MAY_GROW as MAY_GROW
 from ._stored import OBSERVE_ONLY as OBSERVE_ONLY
 from ._stored import check_same_run as check_same_run
@@ -34,6 +35,7 @@ from ._stored import read_config as read_config
 from ._stored import write_config as write_config
 
 __all__ = [
+    "ADDED",
     "LEGACY_NAMES",
     "MAY_GROW",
     "OBSERVE_ONLY",

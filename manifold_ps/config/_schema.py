@@ -158,6 +158,10 @@ class FlowConfig(_Training):
             needs ``decode``, a masking or denoising task and the ``eval.gaussian_*`` settings).
         base_rank: Directions of that Gaussian kept by the base (the rest isotropic); the
             per-measurement factorisation costs ``O(rank^3)``.
+        prior_term: How the loss's prior term enters: ``"elbo"``, the bound of the prior's
+            density (of the ``t_min`` marginal when decoding), or ``"score"`` (needs ``decode``):
+            its exact gradient, the prior's score at ``t_min`` from the decoder pass (see
+            :func:`~manifold_ps.flows.reverse_kl_loss`).
     """
 
     layers: int = 8
@@ -180,6 +184,7 @@ class FlowConfig(_Training):
     decoder_noise: bool = False
     base: Literal["fill", "gaussian"] = "gaussian"
     base_rank: int = 256
+    prior_term: Literal["elbo", "score"] = "elbo"
 
     def __post_init__(self) -> None:
         if self.base not in ("fill", "gaussian"):
@@ -190,6 +195,10 @@ class FlowConfig(_Training):
             raise ValueError("flow.decoder_noise draws the Gaussian's denoising error: it needs flow.base='gaussian'")
         if self.base_rank < 1:
             raise ValueError(f"flow.base_rank must be >= 1, got {self.base_rank}")
+        if self.prior_term not in ("elbo", "score"):
+            raise ValueError(f"flow.prior_term must be 'elbo' or 'score', got {self.prior_term!r}")
+        if self.prior_term == "score" and not self.decode:
+            raise ValueError("flow.prior_term='score' is the prior's score at t_min: it needs flow.decode=true")
         if self.stop_step is not None and (not self.stop_step or min(self.stop_step) < 1):
             raise ValueError(f"flow.stop_step must be steps >= 1 (one, or one per task) or none, got {self.stop_step}")
 
@@ -230,7 +239,7 @@ class FlowConfig(_Training):
         ``num_measurements`` training measurements, for the flow of task ``task`` of ``tasks``."""
         return {**self._trainer_kwargs(), "batch_size": min(self.batch_size, num_measurements),
                 "max_steps": self.train_steps, "stop_step": self.stop_step_of(task, tasks), "n_z": self.n_z,
-                "n_time": self.n_time, "t_min": self.t_min}
+                "n_time": self.n_time, "t_min": self.t_min, "prior_term": self.prior_term}
 
 
 @dataclass(frozen=True)

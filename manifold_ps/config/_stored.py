@@ -11,7 +11,7 @@ from typing import Any
 from .._files import atomic_write
 from ._overrides import flatten
 
-__all__ = ["OBSERVE_ONLY", "MAY_GROW", "write_config", "read_config", "check_same_run"]
+__all__ = ["OBSERVE_ONLY", "MAY_GROW", "ADDED", "write_config", "read_config", "check_same_run"]
 
 OBSERVE_ONLY = frozenset({"profile", "prior.minutes", "prior.stop_step", "prior.log_every", "prior.checkpoint_every",
                           "flow.minutes", "flow.stop_step", "flow.log_every", "flow.checkpoint_every"})
@@ -20,6 +20,11 @@ OBSERVE_ONLY = frozenset({"profile", "prior.minutes", "prior.stop_step", "prior.
 MAY_GROW = {"prior.train_steps": ("prior.warmup_steps", "prior.ema_decay"),
             "flow.train_steps": ("flow.warmup_steps", "flow.ema_decay")}
 """Fields a rerun may increase (it extends the run), with the fields derived from them."""
+
+
+ADDED = {"flow.prior_term": "elbo"}
+"""Fields added after runs were recorded, with the value that does what the code did before them:
+a stored configuration without the field matches a request holding that value."""
 
 
 def write_config(path: str | Path, data: Mapping[str, Any]) -> Path:
@@ -40,7 +45,8 @@ def check_same_run(stored: Mapping[str, Any], requested: Mapping[str, Any], fold
     Compares the stored resolved configuration with the requested one, field by field (nested
     sections compared as ``section.field``). Fields in :data:`OBSERVE_ONLY` may differ; those in
     :data:`MAY_GROW` may increase, and then the fields derived from them may follow when the
-    request leaves them derived (``None`` in ``unresolved``). Keys present on one side only are
+    request leaves them derived (``None`` in ``unresolved``). A field of :data:`ADDED` missing from
+    an older record counts as its old behaviour; other keys present on one side only are
     differences too.
 
     Raises:
@@ -53,6 +59,7 @@ def check_same_run(stored: Mapping[str, Any], requested: Mapping[str, Any], fold
         ValueError: the run in runs/x was made with other settings (flow.t_min 0.02 -> 0.03); ...
     """
     had, want = flatten(stored), flatten(requested)
+    had.update({k: v for k, v in ADDED.items() if k not in had and k in want and k.split(".")[0] in stored})
     raw = flatten(unresolved or {})
     free = set(OBSERVE_ONLY)
     for key, derived in MAY_GROW.items():

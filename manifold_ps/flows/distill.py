@@ -15,7 +15,12 @@ which is ``KL(q(x | y) || p(x | y))`` up to terms constant in the flow (``log N(
 
 ``b_{t_min}`` the ELBO of the noised marginal (:meth:`~manifold_ps.priors.ScorePrior.marginal_elbo`)
 and the log-determinant including the Gaussian base's when there is one. The ELBO is importance-sampled in time and differentiated through the
-frozen score network into ``x``; nothing is detached.
+frozen score network into ``x``; nothing is detached. Because ``u`` lives at noise level ``t_min``,
+where the prior's score is defined, the decoded sampler can instead take the prior term's exact
+gradient ``grad_u log p_{t_min}(u) = (alpha D(u) - u) / sigma^2`` from the decoder pass the
+fidelity term makes anyway (``prior_term="score"``): no time draws, no backward pass through
+the network for that term, and no ELBO gap (the bound's looseness, which varies with ``u``, no
+longer shapes the draws); the term's value is then not computed.
 
 * :func:`reverse_kl_loss`: the loss of one batch, with each term reported per dimension.
 * :func:`train_amortized`: amortized training over a set of measurements with
@@ -65,7 +70,7 @@ def reverse_kl_loss(
     importance: bool = True,
     include_constants: bool = True,
     prior_weight: float = 1.0,
-    prior_term: Literal["elbo", "exact"] = "elbo",
+    prior_term: Literal["elbo", "exact", "score"] = "elbo",
     z: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -88,8 +93,10 @@ def reverse_kl_loss(
         include_constants: Keep the ELBO's constants (the reported prior term is then a bound on
             ``-log p(x)``); they do not change the gradients.
         prior_weight: Weight of the prior term (1 is the reverse KL).
-        prior_term: ``"elbo"`` (the method) or ``"exact"`` (``prior.log_prob``, for analytic
-            priors only: a low-variance check).
+        prior_term: ``"elbo"`` (the method), ``"exact"`` (``prior.log_prob``, for analytic
+            priors only: a low-variance check) or, for a decoded sampler only, ``"score"``: the
+            exact gradient of ``log p_{t_min}(u)`` from the prior's score at ``t_min``, through a
+            surrogate whose value is zero (the reported ``prior`` term is then 0).
         z: Optional base draws ``(B, n_z, C, V)`` (tests).
         generator: Source of ``z`` and of the ELBO's times and noises.
 
@@ -118,13 +125,16 @@ def reverse_kl_loss(
     """
     if n_z < 1:
         raise ValueError(f"n_z must be >= 1, got {n_z}")
-    if prior_term not in ("elbo", "exact"):
-        raise ValueError(f"prior_term must be 'elbo' or 'exact', got {prior_term!r}")
+    if prior_term not in ("elbo", "exact", "score"):
+        raise ValueError(f"prior_term must be 'elbo', 'exact' or 'score', got {prior_term!r}")
     core = _core(model)
     net = core.flow if isinstance(core, AmortizedPosterior) else core
     decode = core.decode if isinstance(core, AmortizedPosterior) else None
     if decode is not None and abs(decode - t_min) > 1e-12:
         raise ValueError(f"the sampler decodes at t_min={decode}, the loss was given t_min={t_min}")
+    if prior_term == "score" and decode is None:
+        raise ValueError("prior_term='score' is the score of the t_min marginal: it needs a decoded sampler "
+                         "(its samples are clean signals otherwise)")
     if cond is None and net.cond_channels > 0:
         cond = operator.condition(y) if getattr(core, "base", None) is None else core.prepare(y, operator)[0]
     if decode is None:
@@ -147,8 +157,14 @@ def reverse_kl_loss(
         else:
             log_prior = prior.log_prob(x)
     else:  # x is the latent u = x_{t_min}: fidelity of its decoding, prior of the noised marginal
-        fidelity = -op.log_likelihood(y_rep, prior.denoise(x, x.new_full((x.shape[0],), t_min)))
-        if prior_term == "elbo":
+        times = x.new_full((x.shape[0],), t_min)
+        decoded = prior.denoise(x, times)
+        fidelity = -op.log_likelihood(y_rep, decoded)
+        if prior_term == "score":  # d/du log p_t(u) = (alpha D(u, t) - u) / sigma^2; the value stays 0
+            alpha, var = prior.sde.alpha(times[:1]).to(x.dtype), prior.sde.std(times[:1]).to(x.dtype) ** 2
+            score = ((alpha * decoded - x) / var).detach()
+            log_prior = (score * (x - x.detach())).flatten(1).sum(-1)
+        elif prior_term == "elbo":
             log_prior = prior.marginal_elbo(x, t_min, n_time=n_time, n_noise=n_noise,
                                             include_constants=include_constants, generator=generator)
         else:
@@ -223,7 +239,7 @@ def train_amortized(
     t_min: float = T_MIN,
     importance: bool = True,
     prior_weight: float = 1.0,
-    prior_term: Literal["elbo", "exact"] = "elbo",
+    prior_term: Literal["elbo", "exact", "score"] = "elbo",
     batch_size: int = 64,
     max_steps: int = 1000,
     lr: float = 1e-3,
