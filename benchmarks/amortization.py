@@ -293,7 +293,7 @@ def _plot(doc: dict[str, Any], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("training seconds per measurement")
     ax.set_ylabel("PSNR (dB)")
-    ax.set_title(f"{doc['workload']}: amortized vs per-measurement ({doc['measurements']} measurements)")
+    ax.set_title(f"{doc['workload']}: amortized vs per measurement, {doc['measurements']} measurements", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
