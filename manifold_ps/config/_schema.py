@@ -356,8 +356,8 @@ PROFILES: dict[str, Config] = {
     # per set. DPS and MCG run at 300 NFE: the DPS sweep (benchmarks/results/dps_sweep-*) shows no
     # loss against 1000 on either mesh workload. t_min = 0.02 is the best of the bunny-MNIST flow
     # ablation (benchmarks/flow_ablation.py). The decoded sampler trains at about 0.9 steps/s on 2
-    # cores, so a 450-step cosine schedule anneals within the 10 minutes; a longer schedule cut by
-    # the cap ends at full learning rate, below the untrained sampler.
+    # cores, so a 450-step cosine schedule anneals within the 10 minutes; a longer schedule would be
+    # cut by the cap while its learning rate is still high.
     "cpu": Config(
         profile="cpu",
         prior=PriorConfig(minutes=11.0),
