@@ -1,17 +1,37 @@
-"""Which denoiser network learns what the Gaussian misses, at equal CPU minutes.
+"""Which denoiser network, and which training choices, learn what the Gaussian misses at equal CPU minutes.
 
-Each network is the correction of a ``"wiener"`` prior on the same fitted Gaussian (the benchmark's
+Each row is the correction of a ``"wiener"`` prior on the same fitted Gaussian (the benchmark's
 ``out/gaussian``, see ``--base-out``) and trains for the same wall-clock minutes with the same loop
-(AdamW, 100-step warm-up, gradient clip 1, EMA 0.999, times uniform in log(sigma / alpha) on
-[1e-3, 1]); the EMA
-weights are scored on held-out signals by their denoising error relative to the Wiener denoiser on
-the 12-point log grid of t in [0.005, 0.7] that ``prior_quality.py`` uses (one seeded noise draw
-per signal and t, the same for every network).
+(AdamW, 100-step warm-up, gradient clip 1, EMA 0.999; by default times uniform in
+log(sigma / alpha) on [1e-3, 1] and EDM loss weights). Both the EMA weights and the raw
+(non-EMA) weights are scored on held-out signals by their denoising error relative to the Wiener
+denoiser on the 12-point log grid of t in [0.005, 0.7] that ``prior_quality.py`` uses (one seeded
+noise draw per signal and t, the same for every row and both weights): the EMA question costs no
+extra run.
+
+A ``--networks`` entry is ``name[:key=value,...][@option=value,...]``: the network (``graph``,
+``unet``, ``mlp``) with keyword arguments of :func:`~manifold_ps.priors.build_prior`, then the
+training options ``time`` (``log_snr``, ``uniform`` or ``edm``: the ``time_sampling`` of
+:meth:`~manifold_ps.priors.DiffusionPrior.dsm_loss`) and ``weighting`` (``edm`` or ``elbo``, the
+likelihood weighting; it needs ``time=log_snr``). ``--batch`` gives each entry its batch size.
+
+The denoiser networks (``prior_networks-bunny_mnist-cpu``):
 
     python benchmarks/prior_networks.py --workload bunny-mnist --minutes 5 \\
         --networks graph:hidden=32,depth=2 unet mlp:hidden=1024,depth=3 --batch 16 16 64
 
-Rows resume from ``--out/<network>.json``; the table goes to ``--out/prior_networks.{json,md}``.
+The training choices of the graph network -- time sampling, loss weighting, batch size versus
+steps, and (from the raw-weight column) EMA (``prior_training``):
+
+    python benchmarks/prior_networks.py --workload bunny-mnist --minutes 5 --table-name prior_training \\
+        --networks graph:hidden=32,depth=2 graph:hidden=32,depth=2@time=edm \\
+        graph:hidden=32,depth=2@time=uniform graph:hidden=32,depth=2@weighting=elbo graph:hidden=32,depth=2 \\
+        --batch 16 16 16 16 64 --base-out runs/bunny_v3 --out runs/prior_training-bunny
+
+Rows resume from ``--out/<row>.json``, whose name holds the network, the training options other
+than the defaults and the batch size (``graph_hidden32_depth2@time-edm_batch16.json``), so no two
+rows share a file (a row file trained for other ``--minutes`` is refused, not mixed in); the table
+goes to ``--out/<table-name>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -34,10 +54,21 @@ import torch
 from manifold_ps.benchmarking.baselines import stage_gaussian
 from manifold_ps.benchmarking.workloads import WORKLOADS
 from manifold_ps.config import add_config_arguments, config_from_args
-from manifold_ps.priors import build_prior
+from manifold_ps.priors import DiffusionPrior, build_prior
 
 GRID = torch.logspace(math.log10(0.005), math.log10(0.7), 12)
 """The times of the denoising comparison (as in ``prior_quality.py``)."""
+
+
+TIMES = ("log_snr", "uniform", "edm")
+"""Values of the ``time`` training option (the ``time_sampling`` of ``dsm_loss``)."""
+WEIGHTINGS = ("edm", "elbo")
+"""Values of the ``weighting`` training option."""
+DEFAULT_OPTIONS = {"time": "log_snr", "weighting": "edm"}
+"""The training options of an entry without ``@`` (the loop's defaults before the options existed)."""
+TITLES = {"prior_networks": "Denoiser networks at equal CPU minutes",
+          "prior_training": "Prior training choices at equal CPU minutes"}
+"""Table titles by ``--table-name`` (another name is its own title)."""
 
 
 def parse_network(spec: str) -> tuple[str, dict[str, Any]]:
@@ -48,10 +79,70 @@ def parse_network(spec: str) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
+def parse_spec(spec: str) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """``"graph:hidden=32@time=edm"`` -> ``("graph", {"hidden": 32}, {"time": "edm", "weighting": "edm"})``.
+
+    Raises:
+        ValueError: an unknown option or value, or ``weighting=elbo`` with other times than ``log_snr``.
+    """
+    network, _, rest = spec.partition("@")
+    name, kwargs = parse_network(network)
+    options = dict(DEFAULT_OPTIONS)
+    for item in (i for i in rest.split(",") if i):
+        key, sep, value = item.partition("=")
+        if not sep or key not in options:
+            raise ValueError(f"{spec}: training options are time=... and weighting=..., got {item!r}")
+        choices = TIMES if key == "time" else WEIGHTINGS
+        if value not in choices:
+            raise ValueError(f"{spec}: {key} must be one of {list(choices)}, got {value!r}")
+        options[key] = value
+    if options["weighting"] == "elbo" and options["time"] != "log_snr":
+        raise ValueError(f"{spec}: weighting=elbo is the likelihood weighting for the ELBO's times: "
+                         "it needs time=log_snr")
+    return name, kwargs, options
+
+
+def row_file_name(spec: str, batch: int) -> str:
+    """The row's file: the network, the training options other than the defaults, the batch.
+
+    Example: ``row_file_name("graph:hidden=32,depth=2@time=edm", 16) == "graph_hidden32_depth2@time-edm_batch16.json"``.
+    """
+    network = spec.partition("@")[0]
+    _, _, options = parse_spec(spec)
+    stem = network.replace(":", "_").replace(",", "_").replace("=", "")
+    changed = [f"{k}-{v}" for k, v in options.items() if v != DEFAULT_OPTIONS[k]]
+    return stem + ("@" + "_".join(changed) if changed else "") + f"_batch{batch}.json"
+
+
+def _score(models: dict[str, DiffusionPrior], gaussian, held: torch.Tensor) -> dict[str, list[dict[str, float]]]:
+    """Denoising MSE of each model relative to the Wiener denoiser on ``GRID`` (one noise draw for all)."""
+    noise_gen = torch.Generator().manual_seed(123)
+    sde = next(iter(models.values())).sde
+    rows: dict[str, list[dict[str, float]]] = {key: [] for key in models}
+    with torch.no_grad():
+        for t in GRID:
+            tt = torch.full((held.shape[0],), float(t))
+            noise = torch.randn(held.shape, generator=noise_gen)
+            xt = sde.alpha(tt)[:, None, None] * held + sde.std(tt)[:, None, None] * noise
+            wiener = gaussian.denoise(xt.double(), tt.double()).float()
+            mse_w = (wiener - held).square().mean()
+            for key, model in models.items():
+                learned = torch.cat([model.denoise(c, ct) for c, ct in zip(xt.split(64), tt.split(64))])
+                mse = (learned - held).square().mean()
+                rows[key].append({"t": float(t), "mse": float(mse), "mse_wiener": float(mse_w),
+                                  "ratio": float(mse / mse_w)})
+    return rows
+
+
+def _mean_small(rows: list[dict[str, float]]) -> float:
+    small = [r["ratio"] for r in rows if r["t"] <= 0.3]
+    return sum(small) / len(small)
+
+
 def train_and_score(workload, gaussian, spec: str, batch: int, minutes: float, lr: float, held: torch.Tensor,
                     seed: int) -> dict[str, Any]:
-    """Train one network's correction for ``minutes`` and score its EMA denoiser on ``held``."""
-    name, kwargs = parse_network(spec)
+    """Train one entry's correction for ``minutes``; score its EMA and its raw weights on ``held``."""
+    name, kwargs, options = parse_spec(spec)
     torch.manual_seed(seed)
     prior = build_prior(workload.geometry, channels=workload.channels, preset="cpu", network=name,  # type: ignore[arg-type]
                         parameterization="wiener", gaussian=gaussian, **kwargs)
@@ -64,7 +155,8 @@ def train_and_score(workload, gaussian, spec: str, batch: int, minutes: float, l
         index = torch.randint(0, x.shape[0], (batch,), generator=gen)
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 100)
-        loss = prior.dsm_loss(x[index], gen).mean()
+        loss = prior.dsm_loss(x[index], gen, time_sampling=options["time"],  # type: ignore[arg-type]
+                              weighting=options["weighting"]).mean()  # type: ignore[arg-type]
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
@@ -75,71 +167,85 @@ def train_and_score(workload, gaussian, spec: str, batch: int, minutes: float, l
                 pe.lerp_(pp, 1 - decay)
         step += 1
     seconds = time.perf_counter() - tic
-    noise_gen = torch.Generator().manual_seed(123)
-    rows = []
-    with torch.no_grad():
-        for t in GRID:
-            tt = torch.full((held.shape[0],), float(t))
-            noise = torch.randn(held.shape, generator=noise_gen)
-            xt = ema.sde.alpha(tt)[:, None, None] * held + ema.sde.std(tt)[:, None, None] * noise
-            learned = torch.cat([ema.denoise(c, ct) for c, ct in zip(xt.split(64), tt.split(64))])
-            wiener = gaussian.denoise(xt.double(), tt.double()).float()
-            mse, mse_w = (learned - held).square().mean(), (wiener - held).square().mean()
-            rows.append({"t": float(t), "mse": float(mse), "mse_wiener": float(mse_w), "ratio": float(mse / mse_w)})
-    small = [r["ratio"] for r in rows if r["t"] <= 0.3]
-    return {"network": spec, "batch": batch, "minutes": minutes, "steps": step, "seconds": seconds,
+    grids = _score({"ema": ema.eval(), "raw": prior.eval()}, gaussian, held)
+    rows, raw = grids["ema"], grids["raw"]
+    return {"network": spec.partition("@")[0], "spec": spec, "time_sampling": options["time"],
+            "weighting": options["weighting"], "batch": batch, "minutes": minutes, "steps": step, "seconds": seconds,
             "parameters": sum(p.numel() for p in prior.parameters()), "grid": rows,
-            "mean_ratio_t_le_0.3": sum(small) / len(small), "max_ratio": max(r["ratio"] for r in rows)}
+            "mean_ratio_t_le_0.3": _mean_small(rows), "max_ratio": max(r["ratio"] for r in rows),
+            "grid_raw": raw, "mean_ratio_t_le_0.3_raw": _mean_small(raw)}
 
 
-def write_table(rows: list[dict[str, Any]], out: Path, workload: str, threads: int) -> None:
-    lines = [f"# Denoiser networks at equal CPU minutes, {workload}", "",
+def write_table(rows: list[dict[str, Any]], out: Path, workload: str, threads: int, *,
+                table_name: str = "prior_networks", title: str | None = None) -> None:
+    """Write ``out/<table_name>.{md,json}`` (and print the markdown)."""
+    title = title or TITLES.get(table_name, table_name)
+    lines = [f"# {title}, {workload}", "",
              f"Correction of a `wiener` prior on the same Gaussian; {threads} thread(s); held-out signals. "
-             "Denoising MSE relative to the Wiener denoiser (below 1: the network learned something).", "",
-             "| network | batch | parameters | minutes | steps | mean ratio, t <= 0.3 | ratio at t = 0.005 | max ratio |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "Denoising MSE relative to the Wiener denoiser (below 1: the network learned something), "
+             "of the EMA weights unless marked raw.", "",
+             "| network | times | weighting | batch | parameters | minutes | steps | mean ratio, t <= 0.3 | "
+             "mean ratio t<=0.3 (raw weights) | ratio at t = 0.005 | max ratio |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['network']} | {r['batch']} | {r['parameters'] / 1e6:.2f}M | {r['minutes']:g} | {r['steps']} | "
-                     f"{r['mean_ratio_t_le_0.3']:.3f} | {r['grid'][0]['ratio']:.3f} | {r['max_ratio']:.3f} |")
-    (out / "prior_networks.md").write_text("\n".join(lines) + "\n")
-    (out / "prior_networks.json").write_text(json.dumps({"workload": workload, "threads": threads, "rows": rows},
-                                                        indent=1))
+        lines.append(f"| {r['network']} | {r.get('time_sampling', 'log_snr')} | {r.get('weighting', 'edm')} | "
+                     f"{r['batch']} | {r['parameters'] / 1e6:.2f}M | {r['minutes']:g} | {r['steps']} | "
+                     f"{r['mean_ratio_t_le_0.3']:.3f} | "
+                     + (f"{r['mean_ratio_t_le_0.3_raw']:.3f}" if "mean_ratio_t_le_0.3_raw" in r else "-")
+                     + f" | {r['grid'][0]['ratio']:.3f} | {r['max_ratio']:.3f} |")
+    (out / f"{table_name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{table_name}.json").write_text(json.dumps({"workload": workload, "threads": threads, "title": title,
+                                                        "rows": rows}, indent=1))
     print("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) every row and write the table; returns the table's JSON document."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=("bunny-mnist", "era5-imputation"), default="bunny-mnist")
     add_config_arguments(p)
-    p.add_argument("--networks", nargs="+", default=["graph:hidden=32,depth=2", "unet", "mlp:hidden=1024,depth=3"])
-    p.add_argument("--batch", type=int, nargs="+", default=[16, 16, 64], help="batch size of each network")
+    p.add_argument("--networks", nargs="+", default=["graph:hidden=32,depth=2", "unet", "mlp:hidden=1024,depth=3"],
+                   help="name[:key=value,...][@time=...,weighting=...] per row (see the module docstring)")
+    p.add_argument("--batch", type=int, nargs="+", default=[16, 16, 64], help="batch size of each row")
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--heldout", type=int, default=256)
     p.add_argument("--base-out", type=Path, default=None,
                    help="the benchmark's folder whose out/gaussian is used (default runs/<script>)")
-    p.add_argument("--out", type=Path, default=None, help="default runs/prior_networks-<script>")
+    p.add_argument("--out", type=Path, default=None, help="default runs/<table-name>-<script>")
+    p.add_argument("--table-name", default="prior_networks", help="the table's files: OUT/<table-name>.{md,json}")
+    p.add_argument("--title", default=None, help="the table's title (default: from --table-name)")
     args = p.parse_args(argv)
     if len(args.batch) != len(args.networks):
         p.error("give one --batch per network")
+    for spec in args.networks:
+        try:
+            parse_spec(spec)
+        except ValueError as err:  # before any minute is spent
+            p.error(str(err))
     config = config_from_args(args)
     script = args.workload.replace("-", "_")
-    out = args.out or Path("runs") / f"prior_networks-{script}"
+    out = args.out or Path("runs") / f"{args.table_name}-{script}"
     out.mkdir(parents=True, exist_ok=True)
     workload = WORKLOADS[args.workload](config)
     gaussian = stage_gaussian(workload, config, args.base_out or Path("runs") / script, device=torch.device("cpu"))
     held = workload.flow_train[: args.heldout] if args.workload == "bunny-mnist" else workload.eval_sets[0].x
     rows = []
     for spec, batch in zip(args.networks, args.batch):
-        path = out / (spec.replace(":", "_").replace(",", "_").replace("=", "") + ".json")
+        path = out / row_file_name(spec, batch)
         if path.is_file():
-            rows.append(json.loads(path.read_text()))
+            row = json.loads(path.read_text())
+            if row.get("minutes") != args.minutes:
+                raise ValueError(f"{path} was trained for {row.get('minutes')} minutes, this run asks {args.minutes}: "
+                                 "delete it or use another --out")
+            rows.append(row)
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {spec}, batch {batch}, {args.minutes:g} min", flush=True)
         row = train_and_score(workload, gaussian, spec, batch, args.minutes, args.lr, held.float(), config.seed)
         path.write_text(json.dumps(row, indent=1))
         rows.append(row)
-    write_table(rows, out, args.workload, torch.get_num_threads())
+    write_table(rows, out, args.workload, torch.get_num_threads(), table_name=args.table_name, title=args.title)
+    return json.loads((out / f"{args.table_name}.json").read_text())
 
 
 if __name__ == "__main__":

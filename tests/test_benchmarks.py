@@ -395,6 +395,51 @@ def _script(name: str) -> Any:
 
 @pytest.mark.data
 @pytest.mark.slow
+def test_prior_networks_compares_training_choices_and_scores_ema_and_raw_weights(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pn = _script("prior_networks")
+    out = tmp_path / "out"
+    net = "graph:hidden=8,depth=1"
+    specs = [net, f"{net}@time=edm", f"{net}@weighting=elbo", f"{net}@time=uniform,weighting=edm", net]
+    argv = ["--profile", "smoke", "--minutes", "0.002", "--heldout", "8", "--table-name", "prior_training",
+            "--base-out", str(tmp_path / "bench"), "--out", str(out), "--networks", *specs,
+            "--batch", "4", "4", "4", "4", "8"]
+    doc = pn.main(argv)
+    rows = doc["rows"]
+    assert [(r["network"], r["time_sampling"], r["weighting"], r["batch"]) for r in rows] == [
+        (net, "log_snr", "edm", 4), (net, "edm", "edm", 4), (net, "log_snr", "elbo", 4), (net, "uniform", "edm", 4),
+        (net, "log_snr", "edm", 8)]
+    for r in rows:
+        assert r["steps"] >= 1
+        assert [g["t"] for g in r["grid"]] == [g["t"] for g in r["grid_raw"]] == pytest.approx(pn.GRID.tolist())
+        for ema, raw in zip(r["grid"], r["grid_raw"]):
+            assert math.isfinite(ema["ratio"]) and math.isfinite(raw["ratio"])
+            assert ema["mse_wiener"] == raw["mse_wiener"]  # the same noise for both weights
+            assert raw["ratio"] == pytest.approx(raw["mse"] / raw["mse_wiener"])
+        small = [g["ratio"] for g in r["grid_raw"] if g["t"] <= 0.3]
+        assert r["mean_ratio_t_le_0.3_raw"] == pytest.approx(sum(small) / len(small))
+    files = sorted(p.name for p in out.glob("*.json") if p.name != "prior_training.json")
+    assert files == sorted(["graph_hidden8_depth1_batch4.json", "graph_hidden8_depth1@time-edm_batch4.json",
+                            "graph_hidden8_depth1@weighting-elbo_batch4.json",
+                            "graph_hidden8_depth1@time-uniform_batch4.json", "graph_hidden8_depth1_batch8.json"])
+    md = (out / "prior_training.md").read_text()
+    assert md.startswith("# Prior training choices at equal CPU minutes, bunny-mnist")
+    assert "| times | weighting |" in md and "mean ratio t<=0.3 (raw weights)" in md
+    assert "| graph:hidden=8,depth=1 | log_snr | elbo | 4 |" in md
+    # a rerun resumes every row from its file; another budget is refused instead of mixed in
+    assert pn.main(argv) == doc
+    with pytest.raises(ValueError, match="trained for 0.002 minutes, this run asks 0.5"):
+        pn.main([*argv[:2], "--minutes", "0.5", *argv[4:]])
+    for bad, message in ((f"{net}@time=edm,weighting=elbo", "needs time=log_snr"),
+                         (f"{net}@times=edm", "training options are time=... and weighting=...")):
+        with pytest.raises(SystemExit):  # refused before any training
+            pn.main(["--profile", "smoke", "--out", str(tmp_path / "bad"), "--networks", bad, "--batch", "4"])
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.data
+@pytest.mark.slow
 def test_amortization_compares_at_equal_compute_from_the_same_start(tmp_path: Path, data_dir: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -132,6 +132,34 @@ def test_a_field_added_later_matches_older_records_at_its_old_behaviour() -> Non
         check_same_run(older, _record(score), "runs/x")
 
 
+def test_prior_training_choices_reach_the_trainer_and_older_records_resume_at_their_defaults() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--profile", "cpu", "--set", "prior.time_sampling=edm"])
+    edm = config_from_args(args)
+    assert edm.prior.trainer_kwargs()["time_sampling"] == "edm"
+    assert edm.prior.trainer_kwargs()["weighting"] == "edm"  # loss_weighting is train_prior's weighting
+    elbo = apply_overrides(get_profile("cpu"), {"prior.loss_weighting": "elbo"})
+    kwargs = elbo.prior.trainer_kwargs()
+    assert (kwargs["time_sampling"], kwargs["weighting"]) == ("log_snr", "elbo")
+    with pytest.raises(ValueError, match=r"prior.time_sampling: 'normal' is not one of \['log_snr', 'uniform', 'edm'"):
+        apply_overrides(get_profile("cpu"), {"prior.time_sampling": "normal"})
+    with pytest.raises(ValueError, match="loss_weighting='elbo' .* needs prior.time_sampling='log_snr', got 'edm'"):
+        apply_overrides(edm, {"prior.loss_weighting": "elbo"})
+    with pytest.raises(ValueError, match="prior.loss_weighting must be 'edm' or 'elbo', got 'snr'"):
+        PriorConfig(loss_weighting="snr")  # type: ignore[arg-type]
+
+    cpu = get_profile("cpu")
+    record = lambda c: {"seed": c.seed, "prior": asdict(c.prior.resolved())}  # noqa: E731
+    older = record(cpu)
+    del older["prior"]["time_sampling"], older["prior"]["loss_weighting"]  # written before the fields existed
+    check_same_run(older, record(cpu), "runs/x")  # no error: log-SNR times and EDM weights were the only ones
+    with pytest.raises(ValueError, match=r"\(prior.time_sampling 'log_snr' -> 'edm'\)"):
+        check_same_run(older, record(edm), "runs/x")
+    with pytest.raises(ValueError, match=r"\(prior.loss_weighting 'edm' -> 'elbo'\)"):
+        check_same_run(older, record(elbo), "runs/x")
+
+
 def test_rerun_may_extend_or_observe() -> None:
     cpu = get_profile("cpu")
     more = apply_overrides(cpu, {"flow.minutes": 30, "flow.log_every": 5, "flow.train_steps": 2000})

@@ -270,3 +270,119 @@ def test_training_times_respect_t_max(time_sampling: str) -> None:
         with pytest.raises(ValueError, match="t_min < t_max"):
             prior.sample_times(4, **bad)  # type: ignore[arg-type]
     assert prior.dsm_loss(_signals(4).float(), torch.Generator().manual_seed(0), t_max=0.1).shape == (4,)
+
+
+# -- loss weighting ------------------------------------------------------------------------------
+
+
+def _snr(sde: VPSDE, t: Tensor) -> Tensor:
+    """``alpha^2 / sigma^2 = 1 / (exp(B(t)) - 1)`` written out from the linear schedule."""
+    b = sde.beta_min * t + 0.5 * (sde.beta_max - sde.beta_min) * t**2
+    return 1.0 / torch.expm1(b)
+
+
+def _fixed_time_loss(prior: DiffusionPrior, x0: Tensor, t: Tensor, monkeypatch: pytest.MonkeyPatch,
+                     **kwargs: str) -> tuple[Tensor, Tensor]:
+    """``dsm_loss`` at the injected times ``t``, and the noised signals it used (same generator)."""
+    monkeypatch.setattr(prior, "sample_times", lambda batch, **kw: t)
+    with torch.no_grad():
+        loss = prior.dsm_loss(x0, torch.Generator().manual_seed(5), **kwargs)  # type: ignore[arg-type]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5), dtype=x0.dtype)
+    xt = prior.sde.alpha(t)[:, None, None] * x0 + prior.sde.std(t)[:, None, None] * noise
+    return loss, xt
+
+
+def test_elbo_weighting_at_fixed_times_is_the_snr_times_the_squared_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    prior = _prior(kind="full").double()  # step 0: its denoiser is the Gaussian's
+    g = prior.gaussian
+    assert g is not None
+    x0 = _signals(4, seed=2)
+    t = torch.tensor([1e-3, 0.02, 0.3, 0.9], dtype=torch.float64)
+    loss, xt = _fixed_time_loss(prior, x0, t, monkeypatch, weighting="elbo")
+    expected = _snr(prior.sde, t) * (g.denoise(xt, t) - x0).square().mean(dim=(1, 2))
+    torch.testing.assert_close(loss, expected, rtol=1e-9, atol=0.0)
+
+
+def test_edm_weighting_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = torch.tensor([1e-3, 0.02, 0.3, 0.9], dtype=torch.float64)
+    x0 = _signals(4, seed=2)
+    # "wiener": 1 / c_out^2, c_out^2 the mean posterior variance of the Gaussian (dense algebra)
+    prior = _prior(kind="low_rank").double()
+    _randomize(prior.network)
+    g = prior.gaussian
+    assert g is not None
+    loss, xt = _fixed_time_loss(prior, x0, t, monkeypatch)
+    s = g.covariance()
+    c2 = []
+    for ti in t:
+        a, var = prior.sde.alpha(ti), prior.sde.std(ti) ** 2
+        post = s - a**2 * s @ torch.linalg.solve(a**2 * s + var * torch.eye(C * V, dtype=s.dtype), s)
+        c2.append(post.diagonal().reshape(C, V).mean(-1))
+    with torch.no_grad():
+        err = (prior.denoise(xt, t) - x0).square().mean(-1)  # (B, C)
+    torch.testing.assert_close(loss, (err / torch.stack(c2)).mean(-1), rtol=1e-8, atol=0.0)
+    # "edm" parameterisation: 1 / c_out^2 = alpha^2 / sigma^2 + 1 / sigma_d^2
+    layout = VertexLayout(V)
+    edm = DiffusionPrior(MLPDenoiser(C, C, V, hidden=16, depth=1), layout, channels=C, data_mean=0.2,
+                         data_std=0.25).double()  # exact in the float32 buffer
+    _randomize(edm.network)
+    loss, xt = _fixed_time_loss(edm, x0, t, monkeypatch, weighting="edm")
+    with torch.no_grad():
+        err = (edm.denoise(xt, t) - x0).square().mean(dim=(1, 2))
+    torch.testing.assert_close(loss, (_snr(edm.sde, t) + 1 / 0.25**2) * err, rtol=1e-9, atol=0.0)
+    # and "edm" is the default
+    monkeypatch.undo()
+    kw = dict(t_min=0.01)
+    torch.testing.assert_close(edm.dsm_loss(x0, torch.Generator().manual_seed(1), **kw),  # type: ignore[arg-type]
+                               edm.dsm_loss(x0, torch.Generator().manual_seed(1), weighting="edm", **kw),
+                               rtol=0.0, atol=0.0)
+
+
+def test_elbo_weighted_loss_averages_to_the_elbos_error_integral() -> None:
+    # Truth: for the linear Wiener denoiser D = m + K (x_t - alpha m), K = alpha S (alpha^2 S + sigma^2)^-1,
+    #   E_eps ||x0 - D||^2 = ||(I - alpha K)(x0 - m)||^2 + sigma^2 ||K||_F^2,
+    # and the ELBO's error integral int beta/sigma^2 alpha^2/sigma^2 E||x0 - D||^2 dt is, in u = log(sigma^2/alpha^2),
+    # int exp(-u) E||x0 - D||^2 du: a 1-D quadrature.
+    prior = _prior(kind="full").double()
+    g = prior.gaussian
+    assert g is not None
+    sde, d, t_min = prior.sde, C * V, 1e-3
+    x0 = _signals(2, seed=3)
+    u_lo, u_hi = (sde.log_snr_inverse(torch.tensor(v, dtype=torch.float64)) for v in (t_min, sde.T))
+    u = torch.linspace(float(u_lo), float(u_hi), 4001, dtype=torch.float64)
+    t = sde.t_from_log_snr_inverse(u)
+    a, var = sde.alpha(t)[:, None, None], (sde.std(t) ** 2)[:, None, None]
+    s, eye = g.covariance(), torch.eye(d, dtype=torch.float64)
+    k = a * torch.linalg.solve(a**2 * s + var * eye, s).mT  # S (a^2 S + var)^-1, S symmetric
+    resid = torch.einsum("uij,nj->uni", eye - a * k, (x0 - g.mean).flatten(1))
+    err = resid.square().sum(-1) + var[:, :, 0] * k.square().sum(dim=(1, 2))[:, None]  # (U, N)
+    integral = torch.trapezoid(torch.exp(-u)[:, None] * err, u, dim=0)  # (N,)
+    reps = 4000
+    with torch.no_grad():
+        loss = prior.dsm_loss(x0.repeat_interleave(reps, 0), torch.Generator().manual_seed(0), t_min=t_min,
+                              weighting="elbo").reshape(2, reps)
+    # the documented constant: E[loss] * d * (u_hi - u_lo) is the error integral
+    estimate = loss.mean(-1) * d * (u_hi - u_lo)
+    se = loss.std(-1) / reps**0.5 * d * (u_hi - u_lo)
+    assert bool(((estimate - integral).abs() < 4 * se).all()), (estimate, integral, se)
+    assert bool((se < 0.05 * integral).all())  # the check has teeth
+    # the ELBO itself (without constants): b' = -1/2 alpha_T^2 ||x0||^2 - 1/2 (error integral)
+    elbo = prior.elbo(x0, n_time=2000, t_min=t_min, include_constants=False, generator=torch.Generator().manual_seed(1))
+    from_elbo = -2 * elbo - sde.alpha(torch.tensor(sde.T, dtype=torch.float64)) ** 2 * x0.flatten(1).square().sum(-1)
+    torch.testing.assert_close(from_elbo, integral, rtol=0.05, atol=0.0)
+
+
+def test_unknown_weighting_and_elbo_with_other_times_are_refused() -> None:
+    from manifold_ps.priors import DSMObjective
+
+    prior = _prior()
+    x0 = _signals(2).float()
+    with pytest.raises(ValueError, match="weighting must be 'edm' or 'elbo', got 'snr'"):
+        prior.dsm_loss(x0, torch.Generator().manual_seed(0), weighting="snr")  # type: ignore[arg-type]
+    for times in ("uniform", "edm"):
+        with pytest.raises(ValueError, match=f"needs time_sampling='log_snr', got '{times}'"):
+            prior.dsm_loss(x0, torch.Generator().manual_seed(0), time_sampling=times,  # type: ignore[arg-type]
+                           weighting="elbo")
+    with pytest.raises(ValueError, match="got 'snr'"):  # at construction, before any step
+        DSMObjective(prior, weighting="snr")  # type: ignore[arg-type]
+    assert DSMObjective(prior, weighting="elbo")(x0, torch.Generator().manual_seed(0)).shape == ()

@@ -87,6 +87,14 @@ class PriorConfig(_Training):
         batch_size: Global batch size.
         spike_guard: Skip a step whose loss exceeds this multiple of the running loss (``None``: never).
         log_every: Steps between logged losses.
+        time_sampling: Distribution of the training times: ``"log_snr"`` (uniform in
+            ``log(sigma / alpha)``, the ELBO's importance density), ``"uniform"`` (in ``t``) or
+            ``"edm"`` (Karras et al.'s log-normal); see
+            :meth:`~manifold_ps.priors.DiffusionPrior.sample_times`.
+        loss_weighting: Per-time weight of the denoising error: ``"edm"`` (unit-scale targets at
+            every noise level) or ``"elbo"`` (the likelihood weighting ``alpha^2 / sigma^2``,
+            which makes the mean loss the ELBO's error integral; needs ``time_sampling="log_snr"``);
+            the ``weighting`` of :meth:`~manifold_ps.priors.DiffusionPrior.dsm_loss`.
     """
 
     network: Literal["mlp", "unet", "graph"] = "graph"
@@ -98,10 +106,19 @@ class PriorConfig(_Training):
     batch_size: int = 16
     spike_guard: float | None = None
     log_every: int = 50
+    time_sampling: Literal["log_snr", "uniform", "edm"] = "log_snr"
+    loss_weighting: Literal["edm", "elbo"] = "edm"
 
     def __post_init__(self) -> None:
         if self.stop_step is not None and self.stop_step < 1:
             raise ValueError(f"prior.stop_step must be >= 1 or none, got {self.stop_step}")
+        if self.time_sampling not in ("log_snr", "uniform", "edm"):
+            raise ValueError(f"prior.time_sampling must be 'log_snr', 'uniform' or 'edm', got {self.time_sampling!r}")
+        if self.loss_weighting not in ("edm", "elbo"):
+            raise ValueError(f"prior.loss_weighting must be 'edm' or 'elbo', got {self.loss_weighting!r}")
+        if self.loss_weighting == "elbo" and self.time_sampling != "log_snr":
+            raise ValueError("prior.loss_weighting='elbo' is the likelihood weighting for the ELBO's times: it needs "
+                             f"prior.time_sampling='log_snr', got {self.time_sampling!r}")
 
     def resolved(self) -> PriorConfig:
         """A copy with every derived field (``None`` above) filled in."""
@@ -114,7 +131,8 @@ class PriorConfig(_Training):
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`manifold_ps.priors.train_prior` (resolved)."""
-        return {"steps": self.train_steps, "stop_step": self.stop_step, **self._trainer_kwargs()}
+        return {"steps": self.train_steps, "stop_step": self.stop_step, "time_sampling": self.time_sampling,
+                "weighting": self.loss_weighting, **self._trainer_kwargs()}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ zeroed on the padding before returning to natural vertex order.
 Training minimises :meth:`DiffusionPrior.dsm_loss`, the denoising error weighted by
 ``1 / c_out^2`` (``den / (sigma^2 sigma_d^2)`` but for ``"wiener"``: the EDM weighting, unit-scale
 targets at every noise level), with times drawn uniformly in ``log(sigma / alpha)`` (the
-distribution the importance-sampled ELBO uses) and stratified over the batch.
+distribution the importance-sampled ELBO uses) and stratified over the batch. The likelihood
+weighting ``"elbo"`` weights the error by ``alpha^2 / sigma^2`` instead, which under those times
+makes the expected loss the ELBO's error integral (see :meth:`DiffusionPrior.dsm_loss`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ if TYPE_CHECKING:
     from ..geometry import Geometry
     from .gaussian import GaussianPrior
 
-__all__ = ["DiffusionPrior", "build_prior", "network_signal_channels", "PRIOR_FORMAT", "PRESETS", "MLP_PRESETS", "GRAPH_PRESETS"]
+__all__ = ["DiffusionPrior", "build_prior", "network_signal_channels", "PRIOR_FORMAT", "PRESETS", "MLP_PRESETS",
+           "GRAPH_PRESETS", "TimeSampling", "Weighting", "check_weighting"]
 
 PRIOR_FORMAT = "manifold_ps.prior/1"
 """Value of the ``"format"`` key of a saved prior."""
@@ -57,6 +60,10 @@ PRIOR_FORMAT = "manifold_ps.prior/1"
 Parameterization = Literal["edm", "x0", "eps", "wiener"]
 _PARAMETERIZATIONS = ("edm", "x0", "eps", "wiener")
 TimeSampling = Literal["log_snr", "uniform", "edm"]
+"""Distribution of the training times (see :meth:`DiffusionPrior.sample_times`)."""
+Weighting = Literal["edm", "elbo"]
+"""Per-time weight of the denoising error (see :meth:`DiffusionPrior.dsm_loss`)."""
+_WEIGHTINGS = ("edm", "elbo")
 
 _NETWORKS: dict[str, type[nn.Module]] = {"UNet1d": UNet1d, "MLPDenoiser": MLPDenoiser, "GraphDenoiser": GraphDenoiser}
 
@@ -353,8 +360,30 @@ class DiffusionPrior(ScorePrior):
         t_min: float = 1e-3,
         t_max: float | None = None,
         time_sampling: TimeSampling = "log_snr",
+        weighting: Weighting = "edm",
     ) -> Tensor:
         """Denoising score-matching loss per sample (mean over channels and valid vertices).
+
+        ``weighting="edm"`` divides the error by ``c_out(t)^2`` (:meth:`output_scale`): unit-scale
+        targets at every noise level. Outside ``"wiener"`` that weight is
+        ``alpha^2 / sigma^2 + 1 / sigma_d^2``.
+
+        ``weighting="elbo"`` is the likelihood weighting ``alpha^2 / sigma^2``. The error term of
+        :meth:`~manifold_ps.priors.ScorePrior.elbo` is ``int beta/sigma^2 * alpha^2 ||x0 - D||^2 /
+        sigma^2 dt`` over ``[t_min, t_max]``; the ``"log_snr"`` times have the density
+        ``(beta / sigma^2) / (u_hi - u_lo)`` (``u = log(sigma^2 / alpha^2)``), so
+
+            E[loss] * d * (u_hi - u_lo) = that error integral   (d: channels x vertices),
+
+        i.e. the loss is the ELBO's integrand per coordinate, with the constant ``d (u_hi - u_lo)``
+        dropped. It is the EDM weight less its floor ``1 / sigma_d^2`` (for ``"wiener"`` with a
+        non-singular Gaussian the two also meet as the noise vanishes), so it agrees with
+        ``"edm"`` at small noise, the levels the ELBO and DPS lean on, and gives large noise
+        levels less weight; the loss stays ``O(1)`` (exactly ``1`` for the denoiser ``x_t /
+        alpha``, less for any better one). It needs
+        ``time_sampling="log_snr"``: under another density the weight would have to be divided by
+        that density (for uniform times by ``sigma^2 / beta``, unbounded at small ``t``, the
+        variance the ELBO's importance sampling exists to avoid), so other pairs are refused.
 
         Args:
             x0: Clean training signals.
@@ -362,13 +391,25 @@ class DiffusionPrior(ScorePrior):
             t_min: Smallest training time.
             t_max: Largest training time (default: the SDE's end).
             time_sampling: Distribution of the times (see :meth:`sample_times`).
+            weighting: ``"edm"`` or ``"elbo"`` (above).
 
         Returns:
-            ``(B,)`` losses ``mean((D(x_t, t) - x0)^2 / c_out(t)^2)``.
+            ``(B,)`` losses ``mean(w(t) (D(x_t, t) - x0)^2)`` with ``w = 1 / c_out(t)^2``
+            (``"edm"``) or ``alpha(t)^2 / sigma(t)^2`` (``"elbo"``).
+
+        Raises:
+            ValueError: for an unknown ``weighting``, ``"elbo"`` with other times than
+                ``"log_snr"``, or as :meth:`sample_times`.
 
         Shapes:
             x0: ``(B, C, V)``.
+
+        Example:
+            >>> prior = DiffusionPrior(MLPDenoiser(1, 1, 4, hidden=8, depth=1), VertexLayout(4), channels=1)
+            >>> prior.dsm_loss(torch.rand(3, 1, 4), torch.Generator().manual_seed(0), weighting="elbo").shape
+            torch.Size([3])
         """
+        check_weighting(weighting, time_sampling)
         check_signal(x0, self.num_vertices, "x0", channels=self.channels)
         check_generator_device(generator, x0.device)
         t = self.sample_times(x0.shape[0], t_min=t_min, t_max=t_max, time_sampling=time_sampling,
@@ -376,11 +417,14 @@ class DiffusionPrior(ScorePrior):
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         alpha, sigma, _, sd, den = self._coefficients(x0, t)
         xt = alpha * x0 + sigma * noise
+        error = self.denoise(xt, t) - x0
+        if weighting == "elbo":  # alpha (D - x0) / sigma = eps_hat - eps, as in the ELBO
+            return (alpha * error / sigma).square().flatten(1).mean(-1)
         if self.parameterization == "wiener":
             c_out = self.output_scale(x0, t).clamp_min(torch.finfo(x0.dtype).tiny)
         else:
             c_out = sigma * sd / den.sqrt()
-        return ((self.denoise(xt, t) - x0) / c_out).square().flatten(1).mean(-1)
+        return (error / c_out).square().flatten(1).mean(-1)
 
     def forward(self, x0: Tensor, generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
         """Same as :meth:`dsm_loss` (so data-parallel wrappers see a forward call)."""
@@ -600,6 +644,15 @@ def build_prior(
     stats: dict[str, Tensor] = _gaussian_statistics(gaussian) if gaussian is not None else {}
     return DiffusionPrior(net, layout, channels=channels, sde=sde, parameterization=parameterization,
                           geometry_features=features, fingerprint=geometry.fingerprint(), gaussian=gaussian, **stats)
+
+
+def check_weighting(weighting: str, time_sampling: str) -> None:
+    """Refuse an unknown ``weighting`` and ``"elbo"`` with other times than ``"log_snr"`` (ValueError)."""
+    if weighting not in _WEIGHTINGS:
+        raise ValueError(f"weighting must be 'edm' or 'elbo', got {weighting!r}")
+    if weighting == "elbo" and time_sampling != "log_snr":
+        raise ValueError(f"weighting 'elbo' is the likelihood weighting for the ELBO's times: it needs "
+                         f"time_sampling='log_snr', got {time_sampling!r}")
 
 
 def network_signal_channels(channels: int, parameterization: Parameterization) -> int:

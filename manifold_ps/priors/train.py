@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .._checks import check_signal
 from ..training import Trainer
-from .diffusion import DiffusionPrior, TimeSampling
+from .diffusion import DiffusionPrior, TimeSampling, Weighting, check_weighting
 
 __all__ = ["DSMObjective", "train_prior"]
 
@@ -23,6 +23,8 @@ class DSMObjective(nn.Module):
         t_min: Smallest training time.
         t_max: Largest training time (default: the SDE's end).
         time_sampling: Distribution of the training times.
+        weighting: Per-time weight of the error, ``"edm"`` or ``"elbo"`` (see
+            :meth:`DiffusionPrior.dsm_loss`; ``"elbo"`` needs ``time_sampling="log_snr"``).
 
     Example:
         >>> from manifold_ps.geometry import VertexLayout
@@ -33,16 +35,18 @@ class DSMObjective(nn.Module):
     """
 
     def __init__(self, prior: DiffusionPrior, *, t_min: float = 1e-3, t_max: float | None = None,
-                 time_sampling: TimeSampling = "log_snr") -> None:
+                 time_sampling: TimeSampling = "log_snr", weighting: Weighting = "edm") -> None:
         super().__init__()
+        check_weighting(weighting, time_sampling)  # at construction, not at the first step
         self.prior = prior
         self.t_min = t_min
         self.t_max = t_max
         self.time_sampling: TimeSampling = time_sampling
+        self.weighting: Weighting = weighting
 
     def forward(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self.prior.dsm_loss(x0, generator, t_min=self.t_min, t_max=self.t_max,
-                                   time_sampling=self.time_sampling).mean()
+                                   time_sampling=self.time_sampling, weighting=self.weighting).mean()
 
 
 def _loss_fn(model: nn.Module, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
@@ -60,6 +64,7 @@ def train_prior(
     t_min: float = 1e-3,
     t_max: float | None = None,
     time_sampling: TimeSampling = "log_snr",
+    weighting: Weighting = "edm",
     fit_statistics: bool = True,
     config: dict[str, Any] | None = None,
     callback: Any = None,
@@ -82,6 +87,8 @@ def train_prior(
         t_min: Smallest training time.
         t_max: Largest training time (default: the SDE's end).
         time_sampling: Distribution of the training times.
+        weighting: Per-time weight of the error, ``"edm"`` or ``"elbo"`` (see
+            :meth:`DiffusionPrior.dsm_loss`).
         fit_statistics: Set the prior's data mean/scale from ``data`` before training.
         config: Extra plain data saved in checkpoints.
         callback: Passed to :meth:`Trainer.fit`.
@@ -97,9 +104,9 @@ def train_prior(
         data = data.to(dtype)
     if fit_statistics:
         prior.set_data_statistics(data)
-    objective = DSMObjective(prior, t_min=t_min, t_max=t_max, time_sampling=time_sampling)
+    objective = DSMObjective(prior, t_min=t_min, t_max=t_max, time_sampling=time_sampling, weighting=weighting)
     full_config = {"prior": prior.config(), "t_min": t_min, "t_max": t_max, "time_sampling": time_sampling,
-                   **(config or {})}
+                   "weighting": weighting, **(config or {})}
     trainer = Trainer(objective, _loss_fn, data, out_dir=out_dir, batch_size=batch_size, max_steps=steps, lr=lr,
                       config=full_config, fingerprint=prior.fingerprint, **trainer_kwargs)
     try:
