@@ -21,7 +21,11 @@ flow. The rows (:data:`ROWS`; ``--rows`` picks some):
 - ``gaussian``: that sampler trained; ``gaussian-noise``: plus the decoder noise;
 - ``gaussian-tmin0.005`` / ``gaussian-tmin0.05``: the t_min trade; ``gaussian-ntime4``: four
   ELBO time draws per sample; ``gaussian-score``: the prior term's exact gradient (the prior's
-  score at t_min) in place of the ELBO.
+  score at t_min) in place of the ELBO;
+- ``marginal-step0`` / ``marginal-noise-step0`` / ``marginal`` / ``marginal-noise`` /
+  ``marginal-score``: the decoder's error integrated out of the likelihood under the Gaussian's
+  law (``flow.likelihood = "marginal"``), on the exact posterior over ``u`` of that model, draws
+  ``E[x | u, y]`` or (``-noise``) ``x`` drawn given ``u`` and ``y``; untrained and trained.
 
 Rows resume from ``<out>/<row>-s<seed>`` (a finished row is only re-scored), and the report is
 rewritten after each row:
@@ -96,8 +100,9 @@ class Row:
 
 
 _PAPER = {"flow.base": "fill", "flow.decode": False, "flow.decoder_noise": False, "flow.t_min": 0.02,
-          "flow.n_time": 1, "flow.prior_term": "elbo"}
+          "flow.n_time": 1, "flow.prior_term": "elbo", "flow.likelihood": "denoised"}
 _GAUSSIAN = {**_PAPER, "flow.base": "gaussian", "flow.decode": True}
+_MARGINAL = {**_GAUSSIAN, "flow.likelihood": "marginal"}
 
 ROWS: dict[str, Row] = {
     "paper": Row("the paper's method: the flow's output is the sample, around the task's fill; ELBO of a clean "
@@ -118,6 +123,17 @@ ROWS: dict[str, Row] = {
     "gaussian-score": Row("gaussian, the prior term's exact gradient in place of the ELBO: the prior's score at "
                           "t_min, from the decoder pass (`flow.prior_term = score`)",
                           {**_GAUSSIAN, "flow.prior_term": "score"}),
+    "marginal-step0": Row("the decoder's error integrated out of the likelihood under the Gaussian's law "
+                          "(`flow.likelihood = marginal`): base the exact posterior over `u` of that model, draws "
+                          "`E[x | u, y]`; **untrained**", {**_MARGINAL}, trained=False),
+    "marginal-noise-step0": Row("marginal-step0 with the decoder's error drawn given `y` (`flow.decoder_noise`): "
+                                "on a Gaussian teacher exactly its posterior; **untrained**",
+                                {**_MARGINAL, "flow.decoder_noise": True}, trained=False),
+    "marginal": Row("marginal likelihood and base, trained (ELBO prior term)", _MARGINAL),
+    "marginal-noise": Row("marginal, trained, draws with the decoder's error given `y`",
+                          {**_MARGINAL, "flow.decoder_noise": True}),
+    "marginal-score": Row("marginal, trained with the prior's score at t_min in place of the ELBO",
+                          {**_MARGINAL, "flow.prior_term": "score"}),
 }
 """Row name -> :class:`Row`. Every row sets each lever, so a change of the profile's flow defaults
 changes no row."""

@@ -124,7 +124,7 @@ def test_gaussian_base_decodes_to_the_contracted_posterior(rank: int | None) -> 
 
 
 # -- the decoded sampler ------------------------------------------------------------------------------
-def _sampler(prior: GaussianPrior, t: float, *, noise: bool = False):
+def _sampler(prior: GaussianPrior, t: float, *, noise: bool = False, likelihood: str = "denoised"):
     from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, condition_channels
     from manifold_ps.geometry import VertexLayout
     from manifold_ps.operators import Inpainting
@@ -132,7 +132,8 @@ def _sampler(prior: GaussianPrior, t: float, *, noise: bool = False):
     op = Inpainting(torch.ones(6, dtype=torch.bool), 0.3)
     flow = ConditionalRealNVP(1, VertexLayout(6), condition_channels(1, op, reconstruct=True), steps=2, hidden=8,
                               init_scale=1.0)
-    post = AmortizedPosterior(flow, base=GaussianBase(prior, t), decode=t, decoder_noise=noise)
+    post = AmortizedPosterior(flow, base=GaussianBase(prior, t, marginal=likelihood == "marginal"), decode=t,
+                              decoder_noise=noise, likelihood=likelihood)
     return post.attach_prior(prior)
 
 
@@ -358,7 +359,7 @@ def test_pipeline_builds_trains_and_reloads_the_configured_flow(tmp_path, overri
                       progress=False)
     record = flow_record(workload, workload.tasks[0], config)
     if not config.flow.decode:  # the paper's method: nothing new in the record, no base, no decoder
-        assert not {"decode", "decoder_noise", "base", "base_rank"} & set(record["flow"])
+        assert not {"decode", "decoder_noise", "base", "base_rank", "likelihood"} & set(record["flow"])
         assert post.base is None and post.decode is None
     else:
         assert record["flow"]["base"] == "gaussian" and post.base.eigvals.shape[0] == 8
@@ -386,3 +387,174 @@ def test_flow_config_validates_the_decoder_settings(fields, message) -> None:
     assert (get_profile("paper").flow.decode, get_profile("paper").flow.base) == (False, "fill")  # the paper's method
     with pytest.raises(ValueError, match=message):
         FlowConfig(**fields)
+
+
+# -- the decoder's error integrated out (likelihood="marginal") ------------------------------------------
+def _joint(prior: GaussianPrior, t: float, observed: torch.Tensor, sigma: float) -> tuple[torch.Tensor, ...]:
+    """Dense covariances of (x, u, y) with u = a x + s e, y = x[observed] + sigma n (independent truth)."""
+    a = prior.sde.alpha(torch.tensor(t, dtype=DT))
+    s2 = prior.sde.std(torch.tensor(t, dtype=DT)) ** 2
+    cov = prior.covariance()
+    d = cov.shape[0]
+    a_mat = torch.eye(d, dtype=DT)[observed]
+    c_xu, c_uu = a * cov, a * a * cov + s2 * torch.eye(d, dtype=DT)
+    c_xy, c_uy = cov @ a_mat.T, a * cov @ a_mat.T
+    c_yy = a_mat @ cov @ a_mat.T + sigma**2 * torch.eye(int(observed.sum()), dtype=DT)
+    return a, a_mat, cov, c_xu, c_uu, c_xy, c_uy, c_yy
+
+
+def test_marginal_likelihood_is_the_exact_density_of_y_given_u() -> None:
+    from manifold_ps.operators import Inpainting
+
+    t, sigma = 0.05, 0.3
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, t, likelihood="marginal")
+    masks = _masks(2, 6)
+    op = Inpainting(masks, sigma=sigma)
+    g = torch.Generator().manual_seed(5)
+    y = torch.randn(2, 1, 6, generator=g, dtype=DT) * masks[:, None]
+    u = torch.randn(2, 1, 6, generator=g, dtype=DT)
+    error = post.error_posterior(op)
+    tt = torch.full((2,), t, dtype=DT)
+    got = error.log_evidence(y - prior.denoise(u, tt))
+    mu = prior.mean.flatten()
+    for i in range(2):
+        a, a_mat, _, _, c_uu, _, c_uy, c_yy = _joint(prior, t, masks[i], sigma)
+        gain = c_uy.T @ torch.linalg.inv(c_uu)
+        mean = a_mat @ mu + gain @ (u[i].flatten() - a * mu)
+        cov = c_yy - gain @ c_uy
+        want = torch.distributions.MultivariateNormal(mean, cov).log_prob(y[i].flatten()[masks[i]])
+        torch.testing.assert_close(got[i], want)
+
+
+def test_marginal_draws_are_x_given_u_and_y() -> None:
+    """x = D(u) + the error's posterior given y - A D(u): mean and covariance of x | u, y exactly."""
+    from manifold_ps.operators import Inpainting
+
+    t, sigma = 0.05, 0.3
+    prior = _gaussian(rank=3)
+    mask = _masks(1, 6)[0]
+    op = Inpainting(mask, sigma=sigma)
+    y = (torch.randn(1, 1, 6, dtype=DT) * mask)
+    u = torch.randn(1, 1, 1, 6, dtype=DT)
+    mu = prior.mean.flatten()
+    a, a_mat, cov, c_xu, c_uu, c_xy, c_uy, c_yy = _joint(prior, t, mask, sigma)
+    c_cond = torch.cat([torch.cat([c_uu, c_uy], 1), torch.cat([c_uy.T, c_yy], 1)])
+    c_x = torch.cat([c_xu, c_xy], 1)
+    gain = c_x @ torch.linalg.inv(c_cond)
+    want_mean = mu + gain @ torch.cat([u.flatten() - a * mu, y.flatten()[mask] - a_mat @ mu])
+    want_cov = cov - gain @ c_x.T
+    for noise in (False, True):
+        post = _sampler(prior, t, noise=noise, likelihood="marginal")
+        n = 40000 if noise else 1
+        x = post._decode(u.expand(1, n, 1, 6).float(), torch.Generator().manual_seed(0), y.float(),
+                         post.error_posterior(op))[0, :, 0].double()
+        if not noise:
+            torch.testing.assert_close(x[0], want_mean, atol=1e-5, rtol=1e-4)
+            continue
+        se = (want_cov.diagonal() / n).sqrt()
+        assert bool(((x.mean(0) - want_mean).abs() < 5 * se).all())
+        torch.testing.assert_close(torch.cov(x.T), want_cov, atol=0.03 * float(want_cov.diagonal().max()), rtol=0.0)
+
+
+def test_marginal_loss_matches_a_direct_computation_and_round_trips(tmp_path) -> None:
+    from manifold_ps.flows import AmortizedPosterior, reverse_kl_loss
+    from manifold_ps.operators import Inpainting
+
+    t, sigma = 0.05, 0.3
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, t, likelihood="marginal")
+    torch.manual_seed(0)
+    for p in post.flow.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    masks = _masks(2, 6)
+    op = Inpainting(masks, sigma=sigma)
+    y = torch.randn(2, 1, 6) * masks[:, None]
+    z = torch.randn(2, 3, 1, 6)
+    loss, terms = reverse_kl_loss(post, prior, op, y, z=z, n_z=3, t_min=t, prior_term="exact")
+    with torch.no_grad():
+        cond, loc = post.prepare(y, op)
+        v, _ = post.flow(cond, 3, z=z)
+        u, _ = post.base.call_and_ladj(v, post.prepare_base(y, op))
+        x = prior.denoise(u.reshape(6, 1, 6).double(), torch.full((6,), t, dtype=DT))
+        mu = prior.mean.flatten()
+        quad = []
+        for row in range(6):
+            i = row // 3
+            _, a_mat, _, _, c_uu, _, c_uy, c_yy = _joint(prior, t, masks[i], sigma)
+            r = y[i].double().flatten()[masks[i]] - a_mat @ x[row].flatten()
+            quad.append(r @ torch.linalg.solve(c_yy - c_uy.T @ torch.linalg.solve(c_uu, c_uy), r))
+        fidelity = 0.5 * torch.stack(quad)
+    torch.testing.assert_close(terms["fidelity"], float(fidelity.mean() / 6), rtol=1e-4, atol=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in post.flow.parameters() if p.requires_grad)
+    post.save(tmp_path / "post.pt")
+    assert AmortizedPosterior.load(tmp_path / "post.pt").likelihood == "marginal"
+
+
+def test_marginal_likelihood_needs_a_gaussian_base() -> None:
+    from manifold_ps.config import FlowConfig
+    from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase
+    from manifold_ps.geometry import VertexLayout
+
+    flow = ConditionalRealNVP(1, VertexLayout(6), 2, steps=2, hidden=8)
+    with pytest.raises(ValueError, match="needs a Gaussian base"):
+        AmortizedPosterior(flow, decode=0.05, likelihood="marginal")
+    with pytest.raises(ValueError, match="marginal=True"):
+        AmortizedPosterior(flow, base=GaussianBase(_gaussian(), 0.05), decode=0.05, likelihood="marginal")
+    with pytest.raises(ValueError, match="marginal=False"):
+        AmortizedPosterior(flow, base=GaussianBase(_gaussian(), 0.05, marginal=True), decode=0.05)
+    with pytest.raises(ValueError, match="'denoised' or 'marginal'"):
+        AmortizedPosterior(flow, likelihood="exact")
+    with pytest.raises(ValueError, match="needs flow.base='gaussian'"):
+        FlowConfig(base="fill", likelihood="marginal")
+    assert FlowConfig().likelihood == "denoised"
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+def test_marginal_base_logdet_inverse_and_law(rank: int | None) -> None:
+    """The marginal base: Jacobian against slogdet, inverse, and u ~ N(a m, a^2 C + s^2 I) exactly."""
+    from manifold_ps.flows import GaussianBase
+    from manifold_ps.operators import Inpainting
+    from manifold_ps.priors.gaussian import linear_gaussian_posterior
+
+    t, d = 0.05, 6
+    prior = _gaussian(rank=rank)
+    base = GaussianBase(prior, t, marginal=True)
+    masks = _masks(3, d)
+    op = Inpainting(masks, sigma=0.2)
+    y = torch.randn(3, 1, d, dtype=DT)
+    state = base.prepare(y, op)
+    u0, _ = base.call_and_ladj(torch.zeros(3, 1, 1, d, dtype=DT), state)
+    cols, ladj = base.call_and_ladj(torch.eye(d, dtype=DT).reshape(1, d, 1, d).expand(3, d, 1, d).contiguous(), state)
+    jac = (cols - u0).reshape(3, d, d).mT
+    torch.testing.assert_close(ladj[:, 0], torch.linalg.slogdet(jac).logabsdet)
+    v = torch.randn(3, 5, 1, d, dtype=DT)
+    u, ladj = base.call_and_ladj(v, state)
+    back, iladj = base.inverse_and_ladj(u, state)
+    torch.testing.assert_close(back, v)
+    torch.testing.assert_close(iladj, -ladj)
+    a = prior.sde.alpha(torch.tensor(t, dtype=DT))
+    s2 = prior.sde.std(torch.tensor(t, dtype=DT)) ** 2
+    for i in range(3):
+        mean, cov = linear_gaussian_posterior(prior, Inpainting(masks[i], sigma=0.2), y[i:i + 1])
+        torch.testing.assert_close(u0[i, 0, 0], a * mean.flatten())
+        torch.testing.assert_close(jac[i] @ jac[i].T, a * a * cov + s2 * torch.eye(d, dtype=DT))
+
+
+def test_untrained_marginal_sampler_draws_the_exact_posterior() -> None:
+    """Marginal base + the error's posterior given y: on a Gaussian teacher the draws are N(m, C),
+    the posterior under S itself (no contraction)."""
+    from manifold_ps.operators import Inpainting
+    from manifold_ps.priors.gaussian import linear_gaussian_posterior
+
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, 0.05, noise=True, likelihood="marginal")
+    op = Inpainting(_masks(1, 6)[0], sigma=0.3)
+    y = torch.randn(1, 1, 6)
+    n = 40000
+    x = post.sample(y, op, n, generator=torch.Generator().manual_seed(0))[0, :, 0].double()
+    mean, cov = linear_gaussian_posterior(prior, op, y.double())
+    se = (cov.diagonal() / n).sqrt()
+    assert bool(((x.mean(0) - mean[0, 0]).abs() < 5 * se).all())
+    torch.testing.assert_close(torch.cov(x.T), cov, atol=0.03 * float(cov.diagonal().max()), rtol=0.0)

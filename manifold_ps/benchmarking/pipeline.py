@@ -218,7 +218,8 @@ def validation_measurements(train: Measured, config: Config) -> Measured:
 
 
 # -- stage 3: the amortized flow ------------------------------------------------------------------------
-_FLOW_ADDED = {"decode": False, "decoder_noise": False, "base": "fill", "base_rank": 256}
+_FLOW_ADDED = {"decode": False, "decoder_noise": False, "base": "fill", "base_rank": 256,
+               "likelihood": "denoised"}
 """Flow settings added after runs were stored (with their defaults): recorded only when they
 differ from the default, so that a stored run of the default method stays resumable."""
 
@@ -239,7 +240,8 @@ def _new_posterior(workload: Workload, task: Task, config: Config, prior: Diffus
     if config.flow.base == "gaussian":  # the Gaussian posterior's mean takes the reconstruction's place
         if gaussian is None:
             raise ValueError("flow.base='gaussian' needs the workload's fitted Gaussian")
-        base = GaussianBase(truncate_gaussian(gaussian, config.flow.base_rank), config.flow.t_min)
+        base = GaussianBase(truncate_gaussian(gaussian, config.flow.base_rank), config.flow.t_min,
+                            marginal=config.flow.likelihood == "marginal")
     elif task.reconstruct == "harmonic":
         reconstruct = HarmonicFill.from_geometry(workload.geometry)
     elif task.reconstruct == "adjoint":
@@ -256,7 +258,7 @@ def _new_posterior(workload: Workload, task: Task, config: Config, prior: Diffus
                                    metadata={"workload": workload.name, "task": task.name, "profile": config.profile,
                                              "config": record},
                                    base=base, decode=config.flow.t_min if config.flow.decode else None,
-                                   decoder_noise=config.flow.decoder_noise)
+                                   decoder_noise=config.flow.decoder_noise, likelihood=config.flow.likelihood)
     return posterior.attach_prior(prior) if config.flow.decode else posterior
 
 

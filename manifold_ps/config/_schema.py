@@ -180,6 +180,11 @@ class FlowConfig(_Training):
             density (of the ``t_min`` marginal when decoding), or ``"score"`` (needs ``decode``):
             its exact gradient, the prior's score at ``t_min`` from the decoder pass (see
             :func:`~manifold_ps.flows.reverse_kl_loss`).
+        likelihood: How the decoder's error enters (needs ``base="gaussian"`` for
+            ``"marginal"``): ``"denoised"`` scores ``y`` by ``p(y | D(u))`` and returns ``D(u)``;
+            ``"marginal"`` integrates the error out under the Gaussian's law in the loss
+            (``p(y | u)``) and returns ``x`` given ``u`` and ``y`` (see
+            :class:`~manifold_ps.flows.AmortizedPosterior`).
     """
 
     layers: int = 8
@@ -203,6 +208,7 @@ class FlowConfig(_Training):
     base: Literal["fill", "gaussian"] = "gaussian"
     base_rank: int = 256
     prior_term: Literal["elbo", "score"] = "elbo"
+    likelihood: Literal["denoised", "marginal"] = "denoised"
 
     def __post_init__(self) -> None:
         if self.base not in ("fill", "gaussian"):
@@ -217,6 +223,11 @@ class FlowConfig(_Training):
             raise ValueError(f"flow.prior_term must be 'elbo' or 'score', got {self.prior_term!r}")
         if self.prior_term == "score" and not self.decode:
             raise ValueError("flow.prior_term='score' is the prior's score at t_min: it needs flow.decode=true")
+        if self.likelihood not in ("denoised", "marginal"):
+            raise ValueError(f"flow.likelihood must be 'denoised' or 'marginal', got {self.likelihood!r}")
+        if self.likelihood == "marginal" and self.base != "gaussian":
+            raise ValueError("flow.likelihood='marginal' models the decoder's error by the Gaussian's: it needs "
+                             "flow.base='gaussian'")
         if self.stop_step is not None and (not self.stop_step or min(self.stop_step) < 1):
             raise ValueError(f"flow.stop_step must be steps >= 1 (one, or one per task) or none, got {self.stop_step}")
 

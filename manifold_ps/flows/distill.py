@@ -14,7 +14,10 @@ which is ``KL(q(x | y) || p(x | y))`` up to terms constant in the flow (``log N(
     E_y E_z [ ||y - A(D(u))||^2 / (2 sigma_y^2) - b_{t_min}(u) - log |det du/dz| ],
 
 ``b_{t_min}`` the ELBO of the noised marginal (:meth:`~manifold_ps.priors.ScorePrior.marginal_elbo`)
-and the log-determinant including the Gaussian base's when there is one. The ELBO is importance-sampled in time and differentiated through the
+and the log-determinant including the Gaussian base's when there is one. With the sampler's
+``likelihood="marginal"`` the fidelity is ``-log p(y | u)``, the decoder's error integrated out
+under the Gaussian's law (:meth:`~manifold_ps.flows.AmortizedPosterior.error_posterior`), in place
+of ``-log p(y | D(u))``. The ELBO is importance-sampled in time and differentiated through the
 frozen score network into ``x``; nothing is detached. Because ``u`` lives at noise level ``t_min``,
 where the prior's score is defined, the decoded sampler can instead take the prior term's exact
 gradient ``grad_u log p_{t_min}(u) = (alpha D(u) - u) / sigma^2`` from the decoder pass the
@@ -159,7 +162,14 @@ def reverse_kl_loss(
     else:  # x is the latent u = x_{t_min}: fidelity of its decoding, prior of the noised marginal
         times = x.new_full((x.shape[0],), t_min)
         decoded = prior.denoise(x, times)
-        fidelity = -op.log_likelihood(y_rep, decoded)
+        if core.likelihood == "marginal":  # log p(y | u): the decoder's error integrated out (Gaussian law)
+            error = core.error_posterior(operator)
+            per_draw = decoded.reshape(batch, n, channels, vertices)
+            # up to its constant, as op.log_likelihood: half the residual's Mahalanobis norm under G
+            fidelity = 0.5 * torch.stack([error.mahalanobis((y - per_draw[:, k]).to(error.prior.mean.dtype))
+                                          for k in range(n)], 1).reshape(-1).to(x.dtype)
+        else:
+            fidelity = -op.log_likelihood(y_rep, decoded)
         if prior_term == "score":  # d/du log p_t(u) = (alpha D(u, t) - u) / sigma^2; the value stays 0
             alpha, var = prior.sde.alpha(times[:1]).to(x.dtype), prior.sde.std(times[:1]).to(x.dtype) ** 2
             score = ((alpha * decoded - x) / var).detach()

@@ -22,6 +22,18 @@ Hence ``log|det dU/dv| = sum log s_x + sum log diag J - log det K``, and the inv
 The decoded draws ``D(u)`` are then exactly the posterior under the contracted prior, which is
 the model's own posterior when the teacher is this Gaussian.
 
+With ``marginal=True`` the base is instead the exact posterior of ``u`` when the decoder's
+error ``x - D(u) ~ N(0, S - S_c)`` is integrated out of the likelihood (the model of
+``likelihood="marginal"`` in :class:`~manifold_ps.flows.AmortizedPosterior`): ``u = a x + s e``
+with ``x`` from the posterior ``N(m, C)`` under ``S`` itself, so
+
+    u ~ N(a m, a^2 C + s^2 I),   a^2 C + s^2 I = diag(a^2 s_x^2 + s^2) + (a b U) K^{-1} (a b U)^T,
+
+the same low-rank-plus-diagonal form (now with ``S``'s eigenvalues, no contraction), factorised
+the same way with ``u = a m + F v`` and ``log|det| = sum log std + sum log diag J``. Completing
+``D(u)`` by the error's posterior given ``y`` then draws exactly from ``N(m, C)`` under this
+Gaussian.
+
 The per-measurement cost is ``O(m r^2 + r^3)`` (``m`` missing entries, rank ``r``); a draw costs
 ``O(d r)``.
 """
@@ -77,7 +89,8 @@ class BaseState:
     """Everything the base needs per measurement (computed once, shared by its draws).
 
     Attributes:
-        mean_x: Posterior mean of ``x`` under the contracted prior ``(B, d)``.
+        mean_x: Posterior mean of ``x`` under the contracted prior (under ``S`` for a marginal
+            base) ``(B, d)``.
         mean_u: ``D^{-1}(mean_x)``, the location of the base ``(B, d)``.
         std: Diagonal part ``s_x`` of the factor ``(B, d)``.
         ratio: ``b / s_x`` ``(B, d)``.
@@ -105,6 +118,8 @@ class GaussianBase(nn.Module):
             ``sigma``); kept as buffers, so it is saved with the sampler. Masking and denoising
             operators are supported.
         t_min: The time of ``u`` (the decoder's time).
+        marginal: The posterior over ``u`` under the likelihood with the decoder's error
+            integrated out (see the module docstring), instead of the one of ``y`` given ``D(u)``.
 
     Shapes:
         ``y``: ``(B, C, V)``; ``v``, ``u``: ``(B, n, C, V)``; log-determinants ``(B,)``.
@@ -125,7 +140,7 @@ class GaussianBase(nn.Module):
     eigvals: Tensor
     floor: Tensor
 
-    def __init__(self, gaussian: GaussianPrior, t_min: float) -> None:
+    def __init__(self, gaussian: GaussianPrior, t_min: float, *, marginal: bool = False) -> None:
         super().__init__()
         if not 0.0 < float(t_min) < gaussian.sde.T:
             raise ValueError(f"t_min must lie in (0, {gaussian.sde.T}), got {t_min}")
@@ -138,6 +153,7 @@ class GaussianBase(nn.Module):
         self.channels = gaussian.channels
         self.num_vertices = gaussian.num_vertices
         self.t_min = float(t_min)
+        self.marginal = bool(marginal)
         self.sde_config = gaussian.sde.config()
         self.register_buffer("mean", gaussian.mean.flatten().clone())
         self.register_buffer("eigvecs", gaussian.eigvecs.clone())
@@ -157,7 +173,8 @@ class GaussianBase(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """Plain data (tensors on the CPU) that :meth:`from_config` inverts."""
-        return {"type": "GaussianBase", "t_min": self.t_min, "channels": self.channels, "sde": dict(self.sde_config),
+        return {"type": "GaussianBase", "t_min": self.t_min, "marginal": self.marginal, "channels": self.channels,
+                "sde": dict(self.sde_config),
                 "mean": self.mean.cpu(), "eigvecs": self.eigvecs.cpu(), "eigvals": self.eigvals.cpu(),
                 "floor": self.floor.cpu()}
 
@@ -174,7 +191,7 @@ class GaussianBase(nn.Module):
         g = GaussianPrior.from_factors(mean.reshape(channels, -1), torch.as_tensor(config["eigvecs"]),
                                        torch.as_tensor(config["eigvals"]), torch.as_tensor(config["floor"]),
                                        VPSDE(**sde_cfg))
-        return cls(g, float(config["t_min"]))
+        return cls(g, float(config["t_min"]), marginal=bool(config.get("marginal", False)))
 
     # -- spectral helpers -----------------------------------------------------------------------
     def _spectral(self, v: Tensor, on: Tensor, off: Tensor) -> Tensor:
@@ -197,6 +214,17 @@ class GaussianBase(nn.Module):
         return ((self.eigvals * s2 / (a * a * self.eigvals + s2)).sqrt(),
                 (self.floor * s2 / (a * a * self.floor + s2)).sqrt())
 
+    def decoder_error(self) -> GaussianPrior:
+        """The Gaussian ``N(0, S - S_c)`` of the decoder's error ``x_0 - E[x_0 | x_{t_min}]``.
+
+        Its covariance has the eigenvectors of ``S`` and the eigenvalues ``lam s^2 / (a^2 lam + s^2)``
+        (the squares of :meth:`decoder_std`); it does not depend on ``u``.
+        """
+        on, off = self.decoder_std()
+        sde = VPSDE(self.sde_config["beta_min"], self.sde_config["beta_max"])
+        zero = torch.zeros(self.channels, self.num_vertices, dtype=self.mean.dtype, device=self.mean.device)
+        return GaussianPrior.from_factors(zero, self.eigvecs, on.square(), off.square(), sde)
+
     def decoder_noise(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None) -> Tensor:
         """Draws of ``x_0 - E[x_0 | x_{t_min}]`` under the Gaussian: ``shape + (C, V)``.
 
@@ -207,6 +235,19 @@ class GaussianBase(nn.Module):
                         dtype=self.mean.dtype)
         on, off = self.decoder_std()
         return self._spectral(e, on, off).reshape(*shape, self.channels, self.num_vertices)
+
+    def _ratio_gram(self, qm: Tensor, sigma2: float) -> Tensor:
+        """``H = Q^T diag(ratio^2) Q`` of the marginal base, given the rows ``qm`` of the missing entries.
+
+        Its ``ratio = a b / std`` takes one value on observed entries and one on missing ones, and
+        ``Q^T diag(observed) Q = I - qm^T qm``.
+        """
+        a2, s2, f = self.alpha**2, self.sigma**2, self.floor
+        c = sigma2 + f
+        r_obs = a2 * (sigma2 / c) ** 2 / (a2 * f * sigma2 / c + s2)
+        r_miss = a2 / (a2 * f + s2)
+        eye = torch.eye(qm.shape[1], dtype=qm.dtype, device=qm.device)
+        return r_miss * eye + (r_obs - r_miss) * (eye - qm.T @ qm)
 
     # -- per-measurement factorisation -------------------------------------------------------------
     @torch.no_grad()
@@ -241,7 +282,8 @@ class GaussianBase(nn.Module):
         observed = mask[:, None, :].expand(-1, self.channels, -1).reshape(mask.shape[0], -1).expand(b, -1)
         unique, inverse = torch.unique(observed, dim=0, return_inverse=True)
         sigma2 = float(operator.sigma) ** 2
-        lam_c, f_c = self._contracted()
+        # the prior of x the posterior is taken under: S itself (marginal) or the contracted S_c
+        lam_c, f_c = (self.eigvals, self.floor) if self.marginal else self._contracted()
         excess = (lam_c - f_c).clamp_min(0.0)
         root = excess.sqrt()
         c = sigma2 + f_c
@@ -263,17 +305,24 @@ class GaussianBase(nn.Module):
             g = wr - obs.to(dt) / c * ((inner * root) @ self.eigvecs.T)
             mean_x[rows] = self.mean + self._spectral(g, lam_c, f_c)
             if factor:
-                lh = torch.linalg.cholesky(eye / f_c - qwq)
+                lh = torch.linalg.cholesky(self._ratio_gram(qm, sigma2) if self.marginal else eye / f_c - qwq)
                 x = torch.linalg.solve_triangular(lk, root[:, None] * lh, upper=False)
                 chol_h[rows] = lh
                 chol_j[rows] = torch.linalg.cholesky(eye + x.T @ x)
         on, off = self._decoder_gain()
-        mean_u = self.alpha * self.mean + self._spectral(mean_x - self.mean, 1.0 / on, 1.0 / off)
+        if self.marginal:
+            mean_u = self.alpha * mean_x
+        else:
+            mean_u = self.alpha * self.mean + self._spectral(mean_x - self.mean, 1.0 / on, 1.0 / off)
         if not factor:
             return BaseState(mean_x, mean_u)
         std = torch.where(observed, (f_c * sigma2 / c).sqrt(), f_c.sqrt()).to(dt)
         beta = torch.where(observed, sigma2 / c, torch.ones_like(std))
         logdet_k = torch.log(on).sum() + (d - r) * torch.log(off)
+        if self.marginal:  # the factor of a^2 C + s^2 I: diagonal a^2 s_x^2 + s^2, ratio a b / std
+            std = (self.alpha**2 * std.square() + self.sigma**2).sqrt()
+            logdet = torch.log(std).sum(-1) + torch.log(torch.diagonal(chol_j, dim1=-2, dim2=-1)).sum(-1)
+            return BaseState(mean_x, mean_u, std, self.alpha * beta / std, chol_h, chol_j, logdet)
         logdet = (torch.log(std).sum(-1) + torch.log(torch.diagonal(chol_j, dim1=-2, dim2=-1)).sum(-1)
                   - logdet_k)
         return BaseState(mean_x, mean_u, std, beta / std, chol_h, chol_j, logdet)
@@ -300,18 +349,25 @@ class GaussianBase(nn.Module):
         b, n = v.shape[:2]
         flat = v.reshape(b, n, -1).to(self.mean.dtype)
         e = state.std[:, None] * self._g(flat, state, inverse=False)
-        on, off = self._decoder_gain()
-        u = state.mean_u[:, None] + self._spectral(e, 1.0 / on, 1.0 / off)
+        if self.marginal:
+            u = state.mean_u[:, None] + e
+        else:
+            on, off = self._decoder_gain()
+            u = state.mean_u[:, None] + self._spectral(e, 1.0 / on, 1.0 / off)
         return u.to(v.dtype).reshape(v.shape), state.logdet.to(v.dtype)[:, None].expand(b, n)
 
     def inverse_and_ladj(self, u: Tensor, state: BaseState) -> tuple[Tensor, Tensor]:
         """``v`` from ``u`` and ``log|det dv/du|``: ``(B, n, C, V) -> (B, n, C, V), (B, n)``."""
         b, n = u.shape[:2]
         flat = u.reshape(b, n, -1).to(self.mean.dtype)
-        on, off = self._decoder_gain()
-        e = self._spectral(flat - state.mean_u[:, None], on, off)
+        if self.marginal:
+            e = flat - state.mean_u[:, None]
+        else:
+            on, off = self._decoder_gain()
+            e = self._spectral(flat - state.mean_u[:, None], on, off)
         v = self._g(e / state.std[:, None], state, inverse=True)
         return v.to(u.dtype).reshape(u.shape), -state.logdet.to(u.dtype)[:, None].expand(b, n)
 
     def extra_repr(self) -> str:
-        return f"t_min={self.t_min}, rank={self.eigvals.shape[0]}, num_dims={self.mean.shape[0]}"
+        return (f"t_min={self.t_min}, rank={self.eigvals.shape[0]}, num_dims={self.mean.shape[0]}, "
+                f"marginal={self.marginal}")

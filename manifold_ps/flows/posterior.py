@@ -17,6 +17,14 @@ A *decoded* sampler (``decode=t_min``) reads the flow's output as a latent ``u``
 through the exact Gaussian posterior over ``u`` (its mean is also the reconstruction channel of
 the condition), so the untrained sampler draws from that posterior.
 
+The decoder's error ``x - D(u)`` is modelled in one of two ways (``likelihood``). ``"denoised"``
+scores the measurement by ``p(y | D(u))`` and returns ``D(u)`` (plus, with ``decoder_noise``,
+an independent draw of the Gaussian's error). ``"marginal"`` gives the error the Gaussian's law
+``N(0, S - S_c)`` (:meth:`~manifold_ps.flows.GaussianBase.decoder_error`), so that
+``p(y | u) = N(y; A D(u), sigma^2 I + A (S - S_c) A^T)``, and returns a draw of ``x`` given ``u``
+*and* ``y``: ``D(u)`` plus the error's posterior mean given the residual ``y - A D(u)`` (plus, with
+``decoder_noise``, its posterior spread). Under a Gaussian teacher the second is exact.
+
 :meth:`AmortizedPosterior.save` writes the flow architecture and weights, the reconstruction
 (with its stiffness matrix), the training operator's description, the data normalisation and the
 geometry fingerprint; :meth:`AmortizedPosterior.load` needs nothing else.
@@ -34,6 +42,7 @@ from torch import Tensor, nn
 from .._checks import check_finite, check_signal
 from .._files import atomic_open
 from ..operators.base import Operator
+from ..priors.gaussian_posterior import LinearGaussianPosterior
 from .bijections import ActNorm
 from .gaussian_base import BaseState, GaussianBase
 from .realnvp import ConditionalRealNVP
@@ -45,6 +54,7 @@ POSTERIOR_FORMAT = "manifold_ps.AmortizedPosterior/1"
 """Value of the ``"format"`` key of a saved sampler."""
 
 ConditionMode = Literal["operator", "measurement", "none"]
+Likelihood = Literal["denoised", "marginal"]
 
 
 def condition_channels(
@@ -93,7 +103,11 @@ class AmortizedPosterior(nn.Module):
         decode: ``t_min`` of the decoder ``x = D(u, t_min)``, or ``None`` (the flow's output is
             the sample). Sampling then needs :meth:`attach_prior`.
         decoder_noise: Add draws of the Gaussian's error ``x_0 - E[x_0 | x_{t_min}]`` to the
-            decoded samples (needs ``base``).
+            decoded samples (needs ``base``); with ``likelihood="marginal"`` draws of that error
+            given the measurement.
+        likelihood: ``"denoised"`` or ``"marginal"`` (needs a ``base`` built with
+            ``marginal=True``, the posterior over ``u`` of that likelihood): how the decoder's
+            error enters (see the module docstring). The loss reads it from the sampler.
 
     Attributes:
         nfe: Network evaluations per sample of the last :meth:`sample` call (1; 2 when decoding).
@@ -121,8 +135,16 @@ class AmortizedPosterior(nn.Module):
         base: GaussianBase | None = None,
         decode: float | None = None,
         decoder_noise: bool = False,
+        likelihood: Likelihood = "denoised",
     ) -> None:
         super().__init__()
+        if likelihood not in ("denoised", "marginal"):
+            raise ValueError(f"likelihood must be 'denoised' or 'marginal', got {likelihood!r}")
+        if likelihood == "marginal" and base is None:
+            raise ValueError("likelihood='marginal' models the decoder's error by the Gaussian's: it needs a Gaussian base")
+        if base is not None and base.marginal != (likelihood == "marginal"):
+            raise ValueError(f"likelihood={likelihood!r} needs a Gaussian base with marginal="
+                             f"{likelihood == 'marginal'} (the exact posterior over u of that likelihood)")
         if base is not None:
             if reconstruct is not None:
                 raise ValueError("with a Gaussian base the reconstruction is the base's posterior mean: pass reconstruct=None")
@@ -151,6 +173,7 @@ class AmortizedPosterior(nn.Module):
         self.base = base
         self.decode = None if decode is None else float(decode)
         self.decoder_noise = bool(decoder_noise)
+        self.likelihood: Likelihood = likelihood
         self._prior = _Shared(None)
         if base is not None:  # the base whitens already: start the flow as the identity
             for module in flow.modules():
@@ -164,15 +187,37 @@ class AmortizedPosterior(nn.Module):
         self._prior = _Shared(prior)
         return self
 
-    def _decode(self, u: Tensor, generator: torch.Generator | None) -> Tensor:
-        """``D(u, t_min)`` (plus the decoder noise) for ``u`` of shape ``(B, n, C, V)``."""
+    def error_posterior(self, operator: Operator) -> LinearGaussianPosterior:
+        """The posterior of the decoder's error given a residual ``y - A D(u)`` under ``operator``
+        (``likelihood="marginal"``): its ``log_evidence`` is ``log p(y | u)``, its mean and draws
+        complete a decoded sample."""
+        if self.base is None:
+            raise ValueError("the decoder's error model is the Gaussian base's: this sampler has no base")
+        return LinearGaussianPosterior(self.base.decoder_error(), operator.to(self.base.mean.device))
+
+    def _decode(self, u: Tensor, generator: torch.Generator | None, y: Tensor | None = None,
+                error: LinearGaussianPosterior | None = None) -> Tensor:
+        """``D(u, t_min)`` for ``u`` of shape ``(B, n, C, V)``, completed by the decoder's error:
+        drawn given the residual ``y - A D(u)`` when ``error`` (:meth:`error_posterior`) is given,
+        else independently with ``decoder_noise``."""
         prior = self._prior.value
         if prior is None:
             raise ValueError("this sampler decodes with the prior's denoiser: call attach_prior(prior) first")
         flat = u.reshape(-1, *u.shape[2:])
         t = flat.new_full((flat.shape[0],), self.decode)
         x = prior.denoise(flat, t).reshape(u.shape)
-        if self.decoder_noise:
+        if error is not None:
+            if y is None:
+                raise ValueError("the decoder's error given the measurement needs y")
+            parts = []
+            for k in range(x.shape[1]):
+                residual = (y - x[:, k]).to(self.base.mean.dtype)
+                if self.decoder_noise:
+                    parts.append(error.sample(residual, 1, generator=generator)[:, 0])
+                else:
+                    parts.append(error.mean(residual))
+            x = x + torch.stack(parts, 1).to(x.dtype)
+        elif self.decoder_noise:
             x = x + self.base.decoder_noise(tuple(u.shape[:2]), generator=generator).to(x.dtype)
         return x
 
@@ -270,9 +315,17 @@ class AmortizedPosterior(nn.Module):
         return x, ladj
 
     def _draw(self, cond: Tensor | None, n: int, loc: Tensor | None, state: BaseState | None, batch: int,
-              generator: torch.Generator | None) -> Tensor:
+              generator: torch.Generator | None, y: Tensor | None = None,
+              error: LinearGaussianPosterior | None = None) -> Tensor:
         x, _ = self(cond, n, loc=loc, batch=batch, generator=generator, state=state)
-        return x if self.decode is None else self._decode(x, generator)
+        return x if self.decode is None else self._decode(x, generator, y, error)
+
+    def _error(self, y: Tensor, operator: Operator | None) -> LinearGaussianPosterior | None:
+        if self.likelihood != "marginal" or self.decode is None:
+            return None
+        if operator is None:
+            raise ValueError("likelihood='marginal' conditions the decoder's error on the operator: pass it")
+        return self.error_posterior(operator)
 
     # -- the sampler protocol ------------------------------------------------------------------------
     @torch.no_grad()
@@ -285,7 +338,7 @@ class AmortizedPosterior(nn.Module):
             ``(B, n, C, V)`` in natural vertex order.
         """
         cond, loc, state = self._prepare(y, operator)
-        x = self._draw(cond, n, loc, state, y.shape[0], generator)
+        x = self._draw(cond, n, loc, state, y.shape[0], generator, y, self._error(y, operator))
         self.nfe = 1 if self.decode is None else 2
         return x
 
@@ -314,12 +367,13 @@ class AmortizedPosterior(nn.Module):
         if n < 2:
             raise ValueError(f"n must be >= 2 for a standard deviation, got {n}")
         cond, loc, state = self._prepare(y, operator)
+        error = self._error(y, operator)
         step = n if chunk is None else max(1, int(chunk))
         total = sq = None
         done = 0
         while done < n:
             m = min(step, n - done)
-            x = self._draw(cond, m, loc, state, y.shape[0], generator)
+            x = self._draw(cond, m, loc, state, y.shape[0], generator, y, error)
             s, s2 = x.sum(1), x.square().sum(1)
             total = s if total is None else total + s
             sq = s2 if sq is None else sq + s2
@@ -359,7 +413,8 @@ class AmortizedPosterior(nn.Module):
             "fingerprint": self.fingerprint,
             "metadata": self.metadata,
             "base": self.base.config() if self.base is not None else None,
-            "decode": None if self.decode is None else {"t_min": self.decode, "noise": self.decoder_noise},
+            "decode": None if self.decode is None else {"t_min": self.decode, "noise": self.decoder_noise,
+                                                        "likelihood": self.likelihood},
         }
         decoder = self._prior.value
         if self.decode is not None and decoder is not None:
@@ -426,6 +481,7 @@ class AmortizedPosterior(nn.Module):
             base=GaussianBase.from_config(blob.get("base")),
             decode=(blob.get("decode") or {}).get("t_min"),
             decoder_noise=bool((blob.get("decode") or {}).get("noise", False)),
+            likelihood=(blob.get("decode") or {}).get("likelihood", "denoised"),
         )
         if blob.get("decoder") is not None:  # the decoded sampler's prior, saved with it
             from ..priors.diffusion import PRIOR_FORMAT, DiffusionPrior

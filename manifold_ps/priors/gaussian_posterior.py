@@ -232,9 +232,12 @@ class LinearGaussianPosterior:
         """``log det C`` per operator ``(b,)`` (``-inf`` when the prior is singular)."""
         return self.prior.logdet() - self._logdet_g + self._count * math.log(self.sigma2)
 
-    def log_evidence(self, y: Tensor) -> Tensor:
-        """Exact ``log p(y)`` of the measured entries, in nats: ``(B,)``."""
+    def mahalanobis(self, y: Tensor) -> Tensor:
+        """``(y - A mu)^T G^{-1} (y - A mu)`` over the measured entries: ``(B,)`` (differentiable in ``y``)."""
         y = self._check_y(y)
         r = self._residual(y)
-        quad = (r * self._solve_g(r)).sum(-1)
-        return -0.5 * (quad + self._logdet_g + self._count * math.log(2 * math.pi))
+        return (r * self._solve_g(r)).sum(-1)
+
+    def log_evidence(self, y: Tensor) -> Tensor:
+        """Exact ``log p(y)`` of the measured entries, in nats: ``(B,)``."""
+        return -0.5 * (self.mahalanobis(y) + self._logdet_g + self._count * math.log(2 * math.pi))
