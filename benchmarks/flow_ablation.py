@@ -19,7 +19,8 @@ flow. The rows (:data:`ROWS`; ``--rows`` picks some):
 - ``decode``: the same base, the output decoded by the prior's denoiser at t_min;
 - ``gaussian-step0``: the Gaussian posterior over ``u = x_{t_min}`` as base, decoded, untrained;
 - ``gaussian``: that sampler trained; ``gaussian-noise``: plus the decoder noise;
-- ``gaussian-tmin0.005`` / ``gaussian-tmin0.05``: the t_min trade; ``gaussian-ntime4``: four
+- ``gaussian-tmin0.005`` / ``gaussian-tmin0.05``: the t_min trade (``gaussian-tmin0.005-step0``:
+  untrained at 0.005, the sphere benchmark's start); ``gaussian-ntime4``: four
   ELBO time draws per sample; ``gaussian-score``: the prior term's exact gradient (the prior's
   score at t_min) in place of the ELBO;
 - ``marginal-step0`` / ``marginal-noise-step0`` / ``marginal`` / ``marginal-noise`` /
@@ -116,6 +117,8 @@ ROWS: dict[str, Row] = {
                           {**_GAUSSIAN, "flow.decoder_noise": True}),
     "gaussian-tmin0.005": Row("gaussian at t_min 0.005 (less contraction, a noisier ELBO)",
                               {**_GAUSSIAN, "flow.t_min": 0.005}),
+    "gaussian-tmin0.005-step0": Row("gaussian-step0 at t_min 0.005 (the sphere benchmark's t_min); **untrained**",
+                                    {**_GAUSSIAN, "flow.t_min": 0.005}, trained=False),
     "gaussian-tmin0.05": Row("gaussian at t_min 0.05 (a steadier ELBO, draws contracted toward the mean)",
                              {**_GAUSSIAN, "flow.t_min": 0.05}),
     "gaussian-ntime4": Row("gaussian with four ELBO time draws per sample (`flow.n_time = 4`)",
