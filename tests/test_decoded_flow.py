@@ -558,3 +558,26 @@ def test_untrained_marginal_sampler_draws_the_exact_posterior() -> None:
     se = (cov.diagonal() / n).sqrt()
     assert bool(((x.mean(0) - mean[0, 0]).abs() < 5 * se).all())
     torch.testing.assert_close(torch.cov(x.T), cov, atol=0.03 * float(cov.diagonal().max()), rtol=0.0)
+
+
+def test_decoding_runs_in_bounded_pieces() -> None:
+    """Many draws are decoded DECODE_CHUNK signals at a time, with the same result as one call."""
+    from manifold_ps.flows.posterior import DECODE_CHUNK
+    from manifold_ps.operators import Inpainting
+
+    prior = _gaussian(rank=3)
+    post = _sampler(prior, 0.05)
+    sizes: list[int] = []
+    denoise = prior.denoise
+
+    def spy(x, t):
+        sizes.append(x.shape[0])
+        return denoise(x, t)
+
+    prior.denoise = spy  # type: ignore[method-assign]
+    u = torch.randn(3, 200, 1, 6)
+    x = post._decode(u, None)
+    assert max(sizes) <= DECODE_CHUNK and sum(sizes) == 600
+    torch.testing.assert_close(x, denoise(u.reshape(600, 1, 6), torch.full((600,), 0.05)).reshape(u.shape))
+    op = Inpainting(torch.ones(6, dtype=torch.bool), 0.3)
+    assert post.sample(torch.zeros(1, 1, 6), op, 300).shape == (1, 300, 1, 6)
