@@ -383,6 +383,22 @@ def test_flow_ablation_scores_every_row_as_the_benchmark_scores_its_flow(
     assert sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file()) == [
         f"figures/{stem}-calibration.png", f"{stem}.json", f"{stem}.md"]
 
+    # flow_bound.py: the held-out loss of the untrained and the trained row, terms adding up
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    bound = _script("flow_bound")
+    common = ("--profile", "smoke", "--base-out", str(base), "--ablation", str(out), "--measurements", "2",
+              "--draws", "2", "--n-time", "2", "--repeats", "1")
+    bound.main(["--rows", "gaussian-step0", "gaussian", *common])
+    doc = json.loads((out / "flow_bound-bunny_mnist-smoke.json").read_text())
+    assert [r["row"] for r in doc["rows"]] == ["gaussian-step0", "gaussian"]
+    for r in doc["rows"]:
+        assert r["likelihood"] == "denoised"
+        assert r["loss"] == pytest.approx(r["fidelity"] + r["prior"] + r["entropy"], rel=1e-5, abs=1e-6)
+    assert doc["rows"][0]["loss"] != doc["rows"][1]["loss"]  # the trained flow is another sampler
+    assert "| gaussian-step0 | denoised |" in (out / "flow_bound-bunny_mnist-smoke.md").read_text()
+    with pytest.raises(FileNotFoundError, match="flow_ablation.py --rows gaussian-score"):
+        bound.main(["--rows", "gaussian-score", *common])
+
 
 def _script(name: str) -> Any:
     import importlib.util
