@@ -21,16 +21,19 @@ The denoiser networks (``prior_networks-bunny_mnist-cpu``):
         --networks graph:hidden=32,depth=2 unet mlp:hidden=1024,depth=3 --batch 16 16 64
 
 The training choices of the graph network -- time sampling, loss weighting, batch size versus
-steps, and (from the raw-weight column) EMA (``prior_training``):
+steps, and (from the raw-weight column) EMA (``prior_training``). ``--steps`` trains each row for
+exactly that many steps instead of ``--minutes``: rows of one network at one batch size then do
+equal work whatever else runs on the CPU (the batch-64 row gets a quarter of the steps, the same
+number of training signals):
 
-    python benchmarks/prior_networks.py --workload bunny-mnist --minutes 5 --table-name prior_training \\
+    python benchmarks/prior_networks.py --workload bunny-mnist --table-name prior_training \\
         --networks graph:hidden=32,depth=2 graph:hidden=32,depth=2@time=edm \\
         graph:hidden=32,depth=2@time=uniform graph:hidden=32,depth=2@weighting=elbo graph:hidden=32,depth=2 \\
-        --batch 16 16 16 16 64 --base-out runs/bunny_v3 --out runs/prior_training-bunny
+        --batch 16 16 16 16 64 --steps 1000 1000 1000 1000 250 --base-out runs/bunny_v3 --out runs/prior_training-bunny
 
 Rows resume from ``--out/<row>.json``, whose name holds the network, the training options other
 than the defaults and the batch size (``graph_hidden32_depth2@time-edm_batch16.json``), so no two
-rows share a file (a row file trained for other ``--minutes`` is refused, not mixed in); the table
+rows share a file (a row file trained for another budget is refused, not mixed in); the table
 goes to ``--out/<table-name>.{json,md}``.
 """
 
@@ -139,9 +142,10 @@ def _mean_small(rows: list[dict[str, float]]) -> float:
     return sum(small) / len(small)
 
 
-def train_and_score(workload, gaussian, spec: str, batch: int, minutes: float, lr: float, held: torch.Tensor,
-                    seed: int) -> dict[str, Any]:
-    """Train one entry's correction for ``minutes``; score its EMA and its raw weights on ``held``."""
+def train_and_score(workload, gaussian, spec: str, batch: int, minutes: float | None, lr: float, held: torch.Tensor,
+                    seed: int, steps: int | None = None) -> dict[str, Any]:
+    """Train one entry's correction for ``minutes`` (or exactly ``steps`` steps, whatever the CPU's
+    load); score its EMA and its raw weights on ``held``."""
     name, kwargs, options = parse_spec(spec)
     torch.manual_seed(seed)
     prior = build_prior(workload.geometry, channels=workload.channels, preset="cpu", network=name,  # type: ignore[arg-type]
@@ -151,7 +155,7 @@ def train_and_score(workload, gaussian, spec: str, batch: int, minutes: float, l
     gen = torch.Generator().manual_seed(seed + 1)
     x = workload.prior_train
     tic, step = time.perf_counter(), 0
-    while time.perf_counter() - tic < 60 * minutes:
+    while (step < steps) if steps is not None else (time.perf_counter() - tic < 60 * minutes):
         index = torch.randint(0, x.shape[0], (batch,), generator=gen)
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 100)
@@ -170,10 +174,15 @@ def train_and_score(workload, gaussian, spec: str, batch: int, minutes: float, l
     grids = _score({"ema": ema.eval(), "raw": prior.eval()}, gaussian, held)
     rows, raw = grids["ema"], grids["raw"]
     return {"network": spec.partition("@")[0], "spec": spec, "time_sampling": options["time"],
-            "weighting": options["weighting"], "batch": batch, "minutes": minutes, "steps": step, "seconds": seconds,
+            "weighting": options["weighting"], "batch": batch, "minutes": None if steps is not None else minutes,
+            "step_budget": steps, "steps": step, "seconds": seconds,
             "parameters": sum(p.numel() for p in prior.parameters()), "grid": rows,
             "mean_ratio_t_le_0.3": _mean_small(rows), "max_ratio": max(r["ratio"] for r in rows),
             "grid_raw": raw, "mean_ratio_t_le_0.3_raw": _mean_small(raw)}
+
+
+def _budget(row: dict[str, Any]) -> str:
+    return f"{row['step_budget']} steps" if row.get("step_budget") is not None else f"{row['minutes']:g} min"
 
 
 def write_table(rows: list[dict[str, Any]], out: Path, workload: str, threads: int, *,
@@ -184,12 +193,13 @@ def write_table(rows: list[dict[str, Any]], out: Path, workload: str, threads: i
              f"Correction of a `wiener` prior on the same Gaussian; {threads} thread(s); held-out signals. "
              "Denoising MSE relative to the Wiener denoiser (below 1: the network learned something), "
              "of the EMA weights unless marked raw.", "",
-             "| network | times | weighting | batch | parameters | minutes | steps | mean ratio, t <= 0.3 | "
-             "mean ratio t<=0.3 (raw weights) | ratio at t = 0.005 | max ratio |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| network | times | weighting | batch | parameters | budget | minutes taken | steps | "
+             "mean ratio, t <= 0.3 | mean ratio t<=0.3 (raw weights) | ratio at t = 0.005 | max ratio |",
+             "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['network']} | {r.get('time_sampling', 'log_snr')} | {r.get('weighting', 'edm')} | "
-                     f"{r['batch']} | {r['parameters'] / 1e6:.2f}M | {r['minutes']:g} | {r['steps']} | "
+                     f"{r['batch']} | {r['parameters'] / 1e6:.2f}M | {_budget(r)} | {r['seconds'] / 60:.1f} | "
+                     f"{r['steps']} | "
                      f"{r['mean_ratio_t_le_0.3']:.3f} | "
                      + (f"{r['mean_ratio_t_le_0.3_raw']:.3f}" if "mean_ratio_t_le_0.3_raw" in r else "-")
                      + f" | {r['grid'][0]['ratio']:.3f} | {r['max_ratio']:.3f} |")
@@ -208,6 +218,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="name[:key=value,...][@time=...,weighting=...] per row (see the module docstring)")
     p.add_argument("--batch", type=int, nargs="+", default=[16, 16, 64], help="batch size of each row")
     p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--steps", type=int, nargs="+", default=None,
+                   help="train each row for exactly this many steps instead of --minutes (one value, or one per "
+                        "row): equal work whatever else runs on the CPU")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--heldout", type=int, default=256)
     p.add_argument("--base-out", type=Path, default=None,
@@ -218,6 +231,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if len(args.batch) != len(args.networks):
         p.error("give one --batch per network")
+    if args.steps is not None and len(args.steps) not in (1, len(args.networks)):
+        p.error("give one --steps, or one per network")
+    steps = [None] * len(args.networks) if args.steps is None else \
+        (args.steps * len(args.networks) if len(args.steps) == 1 else args.steps)
     for spec in args.networks:
         try:
             parse_spec(spec)
@@ -231,17 +248,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gaussian = stage_gaussian(workload, config, args.base_out or Path("runs") / script, device=torch.device("cpu"))
     held = workload.flow_train[: args.heldout] if args.workload == "bunny-mnist" else workload.eval_sets[0].x
     rows = []
-    for spec, batch in zip(args.networks, args.batch):
+    for spec, batch, budget in zip(args.networks, args.batch, steps):
         path = out / row_file_name(spec, batch)
+        minutes = None if budget is not None else args.minutes
         if path.is_file():
             row = json.loads(path.read_text())
-            if row.get("minutes") != args.minutes:
-                raise ValueError(f"{path} was trained for {row.get('minutes')} minutes, this run asks {args.minutes}: "
-                                 "delete it or use another --out")
+            if (row.get("minutes"), row.get("step_budget")) != (minutes, budget):
+                raise ValueError(f"{path} was trained for {_budget(row)}, this run asks "
+                                 f"{_budget({'minutes': minutes, 'step_budget': budget})}: delete it or use another --out")
             rows.append(row)
             continue
-        print(f"[{time.strftime('%H:%M:%S')}] {spec}, batch {batch}, {args.minutes:g} min", flush=True)
-        row = train_and_score(workload, gaussian, spec, batch, args.minutes, args.lr, held.float(), config.seed)
+        print(f"[{time.strftime('%H:%M:%S')}] {spec}, batch {batch}, "
+              f"{_budget({'minutes': minutes, 'step_budget': budget})}", flush=True)
+        row = train_and_score(workload, gaussian, spec, batch, minutes, args.lr, held.float(), config.seed,
+                              steps=budget)
         path.write_text(json.dumps(row, indent=1))
         rows.append(row)
     write_table(rows, out, args.workload, torch.get_num_threads(), table_name=args.table_name, title=args.title)

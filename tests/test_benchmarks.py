@@ -445,8 +445,13 @@ def test_prior_networks_compares_training_choices_and_scores_ema_and_raw_weights
     assert "| graph:hidden=8,depth=1 | log_snr | elbo | 4 |" in md
     # a rerun resumes every row from its file; another budget is refused instead of mixed in
     assert pn.main(argv) == doc
-    with pytest.raises(ValueError, match="trained for 0.002 minutes, this run asks 0.5"):
+    with pytest.raises(ValueError, match="trained for 0.002 min, this run asks 0.5 min"):
         pn.main([*argv[:2], "--minutes", "0.5", *argv[4:]])
+    # a step budget: exactly that many steps per row, whatever the CPU's load
+    stepped = pn.main(["--profile", "smoke", "--steps", "3", "2", "--heldout", "8", "--base-out", str(tmp_path / "bench"),
+                       "--out", str(tmp_path / "steps"), "--networks", net, f"{net}@time=edm", "--batch", "4", "8"])
+    assert [(r["steps"], r["step_budget"], r["minutes"]) for r in stepped["rows"]] == [(3, 3, None), (2, 2, None)]
+    assert "| 3 steps |" in (tmp_path / "steps" / "prior_networks.md").read_text()
     for bad, message in ((f"{net}@time=edm,weighting=elbo", "needs time=log_snr"),
                          (f"{net}@times=edm", "training options are time=... and weighting=...")):
         with pytest.raises(SystemExit):  # refused before any training
