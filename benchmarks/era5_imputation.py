@@ -19,8 +19,9 @@ from manifold_ps.benchmarking.workloads import sphere_temperature
 if __name__ == "__main__":
     benchmark_main("era5_imputation", sphere_temperature, description=__doc__,
                    # DPS and MCG at 100 NFE: the DPS sweep on held-out CMIP6 fields shows no loss against
-                   # 1000 (benchmarks/results/dps_sweep-era5_imputation-cpu.md); t_min 0.005 is the best row
-                   # of the sphere flow ablation (benchmarks/results/flow_ablation-era5_imputation-cpu.md).
+                   # 1000 (benchmarks/results/dps_sweep-era5_imputation-cpu.md); t_min 0.005 was the best row
+                   # of the paper sampler's sphere flow ablation (commit 0e1de95; the committed table now holds
+                   # the decoded sampler's rows, benchmarks/results/flow_ablation-era5_imputation-cpu.md).
                    # The decoded sampler takes ~0.4 steps/s on these 4140 vertices on 2 cores: a 120-step
                    # cosine schedule ends within the imputation task's 6.7 minutes instead of being cut at
                    # full learning rate (450 steps were cut at 147)
