@@ -81,19 +81,22 @@ def test_gaussian_base_logdet_and_inverse(rank: int | None) -> None:
     base = GaussianBase(prior, 0.03)
     op = Inpainting(_masks(3, 6), sigma=0.2)
     y = torch.randn(3, 1, 6, dtype=DT)
-    state = base.prepare(y, op)
-    d = 6
-    # the Jacobian of v -> u, column by column, against slogdet
-    basis = torch.eye(d, dtype=DT).reshape(1, d, 1, d).expand(3, d, 1, d)
-    u0, _ = base.call_and_ladj(torch.zeros(3, 1, 1, d, dtype=DT), state)
-    cols, ladj = base.call_and_ladj(basis.contiguous(), state)
-    jac = (cols - u0).reshape(3, d, d).mT
+    _check_bijection(base, base.prepare(y, op), 3, 6)
+
+
+def _check_bijection(base, state, b: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base's Jacobian of v -> u, column by column, against slogdet, and its inverse; returns
+    ``u(0)`` ``(b, 1, 1, d)`` and the Jacobians ``(b, d, d)``."""
+    u0, _ = base.call_and_ladj(torch.zeros(b, 1, 1, d, dtype=DT), state)
+    cols, ladj = base.call_and_ladj(torch.eye(d, dtype=DT).reshape(1, d, 1, d).expand(b, d, 1, d).contiguous(), state)
+    jac = (cols - u0).reshape(b, d, d).mT
     torch.testing.assert_close(ladj[:, 0], torch.linalg.slogdet(jac).logabsdet)
-    v = torch.randn(3, 5, 1, d, dtype=DT)
+    v = torch.randn(b, 5, 1, d, dtype=DT)
     u, ladj = base.call_and_ladj(v, state)
     back, iladj = base.inverse_and_ladj(u, state)
     torch.testing.assert_close(back, v)
     torch.testing.assert_close(iladj, -ladj)
+    return u0, jac
 
 
 @pytest.mark.parametrize("rank", [None, 3])
@@ -524,16 +527,7 @@ def test_marginal_base_logdet_inverse_and_law(rank: int | None) -> None:
     masks = _masks(3, d)
     op = Inpainting(masks, sigma=0.2)
     y = torch.randn(3, 1, d, dtype=DT)
-    state = base.prepare(y, op)
-    u0, _ = base.call_and_ladj(torch.zeros(3, 1, 1, d, dtype=DT), state)
-    cols, ladj = base.call_and_ladj(torch.eye(d, dtype=DT).reshape(1, d, 1, d).expand(3, d, 1, d).contiguous(), state)
-    jac = (cols - u0).reshape(3, d, d).mT
-    torch.testing.assert_close(ladj[:, 0], torch.linalg.slogdet(jac).logabsdet)
-    v = torch.randn(3, 5, 1, d, dtype=DT)
-    u, ladj = base.call_and_ladj(v, state)
-    back, iladj = base.inverse_and_ladj(u, state)
-    torch.testing.assert_close(back, v)
-    torch.testing.assert_close(iladj, -ladj)
+    u0, jac = _check_bijection(base, base.prepare(y, op), 3, d)
     a = prior.sde.alpha(torch.tensor(t, dtype=DT))
     s2 = prior.sde.std(torch.tensor(t, dtype=DT)) ** 2
     for i in range(3):
