@@ -216,7 +216,7 @@ class AmortizedPosterior(nn.Module):
                 raise ValueError("the decoder's error given the measurement needs y")
             parts = []
             for k in range(x.shape[1]):
-                residual = (y - x[:, k]).to(self.base.mean.dtype)
+                residual = (y.to(x.device) - x[:, k]).to(self.base.mean.dtype)
                 if self.decoder_noise:
                     parts.append(error.sample(residual, 1, generator=generator)[:, 0])
                 else:
@@ -325,7 +325,7 @@ class AmortizedPosterior(nn.Module):
         x, _ = self(cond, n, loc=loc, batch=batch, generator=generator, state=state)
         return x if self.decode is None else self._decode(x, generator, y, error)
 
-    def _error(self, y: Tensor, operator: Operator | None) -> LinearGaussianPosterior | None:
+    def _error(self, operator: Operator | None) -> LinearGaussianPosterior | None:
         if self.likelihood != "marginal" or self.decode is None:
             return None
         if operator is None:
@@ -343,7 +343,7 @@ class AmortizedPosterior(nn.Module):
             ``(B, n, C, V)`` in natural vertex order.
         """
         cond, loc, state = self._prepare(y, operator)
-        x = self._draw(cond, n, loc, state, y.shape[0], generator, y, self._error(y, operator))
+        x = self._draw(cond, n, loc, state, y.shape[0], generator, y, self._error(operator))
         self.nfe = 1 if self.decode is None else 2
         return x
 
@@ -372,7 +372,7 @@ class AmortizedPosterior(nn.Module):
         if n < 2:
             raise ValueError(f"n must be >= 2 for a standard deviation, got {n}")
         cond, loc, state = self._prepare(y, operator)
-        error = self._error(y, operator)
+        error = self._error(operator)
         step = n if chunk is None else max(1, int(chunk))
         total = sq = None
         done = 0
