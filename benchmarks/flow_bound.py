@@ -4,12 +4,13 @@ held-out measurements.
 For every sampler -- the untrained start of a row (``new_flow``) or a trained row's
 ``<out>/<row>-s<seed>/posterior.pt`` -- the loss of :func:`~manifold_ps.flows.reverse_kl_loss`
 is averaged over the first ``--measurements`` held-out measurements of the benchmark
-(``<base-out>/<task>/measurements.pt``), ``--draws`` flow draws each and ``--repeats`` passes,
+(``<base-out>/<task>/measurements.pt``), one at a time, ``--draws`` flow draws each and ``--repeats`` passes,
 with the ELBO prior term at ``--n-time`` time draws per sample (a steadier estimate than the one
 time draw of training). Its terms are reported per dimension: ``loss = fidelity + prior +
 entropy``, an upper bound on ``KL(q || p(. | y)) - log p(y)`` up to a constant shared by samplers
 of the same model (``flow.likelihood``): lower is a better posterior under that model. Every
-sampler sees the same measurements and the same generator seed.
+sampler sees the same measurements and the same random draws, so each row's difference to the
+first row of its model is paired by measurement, with a 95% bootstrap interval over measurements.
 
     python benchmarks/flow_bound.py --base-out runs/bunny_v3 --ablation runs/abl_v3 \\
         --rows gaussian-step0 gaussian gaussian-score marginal-step0 marginal-score
@@ -28,7 +29,11 @@ import shutil
 import time
 from pathlib import Path
 
+from typing import Any
+
+import numpy as np
 import torch
+from scipy.stats import bootstrap
 
 import flow_ablation as fa
 from manifold_ps.benchmarking.pipeline import new_flow
@@ -51,15 +56,31 @@ def sampler(s: fa.Setting, row: str, seed: int, ablation: Path) -> AmortizedPost
 
 @torch.no_grad()
 def bound(s: fa.Setting, post: AmortizedPosterior, *, measurements: int, draws: int, n_time: int, repeats: int,
-          seed: int) -> dict[str, float]:
-    """Mean loss terms per dimension over the held-out measurements (same generator for every sampler)."""
+          seed: int) -> dict[str, Any]:
+    """Loss terms per dimension, averaged over the held-out measurements, and the loss of each
+    measurement (``per_measurement``); one generator, consumed measurement by measurement in the
+    same order for every sampler, so two samplers see the same draws of ``z``, times and noises."""
     k = min(measurements, s.held.y.shape[0])
-    y, op = s.held.y[:k], s.held.operator.select(torch.arange(k))
     g = torch.Generator(s.device).manual_seed(seed)
     t_min = post.decode if post.decode is not None else s.config.flow.t_min
-    terms = [reverse_kl_loss(post, s.prior, op, y, n_z=draws, n_time=n_time, t_min=t_min, generator=g)[1]
-             for _ in range(repeats)]
-    return {key: sum(t[key] for t in terms) / repeats for key in terms[0]}
+    per: list[dict[str, float]] = []
+    for i in range(k):
+        index = torch.tensor([i])
+        y, op = s.held.y[index], s.held.operator.select(index)
+        terms = [reverse_kl_loss(post, s.prior, op, y, n_z=draws, n_time=n_time, t_min=t_min, generator=g)[1]
+                 for _ in range(repeats)]
+        per.append({key: sum(t[key] for t in terms) / repeats for key in terms[0]})
+    out: dict[str, Any] = {key: sum(p[key] for p in per) / k for key in per[0]}
+    out["per_measurement"] = [p["loss"] for p in per]
+    return out
+
+
+def paired_interval(a: list[float], b: list[float], seed: int) -> tuple[float, float, float]:
+    """Mean of ``b - a`` over measurements with its 95% bootstrap interval (``scipy.stats.bootstrap``)."""
+    diff = np.asarray(b) - np.asarray(a)
+    res = bootstrap((diff,), np.mean, confidence_level=0.95, n_resamples=2000,
+                    random_state=np.random.default_rng(seed))
+    return float(diff.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,12 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     config = config_from_args(args)
     s = fa.setting(args.workload, config, args.base_out)
     stem = f"flow_bound-{args.workload.replace('-', '_')}-{config.profile}"
-    rows = []
+    rows: list[dict[str, Any]] = []
     for row in args.rows:
         tic = time.perf_counter()
         post = sampler(s, row, args.seed, args.ablation)
         terms = bound(s, post, measurements=args.measurements, draws=args.draws, n_time=args.n_time,
                       repeats=args.repeats, seed=config.seed)
+        start = next((r for r in rows if r["likelihood"] == post.likelihood), None)  # first row of this model
+        if start is not None:
+            terms["vs"] = start["row"]
+            terms["difference"], terms["difference_low"], terms["difference_high"] = paired_interval(
+                start["per_measurement"], terms["per_measurement"], config.seed)
         rows.append({"row": row, "seed": args.seed, "likelihood": post.likelihood, **terms})
         print(f"[{time.strftime('%H:%M:%S')}] {row}: loss {terms['loss']:.4f} ({time.perf_counter() - tic:.0f} s)",
               flush=True)
@@ -92,11 +118,16 @@ def main(argv: list[str] | None = None) -> None:
              f"Loss of `reverse_kl_loss` per dimension on the first {args.measurements} held-out measurements, "
              f"{args.draws} draws each, {args.repeats} passes, ELBO prior term at {args.n_time} time draws; the "
              "same measurements and generator seed for every row. Lower is a better posterior under the row's "
-             "model; values compare only within one `likelihood` (the fidelity's dropped constant differs).", "",
-             "| row | likelihood | loss | fidelity | prior | entropy |", "|---|---|---:|---:|---:|---:|"]
+             "model; values compare only within one `likelihood` (the fidelity's dropped constant differs). "
+             "The difference is to the first row of the same likelihood, per measurement, with its 95% bootstrap "
+             "interval over measurements.", "",
+             "| row | likelihood | loss | difference [95% CI] | fidelity | prior | entropy |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['row']} | {r['likelihood']} | {r['loss']:.4f} | {r['fidelity']:.4f} | {r['prior']:.4f} | "
-                     f"{r['entropy']:.4f} |")
+        diff = (f"{r['difference']:+.4f} [{r['difference_low']:+.4f}, {r['difference_high']:+.4f}] vs {r['vs']}"
+                if "vs" in r else "–")
+        lines.append(f"| {r['row']} | {r['likelihood']} | {r['loss']:.4f} | {diff} | {r['fidelity']:.4f} | "
+                     f"{r['prior']:.4f} | {r['entropy']:.4f} |")
     args.ablation.mkdir(parents=True, exist_ok=True)
     (args.ablation / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (args.ablation / f"{stem}.json").write_text(json.dumps(

@@ -395,6 +395,11 @@ def test_flow_ablation_scores_every_row_as_the_benchmark_scores_its_flow(
         assert r["likelihood"] == "denoised"
         assert r["loss"] == pytest.approx(r["fidelity"] + r["prior"] + r["entropy"], rel=1e-5, abs=1e-6)
     assert doc["rows"][0]["loss"] != doc["rows"][1]["loss"]  # the trained flow is another sampler
+    first, second = doc["rows"]
+    assert "vs" not in first and second["vs"] == "gaussian-step0" and len(second["per_measurement"]) == 2
+    assert second["loss"] == pytest.approx(sum(second["per_measurement"]) / 2, rel=1e-6)
+    assert second["difference"] == pytest.approx(second["loss"] - first["loss"], rel=1e-6, abs=1e-9)
+    assert second["difference_low"] <= second["difference"] <= second["difference_high"]
     assert "| gaussian-step0 | denoised |" in (out / "flow_bound-bunny_mnist-smoke.md").read_text()
     with pytest.raises(FileNotFoundError, match="flow_ablation.py --rows gaussian-score"):
         bound.main(["--rows", "gaussian-score", *common])
