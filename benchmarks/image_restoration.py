@@ -20,5 +20,6 @@ if __name__ == "__main__":
                    # flow base is closed-form for masking and denoising only (not for blur or
                    # downsampling): the flows here are the paper's, on the reconstruction.
                    profile_defaults={profile: {**({"eval.n_eval": 32} if profile == "cpu" else {}),
-                                               "flow.decode": False, "flow.base": "fill"}
+                                               "flow.decode": False, "flow.base": "fill",
+                                               "flow.prior_term": "elbo"}
                                      for profile in ("smoke", "cpu")})
