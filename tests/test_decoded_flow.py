@@ -575,3 +575,92 @@ def test_decoding_runs_in_bounded_pieces() -> None:
     torch.testing.assert_close(x, denoise(u.reshape(600, 1, 6), torch.full((600,), 0.05)).reshape(u.shape))
     op = Inpainting(torch.ones(6, dtype=torch.bool), 0.3)
     assert post.sample(torch.zeros(1, 1, 6), op, 300).shape == (1, 300, 1, 6)
+
+
+# -- the dense path: linear operators other than masking and denoising ---------------------------------
+def _dense_op(name: str, sigma: float = 0.2):
+    """An image operator on 2 x 4 images (d = 8) that the base factorises densely."""
+    from manifold_ps.operators import Downsample2x, ImageBlur
+
+    if name == "blur":
+        return ImageBlur(2, 4, kernel_sigma=1.0, kernel_size=3, sigma=sigma)
+    return Downsample2x(2, 4, sigma=sigma)
+
+
+def _dense_y(op, b: int = 2) -> torch.Tensor:
+    x = torch.randn(b, 1, 8, generator=torch.Generator().manual_seed(5), dtype=DT)
+    return op(x, generator=torch.Generator().manual_seed(6))
+
+
+@pytest.mark.parametrize("name", ["blur", "downsample"])
+@pytest.mark.parametrize("rank", [None, 3])
+@pytest.mark.parametrize("marginal", [False, True])
+def test_dense_gaussian_base_is_exact(name: str, rank: int | None, marginal: bool) -> None:
+    """Blur and downsampling: the base's Jacobian against slogdet, its inverse, and its law against
+    the dense posterior (decoded by the Gaussian's own denoiser: the contracted posterior; marginal:
+    u ~ N(a m, a^2 C + s^2 I) with the posterior under S)."""
+    from manifold_ps.flows import GaussianBase
+    from manifold_ps.priors.gaussian import linear_gaussian_posterior
+
+    t, d = 0.05, 8
+    prior = _gaussian(d, rank=rank)
+    base = GaussianBase(prior, t, marginal=marginal)
+    op = _dense_op(name)
+    y = _dense_y(op)
+    state = base.prepare(y, op)
+    assert state.chol is not None and state.std is None
+    u0, jac = _check_bijection(base, state, 2, d)
+    a = prior.sde.alpha(torch.tensor(t, dtype=DT))
+    s2 = prior.sde.std(torch.tensor(t, dtype=DT)) ** 2
+    tt = torch.full((d,), t, dtype=DT)
+    for i in range(2):
+        if marginal:
+            mean, cov = linear_gaussian_posterior(prior, op, y[i:i + 1])
+            torch.testing.assert_close(u0[i, 0, 0], a * mean.flatten())
+            torch.testing.assert_close(jac[i] @ jac[i].T, a * a * cov + s2 * torch.eye(d, dtype=DT))
+        else:
+            mean, cov = linear_gaussian_posterior(_contracted(prior, t), op, y[i:i + 1])
+            cols = u0[i] + jac[i].T.reshape(d, 1, d)  # u(e_k)
+            jac_x = (prior.denoise(cols, tt) - prior.denoise(u0[i].expand(d, 1, d), tt)).reshape(d, d).T
+            torch.testing.assert_close(prior.denoise(u0[i], tt[:1]), mean)
+            torch.testing.assert_close(jac_x @ jac_x.T, cov)
+        torch.testing.assert_close(state.mean_x[i], mean.flatten())
+
+
+def test_dense_gaussian_base_keeps_its_factor_per_operator_and_refuses_large_signals(monkeypatch) -> None:
+    from manifold_ps.flows import GaussianBase, gaussian_base
+
+    base = GaussianBase(_gaussian(8, rank=3), 0.05)
+    op = _dense_op("blur")
+    first = base.prepare(_dense_y(op), op).chol
+    assert base.prepare(_dense_y(op, 3), op).chol is first  # the same operator: factorised once
+    other = base.prepare(_dense_y(op), _dense_op("blur", sigma=0.3)).chol
+    assert other is not first and not torch.allclose(other, first)
+    base.eigvals.mul_(2.0)  # changed buffers (e.g. load_state_dict) give a new factor
+    assert base.prepare(_dense_y(op), op).chol is not first
+    monkeypatch.setattr(gaussian_base, "DENSE_LIMIT", 4)
+    with pytest.raises(ValueError, match=r"dense path \(ImageBlur\) factorises a \(8, 8\) covariance.*DENSE_LIMIT = 4"):
+        base.prepare(_dense_y(op), _dense_op("blur", sigma=0.4))
+
+
+@pytest.mark.parametrize("name", ["blur", "downsample"])
+def test_untrained_decoded_sampler_is_the_contracted_posterior_under_blur_and_downsampling(name: str) -> None:
+    """The whole sampler (measurements that are not vertex-shaped included) draws the closed-form
+    posterior under the push-forward Gaussian before training."""
+    from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, condition_channels
+    from manifold_ps.geometry import VertexLayout
+    from manifold_ps.priors.gaussian import linear_gaussian_posterior
+
+    t, d = 0.05, 8
+    prior = _gaussian(d, rank=3)
+    op = _dense_op(name)
+    flow = ConditionalRealNVP(1, VertexLayout(d), condition_channels(1, op, reconstruct=True), steps=2, hidden=8,
+                              init_scale=1.0)
+    post = AmortizedPosterior(flow, base=GaussianBase(prior, t), decode=t).attach_prior(prior)
+    y = _dense_y(op, 1).float()
+    n = 40000
+    x = post.sample(y, op, n, generator=torch.Generator().manual_seed(0))[0, :, 0].double()
+    mean, cov = linear_gaussian_posterior(_contracted(prior, t), op, y.double())
+    se = (cov.diagonal() / n).sqrt()
+    assert bool(((x.mean(0) - mean[0, 0]).abs() < 5 * se).all())
+    torch.testing.assert_close(torch.cov(x.T), cov, atol=0.03 * float(cov.diagonal().max()), rtol=0.0)

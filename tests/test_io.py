@@ -109,8 +109,9 @@ def test_user_measurements_y_and_mask_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("operator", ["denoising", "heat-blur"])
-def test_other_operators_through_the_api(tmp_path: Path, operator: str) -> None:
+def test_other_operators_through_the_api(tmp_path: Path, operator: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from manifold_ps.api import sample_posterior, train_posterior, train_prior_on
+    from manifold_ps.benchmarking import pipeline
     from manifold_ps.config import build_config
 
     grid = ImageGrid(3, 4)
@@ -119,13 +120,14 @@ def test_other_operators_through_the_api(tmp_path: Path, operator: str) -> None:
                                            "flow.batch_size": 4})
     prior = train_prior_on(grid, x, cfg, tmp_path / "prior")
     meas = simulate_measurements(x, grid, operator, sigma=0.05, blur_time=0.5)
-    if operator == "heat-blur":  # the default Gaussian base is closed-form for masking and denoising only
-        with pytest.raises(ValueError, match="HeatBlur operator: set flow.base='fill'"):
+    if operator == "heat-blur":  # the Gaussian base's dense path, refused above DENSE_LIMIT signal entries
+        monkeypatch.setattr(pipeline, "DENSE_LIMIT", 8)
+        with pytest.raises(ValueError, match=r"a dense \(12 x 12\) HeatBlur posterior .*set flow.base='fill'"):
             train_posterior(prior, meas, cfg, tmp_path / "flow", geometry=grid)
-        cfg = build_config("smoke", overrides={"prior.train_steps": 1, "prior.batch_size": 4, "flow.train_steps": 1,
-                                               "flow.batch_size": 4, "flow.base": "fill"})
+        monkeypatch.undo()
     posterior = train_posterior(prior, meas, cfg, tmp_path / "flow", geometry=grid)
     assert posterior.operator_config["type"] == {"denoising": "Denoising", "heat-blur": "HeatBlur"}[operator]
+    assert posterior.base is not None  # the exact Gaussian posterior as base, for the blur too
     stored = load_measurements(tmp_path / "flow" / "measurements.pt", grid)
     assert sample_posterior(posterior, stored.y[:2], stored.operator, n=4).mean.shape == (2, 1, 12)
 

@@ -25,9 +25,9 @@ from .._files import atomic_open
 from ..config import Config, EvalConfig, FlowConfig, check_same_run, read_config, write_config
 from ..config._legacy import legacy_flow_settings
 from ..flows import AdjointFill, AmortizedPosterior, ConditionalRealNVP, GaussianBase, HarmonicFill, condition_channels
-from ..flows import truncate_gaussian
+from ..flows import DENSE_LIMIT, truncate_gaussian
 from ..flows import prepare_data, train_amortized
-from ..operators import Denoising, Inpainting, Operator, operator_from_config
+from ..operators import Denoising, Inpainting, LinearOperator, Operator, operator_from_config
 from ..priors import DiffusionPrior, GaussianPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
 from ..training import load_checkpoint
@@ -266,16 +266,21 @@ def check_flow_base(workload: Workload, task: Task, config: Config, prior: Diffu
     """Refuse a flow base that cannot be built, before anything of the run is written.
 
     Raises:
-        ValueError: ``flow.base = "gaussian"`` with an operator other than masking or denoising
-            (its Gaussian posterior is closed-form only there), or with a prior without a Gaussian
-            part and no clean signals to fit one (a user's flow on measurements only).
+        ValueError: ``flow.base = "gaussian"`` with a non-linear operator, or a linear one other
+            than masking or denoising on more than ``DENSE_LIMIT`` signal entries (its Gaussian
+            posterior is then factorised densely), or with a prior without a Gaussian part and no
+            clean signals to fit one (a user's flow on measurements only).
     """
     if config.flow.base != "gaussian":
         return
-    if not isinstance(train.operator, (Inpainting, Denoising)):
-        raise ValueError(f"flow.base='gaussian' is the closed-form Gaussian posterior of masking and denoising; "
-                         f"the {task.name!r} measurements have a {type(train.operator).__name__} operator: set "
-                         "flow.base='fill' (the reconstruction base; flow.decode may stay)")
+    op, d = train.operator, math.prod(workload.prior_train.shape[1:])
+    dense = isinstance(op, LinearOperator) and not isinstance(op, (Inpainting, Denoising))
+    if not isinstance(op, LinearOperator) or (dense and d > DENSE_LIMIT):
+        why = "a non-linear" if not isinstance(op, LinearOperator) else f"a dense ({d} x {d})"
+        raise ValueError(f"flow.base='gaussian' is the closed-form Gaussian posterior of a linear operator; the "
+                         f"{task.name!r} measurements have {why} {type(op).__name__} posterior (at most "
+                         f"DENSE_LIMIT = {DENSE_LIMIT} entries): set flow.base='fill' (the reconstruction base; "
+                         "flow.decode may stay)")
     if prior.gaussian is None and workload.prior_train.shape[0] < 2:
         raise ValueError(f"flow.base='gaussian' starts from the prior's Gaussian, but this prior "
                          f"({prior.parameterization!r}) has none: train it with prior.parameterization='wiener' "

@@ -173,7 +173,8 @@ class FlowConfig(_Training):
         base: What the flow starts from: ``"fill"`` (the task's reconstruction plus
             ``init_scale`` times the flow) or ``"gaussian"`` (the exact posterior over ``u`` under the
             Gaussian fitted to the prior's training signals, :class:`~manifold_ps.flows.GaussianBase`;
-            needs ``decode``, a masking or denoising task and the ``eval.gaussian_*`` settings).
+            needs ``decode``, a linear operator (one shared by the batch, factorised densely, for
+            operators other than masking and denoising) and the ``eval.gaussian_*`` settings).
         base_rank: Directions of that Gaussian kept by the base (the rest isotropic); the
             per-measurement factorisation costs ``O(rank^3)``.
         prior_term: How the loss's prior term enters: ``"elbo"``, the bound of the prior's
@@ -376,7 +377,7 @@ PROFILES: dict[str, Config] = {
         profile="smoke",
         prior=PriorConfig(preset="tiny", train_steps=30, batch_size=16, lr=2e-3, train_size=256),
         flow=FlowConfig(layers=2, hidden=8, context_channels=8, encoder_hidden=8, train_steps=10, batch_size=8,
-                        lr=1e-3, train_size=32),
+                        lr=1e-3, train_size=32, prior_term="score"),
         eval=EvalConfig(n_eval=4, n_posterior=8, dps_nfe=10, reddiff_steps=10, batch_size=4, gaussian_rank=16,
                         gaussian_ridges=(1e-4, 1e-2), tune_measurements=4, tune_zeta_budgets=(250.0,),
                         tune_reddiff_lrs=(0.03,), tune_reddiff_lambdas=(2.0,), tune_smoothings=(0.0, 0.1)),

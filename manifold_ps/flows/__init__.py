@@ -14,6 +14,7 @@ from .reconstruct import HarmonicFill as HarmonicFill
 from .reconstruct import Reconstruction as Reconstruction
 from .reconstruct import reconstruction_from_config as reconstruction_from_config
 from .gaussian_base import BaseState as BaseState
+from .gaussian_base import DENSE_LIMIT as DENSE_LIMIT
 from .gaussian_base import GaussianBase as GaussianBase
 from .gaussian_base import truncate_gaussian as truncate_gaussian
 from .conditioner import ConditionEncoder as ConditionEncoder
@@ -48,6 +49,7 @@ __all__ = [
     "AdjointFill",
     "HarmonicFill",
     "reconstruction_from_config",
+    "DENSE_LIMIT",
     "GaussianBase",
     "BaseState",
     "truncate_gaussian",

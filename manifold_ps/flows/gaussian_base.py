@@ -36,6 +36,14 @@ Gaussian.
 
 The per-measurement cost is ``O(m r^2 + r^3)`` (``m`` missing entries, rank ``r``); a draw costs
 ``O(d r)``.
+
+**Any other linear operator** whose parameters the batch shares (blur, downsampling) takes a dense
+path: the posterior covariance ``C`` (under ``S_c``, or ``a^2 C + s^2 I`` over ``u`` for a
+marginal base) is formed by :class:`~manifold_ps.priors.LinearGaussianPosterior` and factorised
+once per operator, ``C = L L^T`` with ``L`` lower triangular; then ``u = mean_u + K^{-1} L v``
+(``u = a m + L v`` marginally) and ``log|det| = sum log diag L - log det K``. It costs ``O(d^3)``
+once per operator (kept for the next call with the same operator) and ``O(d^2)`` per draw, so it
+is limited to ``d <= DENSE_LIMIT`` signal entries.
 """
 
 from __future__ import annotations
@@ -46,11 +54,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..operators import Denoising, Inpainting
+from ..operators import Denoising, Inpainting, LinearOperator
 from ..priors.gaussian import GaussianPrior
+from ..priors.gaussian_posterior import LinearGaussianPosterior
 from ..priors.sde import VPSDE
 
-__all__ = ["GaussianBase", "BaseState", "truncate_gaussian"]
+__all__ = ["GaussianBase", "BaseState", "truncate_gaussian", "DENSE_LIMIT"]
+
+DENSE_LIMIT = 4096
+"""Most signal entries ``C * V`` for the dense path (operators other than masking and denoising):
+its ``(d, d)`` factor is formed and factorised once per operator."""
 
 
 def truncate_gaussian(gaussian: GaussianPrior, rank: int) -> GaussianPrior:
@@ -97,6 +110,9 @@ class BaseState:
         chol_h: ``L_H`` ``(B, r, r)``.
         chol_j: ``J`` ``(B, r, r)``.
         logdet: ``log|det du/dv|`` ``(B,)``.
+        chol: The dense path's lower-triangular factor ``L`` ``(d, d)``, shared by the batch (then
+            ``std``, ``ratio``, ``chol_h`` and ``chol_j`` are ``None``); ``None`` on the
+            masking / denoising path.
 
     The fields after ``mean_u`` are ``None`` when only the means were computed.
     """
@@ -108,6 +124,7 @@ class BaseState:
     chol_h: Tensor | None = None
     chol_j: Tensor | None = None
     logdet: Tensor | None = None
+    chol: Tensor | None = None
 
 
 class GaussianBase(nn.Module):
@@ -116,7 +133,8 @@ class GaussianBase(nn.Module):
     Args:
         gaussian: The Gaussian of the prior's training signals (its SDE gives ``alpha`` and
             ``sigma``); kept as buffers, so it is saved with the sampler. Masking and denoising
-            operators are supported.
+            operators take the low-rank path, any other linear operator shared by the batch the
+            dense one (see the module docstring).
         t_min: The time of ``u`` (the decoder's time).
         marginal: The posterior over ``u`` under the likelihood with the decoder's error
             integrated out (see the module docstring), instead of the one of ``y`` given ``D(u)``.
@@ -163,6 +181,7 @@ class GaussianBase(nn.Module):
         t = torch.tensor(self.t_min, dtype=torch.float64)
         self.alpha = float(sde.alpha(t))
         self.sigma = float(sde.std(t))
+        self._dense_cache: tuple[Any, LinearGaussianPosterior, Tensor] | None = None
 
     # -- construction and persistence ----------------------------------------------------------
     def gaussian(self) -> GaussianPrior:
@@ -255,20 +274,24 @@ class GaussianBase(nn.Module):
         """Factorise the posterior of every measurement (distinct masks factorised once each).
 
         Args:
-            y: Measurements ``(B, C, V)``.
+            y: Measurements ``(B, C, V)`` (``(B, C, M)`` for an operator with ``M`` outputs).
             operator: :class:`~manifold_ps.operators.Inpainting` (one mask or one per row) or
-                :class:`~manifold_ps.operators.Denoising`, with ``sigma > 0``.
+                :class:`~manifold_ps.operators.Denoising`; or any other
+                :class:`~manifold_ps.operators.LinearOperator` whose parameters the batch shares
+                (the dense path); ``sigma > 0``.
             factor: Also compute the covariance factor (``False``: the means only, e.g. for a
                 flow's condition; the other fields are then ``None``).
 
         Returns:
             The :class:`BaseState` of the batch.
         """
-        if not isinstance(operator, (Inpainting, Denoising)):
-            raise ValueError(f"the Gaussian base supports masking and denoising, not {type(operator).__name__}: "
+        if not isinstance(operator, LinearOperator):
+            raise ValueError(f"the Gaussian base needs a linear operator, not {type(operator).__name__}: "
                              "use the reconstruction base for it (flow.base='fill')")
         if not operator.sigma > 0:
             raise ValueError("the Gaussian base needs measurement noise sigma > 0")
+        if not isinstance(operator, (Inpainting, Denoising)):
+            return self._prepare_dense(y, operator, factor=factor)
         if y.ndim != 3 or y.shape[1:] != (self.channels, self.num_vertices):
             raise ValueError(f"y must have shape (B, {self.channels}, {self.num_vertices}), got {tuple(y.shape)}")
         dev, dt = self.mean.device, self.mean.dtype
@@ -327,6 +350,57 @@ class GaussianBase(nn.Module):
                   - logdet_k)
         return BaseState(mean_x, mean_u, std, beta / std, chol_h, chol_j, logdet)
 
+    def _dense_posterior(self, operator: LinearOperator) -> tuple[LinearGaussianPosterior, Tensor]:
+        """The posterior of ``x`` (under ``S_c``, or ``S`` for a marginal base) for ``operator`` and
+        the lower-triangular factor ``L`` of the covariance of ``u - mean_u`` before ``K^{-1}``:
+        ``C`` (``a^2 C + s^2 I`` for a marginal base). Kept for the next call with the same operator."""
+        key = (type(operator).__name__, repr(operator.config()), self.mean.device, self.mean.dtype,
+               self.eigvecs.data_ptr(), self.eigvecs._version, self.floor._version, self.eigvals._version)
+        if self._dense_cache is not None and self._dense_cache[0] == key:
+            return self._dense_cache[1], self._dense_cache[2]
+        d = self.mean.shape[0]
+        if d > DENSE_LIMIT:
+            raise ValueError(f"the Gaussian base's dense path ({type(operator).__name__}) factorises a ({d}, {d}) "
+                             f"covariance, more than DENSE_LIMIT = {DENSE_LIMIT} entries: use flow.base='fill'")
+        lam, f = (self.eigvals, self.floor) if self.marginal else self._contracted()
+        sde = VPSDE(self.sde_config["beta_min"], self.sde_config["beta_max"])
+        prior_x = GaussianPrior.from_factors(self.mean.reshape(self.channels, self.num_vertices), self.eigvecs,
+                                             lam, f, sde)
+        post = LinearGaussianPosterior(prior_x, operator.to(self.mean.device))
+        if post.batch != 1:
+            raise ValueError(f"the Gaussian base's dense path needs one {type(operator).__name__} shared by the batch")
+        cov = post.covariance()[0]
+        if self.marginal:
+            cov = self.alpha**2 * cov + self.sigma**2 * torch.eye(d, dtype=cov.dtype, device=cov.device)
+        chol, info = torch.linalg.cholesky_ex(cov)
+        if int(info) != 0:
+            raise ValueError(f"the Gaussian posterior's covariance under {type(operator).__name__} is not positive "
+                             "definite in this precision: build the base in float64")
+        self._dense_cache = (key, post, chol)
+        return post, chol
+
+    def _prepare_dense(self, y: Tensor, operator: LinearOperator, *, factor: bool) -> BaseState:
+        """:meth:`prepare` for an operator other than masking and denoising (one factor for the batch)."""
+        if y.ndim != 3 or y.shape[1] != self.channels:
+            raise ValueError(f"y must have shape (B, {self.channels}, M), got {tuple(y.shape)}")
+        post, chol = self._dense_posterior(operator)
+        mean_x = post.mean(y.to(device=self.mean.device, dtype=self.mean.dtype)).flatten(1)
+        on, off = self._decoder_gain()
+        if self.marginal:
+            mean_u = self.alpha * mean_x
+        else:
+            mean_u = self.alpha * self.mean + self._spectral(mean_x - self.mean, 1.0 / on, 1.0 / off)
+        if not factor:
+            return BaseState(mean_x, mean_u)
+        logdet = torch.log(torch.diagonal(chol)).sum()
+        if not self.marginal:
+            logdet = logdet - (torch.log(on).sum() + (mean_x.shape[1] - on.shape[0]) * torch.log(off))
+        return BaseState(mean_x, mean_u, logdet=logdet.expand(y.shape[0]), chol=chol)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> GaussianBase:  # .to(), .double(), ...: a new factor
+        self._dense_cache = None
+        return super()._apply(fn, recurse)
+
     # -- the bijection --------------------------------------------------------------------------------
     def _g(self, v: Tensor, state: BaseState, *, inverse: bool) -> Tensor:
         """``(I + Q_P (J^{+-1} - I) Q_P^T) v`` for ``v`` of shape ``(B, n, d)``."""
@@ -344,11 +418,14 @@ class GaussianBase(nn.Module):
         Shapes:
             v: ``(B, n, C, V)`` -> u ``(B, n, C, V)``, ladj ``(B, n)``.
         """
-        if state.chol_j is None:
+        if state.chol_j is None and state.chol is None:
             raise ValueError("this BaseState holds the means only: prepare it with factor=True")
         b, n = v.shape[:2]
         flat = v.reshape(b, n, -1).to(self.mean.dtype)
-        e = state.std[:, None] * self._g(flat, state, inverse=False)
+        if state.chol is not None:
+            e = flat @ state.chol.T
+        else:
+            e = state.std[:, None] * self._g(flat, state, inverse=False)
         if self.marginal:
             u = state.mean_u[:, None] + e
         else:
@@ -365,7 +442,11 @@ class GaussianBase(nn.Module):
         else:
             on, off = self._decoder_gain()
             e = self._spectral(flat - state.mean_u[:, None], on, off)
-        v = self._g(e / state.std[:, None], state, inverse=True)
+        if state.chol is not None:
+            d = e.shape[-1]
+            v = torch.linalg.solve_triangular(state.chol, e.reshape(-1, d).T, upper=False).T.reshape(e.shape)
+        else:
+            v = self._g(e / state.std[:, None], state, inverse=True)
         return v.to(u.dtype).reshape(u.shape), -state.logdet.to(u.dtype)[:, None].expand(b, n)
 
     def extra_repr(self) -> str:

@@ -275,7 +275,7 @@ class AmortizedPosterior(nn.Module):
             if operator is None:
                 raise ValueError("this sampler starts from the Gaussian posterior of the operator: pass it")
             state = self.base.prepare(y, operator, factor=factor)
-            recon = state.mean_x.reshape(y.shape).to(y.dtype)
+            recon = state.mean_x.reshape(y.shape[0], self.channels, self.num_vertices).to(y.dtype)
         if self.condition == "none":
             return None, loc, state
         if self.condition == "operator":
