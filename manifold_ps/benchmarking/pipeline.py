@@ -514,10 +514,13 @@ def _figures(workload: Workload, m: Measured, outputs: dict[str, Any], folder: P
     y0 = m.y[:1]
     measured = m.operator.select(torch.arange(1)).measured(y0)
     observed = measured.expand_as(y0)[0, 0].cpu() if measured.ndim else None
-    meas_vertex = y0[0, 0].cpu() if y0.shape[-1] == geo.num_vertices else None
+    # a measurement that is not vertex-shaped (a downsampled image) is shown as the operator's
+    # vertex-shaped condition of it (there: nearest upsampling)
+    one = m.operator.select(torch.arange(1))
+    meas_vertex = (y0 if y0.shape[-1] == geo.num_vertices else one.condition(y0))[0, 0].cpu()
     for name, out in outputs.items():
         fig = posterior_row_figure(
-            m.x[0, 0].cpu(), meas_vertex if meas_vertex is not None else out.first[0, 0].cpu() * 0,
+            m.x[0, 0].cpu(), meas_vertex,
             out.kept[0, :, 0].cpu(), out.mean[0, 0].cpu(), out.std[0, 0].cpu(), observed=observed, title=name, **kw)
         fig.savefig(folder / f"{name}.png", dpi=80)
 
