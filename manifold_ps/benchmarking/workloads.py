@@ -223,8 +223,9 @@ def sphere_temperature(
              description={"operator": "random vertex mask, fraction drawn per sample (blind)",
                           "missing_range": list(blind_range), "sigma_y": sigma},
              condition="measurement", baselines=("gaussian", "harmonic"), flow_share=0.5,
-             # the flow sees y only, and the Gaussian base needs the mask: the paper's sampler
-             flow_overrides={"base": "fill", "decode": False}),
+             # the flow sees y only, and the Gaussian base needs the mask: the paper's sampler, with
+             # its prior term (the score at t_min needs a decoder)
+             flow_overrides={"base": "fill", "decode": False, "prior_term": "elbo"}),
     ]
     return Workload(
         name="era5-imputation", geometry=geometry, kind="sphere", prior_train=prior_x.float(),
