@@ -346,7 +346,7 @@ def _toy_workload():
     return Workload("toy", ImageGrid(4, 4), "image", x, x, "toy signals", [], [task], data_range=(0.0, 1.0))
 
 
-@pytest.mark.parametrize("overrides", [{"flow.decode": False, "flow.base": "fill"},
+@pytest.mark.parametrize("overrides", [{"flow.decode": False, "flow.base": "fill", "flow.prior_term": "elbo"},
                                        {"flow.decode": True, "flow.base": "gaussian", "flow.decoder_noise": True,
                                         "flow.base_rank": 8}])
 def test_pipeline_builds_trains_and_reloads_the_configured_flow(tmp_path, overrides) -> None:

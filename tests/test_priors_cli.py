@@ -99,7 +99,7 @@ def test_train_flow_cli_sets_t_min_and_refuses_other_measurements(data_dir: Path
     # a decoded sampler (the default) records every field; the paper's method leaves out the
     # decoded-sampler fields at their values before they existed (older runs stay resumable)
     assert set(asdict(same.flow.resolved())) == set(saved["flow"]) and saved["flow"]["decode"] is True
-    paper = apply_overrides(same, {"flow.decode": False, "flow.base": "fill"})
+    paper = apply_overrides(same, {"flow.decode": False, "flow.base": "fill", "flow.prior_term": "elbo"})
     assert {k: v for k, v in asdict(paper.flow.resolved()).items()
             if k not in flow_record(workload, workload.tasks[0], paper)["flow"]} == {
         "decode": False, "decoder_noise": False, "base": "fill", "base_rank": 256, "likelihood": "denoised"}
