@@ -268,6 +268,14 @@ class GaussianBase(nn.Module):
         eye = torch.eye(qm.shape[1], dtype=qm.dtype, device=qm.device)
         return r_miss * eye + (r_obs - r_miss) * (eye - qm.T @ qm)
 
+    def _location(self, mean_x: Tensor) -> Tensor:
+        """The base's location ``u`` for the posterior mean ``mean_x`` of ``x`` ``(B, d)``: ``a m``
+        for a marginal base, else ``D^{-1}(m) = a mu + K^{-1} (m - mu)``."""
+        if self.marginal:
+            return self.alpha * mean_x
+        on, off = self._decoder_gain()
+        return self.alpha * self.mean + self._spectral(mean_x - self.mean, 1.0 / on, 1.0 / off)
+
     # -- per-measurement factorisation -------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, y: Tensor, operator: nn.Module, *, factor: bool = True) -> BaseState:
@@ -333,10 +341,7 @@ class GaussianBase(nn.Module):
                 chol_h[rows] = lh
                 chol_j[rows] = torch.linalg.cholesky(eye + x.T @ x)
         on, off = self._decoder_gain()
-        if self.marginal:
-            mean_u = self.alpha * mean_x
-        else:
-            mean_u = self.alpha * self.mean + self._spectral(mean_x - self.mean, 1.0 / on, 1.0 / off)
+        mean_u = self._location(mean_x)
         if not factor:
             return BaseState(mean_x, mean_u)
         std = torch.where(observed, (f_c * sigma2 / c).sqrt(), f_c.sqrt()).to(dt)
@@ -386,10 +391,7 @@ class GaussianBase(nn.Module):
         post, chol = self._dense_posterior(operator)
         mean_x = post.mean(y.to(device=self.mean.device, dtype=self.mean.dtype)).flatten(1)
         on, off = self._decoder_gain()
-        if self.marginal:
-            mean_u = self.alpha * mean_x
-        else:
-            mean_u = self.alpha * self.mean + self._spectral(mean_x - self.mean, 1.0 / on, 1.0 / off)
+        mean_u = self._location(mean_x)
         if not factor:
             return BaseState(mean_x, mean_u)
         logdet = torch.log(torch.diagonal(chol)).sum()
