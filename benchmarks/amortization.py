@@ -131,7 +131,8 @@ def fit_one(workload: Any, config: Config, prior: Any, m: Measured, i: int, *, s
         return not marks
 
     fit_single(post, prior, y, op, n_z=n_z, max_steps=10**7, lr=lr, t_min=flow_cfg.t_min,
-               n_time=flow_cfg.n_time, seed=seed + i, lr_schedule="constant", warmup_steps=10,
+               n_time=flow_cfg.n_time, prior_term=flow_cfg.prior_term, entropy_gradient=flow_cfg.entropy_gradient,
+               seed=seed + i, lr_schedule="constant", warmup_steps=10,
                ema_decay=flow_cfg.ema_decay, grad_clip=flow_cfg.grad_clip, spike_guard=flow_cfg.spike_guard,
                progress=False, callback=callback)
     return points

@@ -22,7 +22,8 @@ flow. The rows (:data:`ROWS`; ``--rows`` picks some):
 - ``gaussian-tmin0.005`` / ``gaussian-tmin0.05``: the t_min trade (``gaussian-tmin0.005-step0``:
   untrained at 0.005, the sphere benchmark's start); ``gaussian-ntime4``: four
   ELBO time draws per sample; ``gaussian-score``: the prior term's exact gradient (the prior's
-  score at t_min) in place of the ELBO;
+  score at t_min) in place of the ELBO; ``gaussian-score-path``: that, with the path part of
+  the entropy term's gradient only;
 - ``marginal-step0`` / ``marginal-noise-step0`` / ``marginal`` / ``marginal-noise`` /
   ``marginal-score``: the decoder's error integrated out of the likelihood under the Gaussian's
   law (``flow.likelihood = "marginal"``), on the exact posterior over ``u`` of that model, draws
@@ -101,7 +102,7 @@ class Row:
 
 
 _PAPER = {"flow.base": "fill", "flow.decode": False, "flow.decoder_noise": False, "flow.t_min": 0.02,
-          "flow.n_time": 1, "flow.prior_term": "elbo", "flow.likelihood": "denoised"}
+          "flow.n_time": 1, "flow.prior_term": "elbo", "flow.entropy_gradient": "total", "flow.likelihood": "denoised"}
 _GAUSSIAN = {**_PAPER, "flow.base": "gaussian", "flow.decode": True}
 _MARGINAL = {**_GAUSSIAN, "flow.likelihood": "marginal"}
 
@@ -126,6 +127,10 @@ ROWS: dict[str, Row] = {
     "gaussian-score": Row("gaussian, the prior term's exact gradient in place of the ELBO: the prior's score at "
                           "t_min, from the decoder pass (`flow.prior_term = score`)",
                           {**_GAUSSIAN, "flow.prior_term": "score"}),
+    "gaussian-score-path": Row("gaussian-score, with only the path part of the entropy term's gradient "
+                               "(`flow.entropy_gradient = path`): each draw's gradient vanishes where the sampler "
+                               "equals the target", {**_GAUSSIAN, "flow.prior_term": "score",
+                                                     "flow.entropy_gradient": "path"}),
     "marginal-step0": Row("the decoder's error integrated out of the likelihood under the Gaussian's law "
                           "(`flow.likelihood = marginal`): base the exact posterior over `u` of that model, draws "
                           "`E[x | u, y]`; **untrained**", {**_MARGINAL}, trained=False),

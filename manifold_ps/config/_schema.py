@@ -181,6 +181,10 @@ class FlowConfig(_Training):
             density (of the ``t_min`` marginal when decoding), or ``"score"`` (needs ``decode``):
             its exact gradient, the prior's score at ``t_min`` from the decoder pass (see
             :func:`~manifold_ps.flows.reverse_kl_loss`).
+        entropy_gradient: ``"total"``: the entropy term's full reparameterisation gradient;
+            ``"path"``: only its part through the samples, with the flow's density held fixed
+            (unbiased, and zero per draw where the sampler equals the target; one more inverse
+            flow pass per step; see :func:`~manifold_ps.flows.reverse_kl_loss`).
         likelihood: How the decoder's error enters (needs ``base="gaussian"`` for
             ``"marginal"``): ``"denoised"`` scores ``y`` by ``p(y | D(u))`` and returns ``D(u)``;
             ``"marginal"`` integrates the error out under the Gaussian's law in the loss
@@ -209,6 +213,7 @@ class FlowConfig(_Training):
     base: Literal["fill", "gaussian"] = "gaussian"
     base_rank: int = 256
     prior_term: Literal["elbo", "score"] = "elbo"
+    entropy_gradient: Literal["total", "path"] = "total"
     likelihood: Literal["denoised", "marginal"] = "denoised"
 
     def __post_init__(self) -> None:
@@ -224,6 +229,8 @@ class FlowConfig(_Training):
             raise ValueError(f"flow.prior_term must be 'elbo' or 'score', got {self.prior_term!r}")
         if self.prior_term == "score" and not self.decode:
             raise ValueError("flow.prior_term='score' is the prior's score at t_min: it needs flow.decode=true")
+        if self.entropy_gradient not in ("total", "path"):
+            raise ValueError(f"flow.entropy_gradient must be 'total' or 'path', got {self.entropy_gradient!r}")
         if self.likelihood not in ("denoised", "marginal"):
             raise ValueError(f"flow.likelihood must be 'denoised' or 'marginal', got {self.likelihood!r}")
         if self.likelihood == "marginal" and self.base != "gaussian":
@@ -269,7 +276,8 @@ class FlowConfig(_Training):
         ``num_measurements`` training measurements, for the flow of task ``task`` of ``tasks``."""
         return {**self._trainer_kwargs(), "batch_size": min(self.batch_size, num_measurements),
                 "max_steps": self.train_steps, "stop_step": self.stop_step_of(task, tasks), "n_z": self.n_z,
-                "n_time": self.n_time, "t_min": self.t_min, "prior_term": self.prior_term}
+                "n_time": self.n_time, "t_min": self.t_min, "prior_term": self.prior_term,
+                "entropy_gradient": self.entropy_gradient}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from .conditioner import ConditionEncoder as ConditionEncoder
 from .conditioner import CouplingNet as CouplingNet
 from .conditioner import ResidualBlock as ResidualBlock
 from .distill import fit_single as fit_single
+from .distill import path_log_prob as path_log_prob
 from .distill import prepare_data as prepare_data
 from .distill import reverse_kl_loss as reverse_kl_loss
 from .distill import train_amortized as train_amortized
@@ -57,6 +58,7 @@ __all__ = [
     "POSTERIOR_FORMAT",
     "condition_channels",
     "reverse_kl_loss",
+    "path_log_prob",
     "prepare_data",
     "train_amortized",
     "fit_single",

@@ -45,9 +45,10 @@ from ..operators.base import Operator
 from ..priors.base import ScorePrior
 from ..training import Trainer
 from .bijections import ActNorm
+from .gaussian_base import BaseState
 from .posterior import AmortizedPosterior
 
-__all__ = ["T_MIN", "reverse_kl_loss", "train_amortized", "fit_single", "prepare_data"]
+__all__ = ["T_MIN", "reverse_kl_loss", "path_log_prob", "train_amortized", "fit_single", "prepare_data"]
 
 T_MIN: float = 0.03
 """Default lower time limit of the ELBO in the distillation loss (the one place it is written;
@@ -56,6 +57,44 @@ T_MIN: float = 0.03
 
 def _core(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # unwrap DistributedDataParallel
+
+
+class _LogDensity(nn.Module):
+    """``log q(x)`` of a flow or sampler as a module's forward (for :func:`torch.func.functional_call`)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, cond: Tensor | None, loc: Tensor | None, state: BaseState | None) -> Tensor:
+        net, ladj = self.model, 0.0
+        if isinstance(net, AmortizedPosterior):
+            if net.base is not None:
+                x, ladj = net.base.inverse_and_ladj(x, state)
+            net = net.flow
+        z, flow_ladj = net.inverse_and_ladj(x, cond, loc=loc)
+        return net.base_log_prob(z) + flow_ladj + ladj
+
+
+def path_log_prob(model: nn.Module, x: Tensor, cond: Tensor | None, *, loc: Tensor | None = None,
+                  state: BaseState | None = None) -> Tensor:
+    """``log q(x)`` through the inverse of ``model`` with its parameters held fixed.
+
+    The value is the flow's log-density; its gradient reaches the parameters only through ``x``
+    (the path part of the entropy's gradient, see the module docstring).
+
+    Args:
+        model: A :class:`ConditionalRealNVP` or :class:`AmortizedPosterior` (unwrapped).
+        x: Draws ``(B, n, C, V)`` (the latent ``u`` of a sampler with a Gaussian base).
+        cond: The flow's condition ``(B, Cc, V)`` or ``None``.
+        loc: The flow's location ``(B, C, V)`` or ``None``.
+        state: The Gaussian base's :class:`BaseState` for these measurements (with a base only).
+
+    Returns:
+        ``(B, n)``.
+    """
+    fixed = {f"model.{name}": p.detach() for name, p in model.named_parameters()}
+    return torch.func.functional_call(_LogDensity(model), fixed, (x, cond, loc, state))
 
 
 def reverse_kl_loss(
@@ -74,6 +113,7 @@ def reverse_kl_loss(
     include_constants: bool = True,
     prior_weight: float = 1.0,
     prior_term: Literal["elbo", "exact", "score"] = "elbo",
+    entropy_gradient: Literal["total", "path"] = "total",
     z: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -100,6 +140,9 @@ def reverse_kl_loss(
             priors only: a low-variance check) or, for a decoded sampler only, ``"score"``: the
             exact gradient of ``log p_{t_min}(u)`` from the prior's score at ``t_min``, through a
             surrogate whose value is zero (the reported ``prior`` term is then 0).
+        entropy_gradient: ``"total"`` (the reparameterisation gradient of ``-log|det|``) or
+            ``"path"``: only the part through the sample (see the module docstring); the
+            reported ``entropy`` is the same value either way.
         z: Optional base draws ``(B, n_z, C, V)`` (tests).
         generator: Source of ``z`` and of the ELBO's times and noises.
 
@@ -130,6 +173,8 @@ def reverse_kl_loss(
         raise ValueError(f"n_z must be >= 1, got {n_z}")
     if prior_term not in ("elbo", "exact", "score"):
         raise ValueError(f"prior_term must be 'elbo', 'exact' or 'score', got {prior_term!r}")
+    if entropy_gradient not in ("total", "path"):
+        raise ValueError(f"entropy_gradient must be 'total' or 'path', got {entropy_gradient!r}")
     core = _core(model)
     net = core.flow if isinstance(core, AmortizedPosterior) else core
     decode = core.decode if isinstance(core, AmortizedPosterior) else None
@@ -140,11 +185,13 @@ def reverse_kl_loss(
                          "(its samples are clean signals otherwise)")
     if cond is None and net.cond_channels > 0:
         cond = operator.condition(y) if getattr(core, "base", None) is None else core.prepare(y, operator)[0]
-    if decode is None:
+    state = core.prepare_base(y, operator) if getattr(core, "base", None) is not None else None
+    if state is None:
         x, ladj = model(cond, n_z, loc=loc, z=z, batch=y.shape[0], generator=generator)
     else:
-        state = core.prepare_base(y, operator)
         x, ladj = model(cond, n_z, loc=loc, z=z, batch=y.shape[0], generator=generator, state=state)
+    if entropy_gradient == "path":
+        log_q = path_log_prob(core, x, cond, loc=loc, state=state).reshape(-1)
     batch, n = ladj.shape
     channels, vertices = x.shape[-2:]
     d = channels * vertices
@@ -181,6 +228,8 @@ def reverse_kl_loss(
             log_prior = prior.marginal_log_prob(x, x.new_full((x.shape[0],), t_min))
     prior_nll = -log_prior
     entropy = -ladj.reshape(-1)
+    if entropy_gradient == "path":  # the value of -log|det|, the gradient of log q(x) through x only
+        entropy = entropy.detach() + (log_q - log_q.detach())
     loss = (fidelity + prior_weight * prior_nll + entropy).mean() / d
     with torch.no_grad():
         measured = op.measured(y_rep).to(y.dtype).expand_as(y_rep).sum() / (batch * n)
@@ -250,6 +299,7 @@ def train_amortized(
     importance: bool = True,
     prior_weight: float = 1.0,
     prior_term: Literal["elbo", "exact", "score"] = "elbo",
+    entropy_gradient: Literal["total", "path"] = "total",
     batch_size: int = 64,
     max_steps: int = 1000,
     lr: float = 1e-3,
@@ -270,7 +320,7 @@ def train_amortized(
             ``Inpainting(masks (N, V), sigma)``); the loss always uses the true operator, while
             what the flow sees depends on ``posterior.condition`` (blind mode: ``y`` only).
         out_dir: Checkpoint folder (``None``: no checkpoints).
-        n_z, n_time, n_noise, t_min, importance, prior_weight, prior_term: See
+        n_z, n_time, n_noise, t_min, importance, prior_weight, prior_term, entropy_gradient: See
             :func:`reverse_kl_loss`.
         batch_size: Measurements per step (each with ``n_z`` flow draws).
         max_steps: Optimizer steps.
@@ -294,7 +344,7 @@ def train_amortized(
     prior.eval()
     trainer_kwargs.setdefault("fingerprint", posterior.fingerprint)
     elbo_kwargs = dict(n_z=n_z, n_time=n_time, n_noise=n_noise, t_min=t_min, importance=importance,
-                       prior_weight=prior_weight, prior_term=prior_term)
+                       prior_weight=prior_weight, prior_term=prior_term, entropy_gradient=entropy_gradient)
 
     def loss_fn(model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         op = operator.select(batch["index"].cpu()).to(batch["y"].device)
