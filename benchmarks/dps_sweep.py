@@ -33,7 +33,9 @@ import torch
 
 from manifold_ps.baselines import DPS
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
-from manifold_ps.benchmarking.pipeline import build_baselines, score_posterior, stage_gaussian, stage_prior, tune_smoothing
+from manifold_ps.benchmarking.baselines import stage_tuning
+from manifold_ps.benchmarking.pipeline import (build_baselines, score_posterior, stage_gaussian, stage_measurements,
+                                               stage_prior, validation_measurements)
 from manifold_ps.benchmarking.workloads import WORKLOADS
 from manifold_ps.config import add_config_arguments, config_from_args
 from manifold_ps.flows import AmortizedPosterior
@@ -41,7 +43,9 @@ from manifold_ps.flows import AmortizedPosterior
 LABELS = {"aps_n1": "ours, N=1", "aps_n128": "ours, mean of N=128", "dps": "DPS", "mcg": "MCG",
           "gaussian": "Gaussian posterior, one exact draw",
           "reddiff": "RED-diff", "tweedie": "Tweedie / Noise2Score", "harmonic": "harmonic interpolation",
-          "harmonic_tikhonov": "harmonic + Tikhonov (weight tuned on truth)"}
+          "harmonic_tikhonov": "harmonic + Tikhonov"}
+SPEED_REFERENCE_NFE = 1000
+"""DPS's step count in the paper, the reference of the speed table."""
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -57,6 +61,30 @@ def report_stem(script: str, profile: str) -> str:
     return f"dps_sweep-{script}-{profile}"
 
 
+def speed_table(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The amortized sampler's time per sample against DPS's, both measured in the report's run.
+
+    Returns:
+        ``{"aps_n1" | "aps_n128": {"seconds_per_sample", "vs_reference", "vs_benchmark"}}``: the
+        ratios of DPS's time per sample at :data:`SPEED_REFERENCE_NFE` steps and at the
+        benchmark's ``eval.dps_nfe`` to ours (absent where that DPS entry was not run).
+    """
+    nfe = str(report["config"]["eval"]["dps_nfe"])
+    dps = {"vs_reference": report["dps_vs_nfe"].get(str(SPEED_REFERENCE_NFE)),
+           "vs_benchmark": report["dps_vs_nfe"].get(nfe) or report["methods"].get("dps")}
+    table: dict[str, dict[str, float]] = {}
+    for key in ("aps_n1", "aps_n128"):
+        ours = report["methods"].get(key)
+        if ours is None:
+            continue
+        row = {"seconds_per_sample": ours["seconds_per_sample"]}
+        for name, entry in dps.items():
+            if entry is not None:
+                row[name] = entry["seconds_per_sample"] / ours["seconds_per_sample"]
+        table[key] = row
+    return table
+
+
 def write_report(report: dict[str, Any], out: Path, stem: str) -> None:
     """``<stem>.json`` (the report as is), ``<stem>.md`` (tables) and ``<stem>.png`` (the sweep)."""
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
@@ -67,9 +95,19 @@ def write_report(report: dict[str, Any], out: Path, stem: str) -> None:
     for name, r in report["methods"].items():
         lines.append(f"| {LABELS.get(name, name)} | {_fmt(r['psnr'])} | {_fmt(r.get('psnr_std'))} | "
                      f"{_fmt(r.get('ssim'), 3)} | {r['nfe']} | {_time(r['seconds_per_sample'])} |")
-    if "harmonic" in report["methods"] and report.get("tikhonov_smoothing") == 0:
-        lines += ["", "Tikhonov-smoothed harmonic interpolation: the best weight on these measurements was 0 "
-                      "(plain harmonic interpolation, above)."]
+    if report.get("tuning"):
+        lines += ["", f"Baseline settings (DPS's and MCG's step size, RED-diff's, the Tikhonov weight) as the "
+                      f"benchmark chose them on {report['tuning']}; never on these measurements."]
+    speed = speed_table(report)
+    if speed:
+        lines += ["", "Speed, measured in this run on these measurements (same batches, same machine): time per "
+                      "sample and how many times faster than DPS at the paper's "
+                      f"{SPEED_REFERENCE_NFE} steps and at the benchmark's {report['config']['eval']['dps_nfe']}.", "",
+                  "| sampler | time per sample | x faster than DPS, "
+                  f"{SPEED_REFERENCE_NFE} NFE | x faster than DPS, {report['config']['eval']['dps_nfe']} NFE |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {LABELS[k]} | {_time(r['seconds_per_sample'])} | {_fmt(r.get('vs_reference'), 0)} | "
+                  f"{_fmt(r.get('vs_benchmark'), 0)} |" for k, r in speed.items()]
     if report["dps_vs_nfe"]:
         lines += ["", f"DPS against NFE (step budget zeta * steps = {report['zeta_budget']:g}):", "",
                   "| NFE | zeta | PSNR (dB) | time per sample |", "|---:|---:|---:|---:|"]
@@ -135,7 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = args.base_out or Path("runs") / script
     out = args.out or base
     out.mkdir(parents=True, exist_ok=True)
-    config = config_from_args(args, {"n": "eval.n_eval"})
+    bench = config_from_args(args, {"n": "eval.n_eval"})  # the benchmark run's configuration
+    config = bench
     # held-out sets may measure each field twice: ask for enough fields to have --n measurements
     config = replace(config, eval=replace(config.eval, n_eval=2 * args.n))
     workload = WORKLOADS[args.workload](config)
@@ -212,12 +251,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = set(wanted) - set(task.baselines)
     if unknown:
         raise ValueError(f"--methods {sorted(unknown)} do not apply to {task.name}; choose from {task.baselines}")
-    smoothing = tune_smoothing(workload, x, y, op) if "harmonic" in wanted else 0.0
-    if "harmonic" in wanted:
-        report["tikhonov_smoothing"] = smoothing
+    # every tunable setting chosen on the benchmark's validation measurements (loaded from its
+    # tuning.json when the benchmark chose them for this prior), never on the measurements above
+    bench_workload = WORKLOADS[args.workload](bench)
+    train, _ = stage_measurements(bench_workload, bench_workload.tasks[0], bench, base)
+    val = validation_measurements(train, bench)
+    validation = (f"flow-training measurements {bench.eval.n_eval}-{bench.eval.n_eval + val.x.shape[0] - 1} "
+                  f"({bench_workload.flow_dataset}; disjoint from every evaluation set)")
+    tuned = stage_tuning(bench_workload, bench_workload.tasks[0], bench, prior, val.x, val.y, val.operator, base,
+                         validation=validation)
+    report["tuning"] = f"{val.x.shape[0]} validation measurements ({validation}; `{base / task.name / 'tuning.json'}`)"
     gaussian = stage_gaussian(workload, config, base, device=device) if "gaussian" in wanted else None
-    samplers = build_baselines(workload, task, config, prior, {"harmonic_tikhonov": {"chosen": {"smoothing": smoothing}}},
-                               gaussian)
+    samplers = build_baselines(workload, task, config, prior, tuned, gaussian)
     for name, sampler in samplers.items():
         if name.split("_")[0] not in wanted:
             continue
@@ -225,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if swept is not None and abs(swept["zeta"] - sampler.zeta) < 1e-12:
             report["methods"]["dps"] = swept  # same sampler, same seed: not rerun
             continue
-        evaluate("methods", name, sampler, {"smoothing": smoothing} if name == "harmonic_tikhonov" else None)
+        evaluate("methods", name, sampler)
     write_report(report, out, stem)
     print((out / f"{stem}.md").read_text())
     return report

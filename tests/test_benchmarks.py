@@ -174,6 +174,10 @@ def test_dps_sweep_reports_every_method_and_resumes(tmp_path: Path, data_dir: Pa
     assert json.loads((out / f"{stem}.json").read_text()) == json.loads(json.dumps(report))
     md = (out / f"{stem}.md").read_text()
     assert sum(line.startswith("|---") for line in md.splitlines()) == 3 and f"]({stem}.png)" in md and (out / f"{stem}.png").is_file()
+    # the baselines' settings were chosen on the benchmark's validation measurements, not on these
+    tuning = json.loads((out / "inpainting" / "tuning.json").read_text())
+    assert "validation" in report["tuning"] and str(tuning["request"]["measurements"]) in report["tuning"]
+    assert tuning["request"]["validation"].startswith("flow-training measurements")
 
     # a rerun with one more step count computes only that point
     capsys.readouterr()
@@ -186,6 +190,26 @@ def test_dps_sweep_reports_every_method_and_resumes(tmp_path: Path, data_dir: Pa
         _sweep(out, "--n", "100000", "--nfe", "--budgets")
     with pytest.raises(ValueError, match="tweedie.*do not apply"):
         _sweep(out, "--n", "3", "--nfe", "--budgets", "--methods", "tweedie")
+
+
+def test_dps_sweep_speed_table_divides_dps_time_by_ours() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dps_sweep_speed", ROOT / "benchmarks" / "dps_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    report = {"config": {"eval": {"dps_nfe": 300}},
+              "dps_vs_nfe": {"300": {"seconds_per_sample": 3.0}, "1000": {"seconds_per_sample": 10.0}},
+              "methods": {"aps_n1": {"seconds_per_sample": 0.02}, "aps_n128": {"seconds_per_sample": 0.005}}}
+    table = module.speed_table(report)
+    assert table["aps_n1"]["vs_reference"] == pytest.approx(500) and table["aps_n1"]["vs_benchmark"] == pytest.approx(150)
+    assert table["aps_n128"]["vs_reference"] == pytest.approx(2000)
+    # without the 1000-step point, no reference ratio; DPS at the benchmark's NFE from the methods
+    del report["dps_vs_nfe"]["1000"], report["dps_vs_nfe"]["300"]
+    report["methods"]["dps"] = {"seconds_per_sample": 6.0}
+    table = module.speed_table(report)
+    assert "vs_reference" not in table["aps_n1"] and table["aps_n1"]["vs_benchmark"] == pytest.approx(300)
+    assert module.speed_table({**report, "methods": {}}) == {}
 
 
 def _ablation(*argv: str) -> tuple[dict, Any]:
@@ -275,6 +299,26 @@ def test_prior_quality_measures_a_gaussian_exactly() -> None:
     y = op(x[:3], generator=torch.Generator().manual_seed(1))
     draws = [DPS(p, steps=20, zeta=0.5).sample(y, op, 2, generator=torch.Generator().manual_seed(2)) for p in (untrained, step0)]
     torch.testing.assert_close(draws[0], draws[1])
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_every_ablation_row_sets_every_lever_and_gives_a_valid_config(profile: str) -> None:
+    import importlib.util
+
+    from manifold_ps.config import apply_overrides, get_profile
+
+    spec = importlib.util.spec_from_file_location("flow_ablation_rows", ROOT / "benchmarks" / "flow_ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    levers = set(module._PAPER)
+    for name, row in module.ROWS.items():
+        # a row fixes every lever, so a change of the profile's flow defaults changes no row ...
+        assert levers <= row.overrides.keys(), (name, levers - row.overrides.keys())
+        config = apply_overrides(get_profile(profile), row.overrides)  # ... and is a valid configuration
+        for key, value in row.overrides.items():
+            section, field = key.split(".")
+            assert getattr(getattr(config, section), field) == value, (name, key)
+        assert row.description and name in module.__doc__, name
 
 
 @pytest.mark.data
