@@ -20,7 +20,9 @@ flow. The rows (:data:`ROWS`; ``--rows`` picks some):
 - ``gaussian-step0``: the Gaussian posterior over ``u = x_{t_min}`` as base, decoded, untrained;
 - ``gaussian``: that sampler trained; ``gaussian-noise``: plus the decoder noise;
 - ``gaussian-tmin0.005`` / ``gaussian-tmin0.05``: the t_min trade (``gaussian-tmin0.005-step0``:
-  untrained at 0.005, the sphere benchmark's start); ``gaussian-ntime4``: four
+  untrained at 0.005, the sphere benchmark's start; ``gaussian-noise-tmin0.005-step0`` and
+  ``marginal-noise-tmin0.005-step0``: that start with the decoder's error drawn, regardless of
+  ``y`` or given it); ``gaussian-ntime4``: four
   ELBO time draws per sample; ``gaussian-score``: the prior term's exact gradient (the prior's
   score at t_min) in place of the ELBO; ``gaussian-score-path``: that, with the path part of
   the entropy term's gradient only;
@@ -120,6 +122,14 @@ ROWS: dict[str, Row] = {
                               {**_GAUSSIAN, "flow.t_min": 0.005}),
     "gaussian-tmin0.005-step0": Row("gaussian-step0 at t_min 0.005 (the sphere benchmark's t_min); **untrained**",
                                     {**_GAUSSIAN, "flow.t_min": 0.005}, trained=False),
+    "gaussian-noise-tmin0.005-step0": Row("gaussian-tmin0.005-step0 plus decoder noise (the Gaussian's denoising "
+                                          "error at t_min, drawn regardless of `y`); **untrained**",
+                                          {**_GAUSSIAN, "flow.t_min": 0.005, "flow.decoder_noise": True},
+                                          trained=False),
+    "marginal-noise-tmin0.005-step0": Row("marginal-noise-step0 at t_min 0.005: on a Gaussian teacher exactly its "
+                                          "posterior; **untrained**",
+                                          {**_MARGINAL, "flow.t_min": 0.005, "flow.decoder_noise": True},
+                                          trained=False),
     "gaussian-tmin0.05": Row("gaussian at t_min 0.05 (a steadier ELBO, draws contracted toward the mean)",
                              {**_GAUSSIAN, "flow.t_min": 0.05}),
     "gaussian-ntime4": Row("gaussian with four ELBO time draws per sample (`flow.n_time = 4`)",
