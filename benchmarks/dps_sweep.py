@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                     data_range=workload.data_range)
         for key, s in scores.items():
             report["methods"][key] = {"psnr": s.psnr, "ssim": s.ssim, "seconds_per_sample": s.seconds_per_sample,
-                                      "nfe": 1, **s.extra}
+                                      "nfe": s.nfe, **s.extra}
             print(f"  flow {key}: psnr {s.psnr:.2f}  {_time(s.seconds_per_sample)} per sample", flush=True)
         write_report(report, out, stem)
     elif not flow_file.is_file():
