@@ -58,6 +58,11 @@ def test_write_results_round_trip(tmp_path):
     assert len(loaded["evaluations"]) == 2
     md = (tmp_path / "results.md").read_text()
     assert "| a | 21.50 |" in md and "2.0 ms" in md
+    # a result names the vector instruction set its numbers were computed with: training
+    # repeats bit for bit only on the same one
+    versions = loaded["versions"]
+    assert versions["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert versions["torch"] == torch.__version__ and versions["cpu"].strip()
 
 
 class _Oracle:

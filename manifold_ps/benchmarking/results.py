@@ -270,8 +270,25 @@ def validate_results(doc: Mapping[str, Any], *, required_methods: tuple[str, ...
                 raise ValueError(f"method {name!r}: {key} must be a finite number, got {value!r}")
 
 
+def _cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment_versions() -> dict[str, str]:
-    """Versions of Python, torch and the package, for the ``versions`` field."""
+    """Versions of Python, torch and the package, and the processor, for the ``versions`` field.
+
+    ``cpu_capability`` is the vector instruction set torch's CPU kernels use (``AVX2``,
+    ``AVX512``, ...): training repeats bit for bit only on the same one, since the kernels of
+    another round differently.
+    """
     import numpy
     import torch
 
@@ -283,6 +300,8 @@ def environment_versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
