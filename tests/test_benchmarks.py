@@ -614,3 +614,33 @@ def test_prior_quality_report_at_smoke_size(parameterization: str, tmp_path: Pat
         pq.main(argv)
         log = capsys.readouterr().out
         assert "prior: loading" in log and log.count("baseline settings from") == 2 and "  tuning " not in log
+
+
+def _amortization_doc(amortized: float, untrained: float, singles: list[tuple[float, float]]) -> dict[str, Any]:
+    """A report with the amortized flow (one-draw PSNR), its start, and per-measurement rows
+    ``(seconds, one-draw PSNR)``; every mean is the one draw + 2 dB."""
+    def row(label: str, one: float, **extra: Any) -> dict[str, Any]:
+        return {"label": label, "methods": {"one": {"psnr": one}, "mean": {"psnr": one + 2.0}}, **extra}
+
+    rows = [row("amortized", amortized), row("amortized, untrained", untrained)]
+    rows += [row(f"per measurement, {t} s", one, fraction=t / 40.0, seconds_per_measurement=t) for t, one in singles]
+    return {"rows": rows, "amortized_seconds": 640.0}
+
+
+@pytest.mark.parametrize(("amortized", "singles", "bound", "measurements", "words"), [
+    # the amortized flow gained 1 dB; fits reach it at 20 s each: 640 / 20 = 32 measurements
+    (29.0, [(10.0, 28.5), (20.0, 29.1), (40.0, 29.5)], "at most", 32.0, "within 20.0 s"),
+    # no fit reaches it: amortizing is cheaper from fewer than 640 / 40 = 16 measurements on
+    (29.0, [(10.0, 28.2), (40.0, 28.8)], "below", 16.0, "up to 40.0 s"),
+    # the amortized flow stayed at its start, the fits gained: amortizing buys time, not quality
+    (28.0, [(10.0, 28.3), (40.0, 29.2)], "none", None, "+1.20 and +1.20 dB against the amortized flow"),
+    # neither training gained
+    (28.0, [(10.0, 27.5), (40.0, 27.9)], "none", None, "nor does a flow fitted to each measurement"),
+])
+def test_amortization_break_even_names_what_each_training_bought(amortized: float, singles: list[tuple[float, float]],
+                                                                bound: str, measurements: float | None,
+                                                                words: str) -> None:
+    am = _script("amortization")
+    result = am.break_even(_amortization_doc(amortized, 28.0, singles))
+    assert result["bound"] == bound and words in result["text"]
+    assert result["measurements"] == (None if measurements is None else pytest.approx(measurements))
