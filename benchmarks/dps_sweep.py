@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = args.base_out or Path("runs") / script
     out = args.out or base
     out.mkdir(parents=True, exist_ok=True)
-    bench = config_from_args(args, {"n": "eval.n_eval"})  # the benchmark run's configuration
+    # the benchmark run's configuration, as it ran (its measurements, tuning and flow are reused):
+    # --n only chooses how many of its held-out signals this sweep measures
+    bench = config_from_args(args)
     config = bench
     # held-out sets may measure each field twice: ask for enough fields to have --n measurements
     config = replace(config, eval=replace(config.eval, n_eval=2 * args.n))

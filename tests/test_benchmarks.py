@@ -186,6 +186,11 @@ def test_dps_sweep_reports_every_method_and_resumes(tmp_path: Path, data_dir: Pa
     assert "resuming" in log and log.count("psnr") == 1 and "dps_vs_nfe 6 " in log
     assert again["dps_vs_nfe"]["4"] == report["dps_vs_nfe"]["4"]
 
+    # another number of swept measurements reuses the benchmark's measurements and tuning as they are
+    other = _sweep(out, "--n", "2", "--nfe", "--budgets", "--methods", "harmonic", "--out", str(tmp_path / "two"))
+    assert other["measurements"] == 2 and set(other["methods"]) == {"harmonic"}
+    assert json.loads((out / "inpainting" / "tuning.json").read_text()) == tuning
+
     with pytest.raises(ValueError, match="held-out set .* has only"):
         _sweep(out, "--n", "100000", "--nfe", "--budgets")
     with pytest.raises(ValueError, match="tweedie.*do not apply"):
