@@ -86,7 +86,10 @@ def speed_table(report: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def write_report(report: dict[str, Any], out: Path, stem: str) -> None:
-    """``<stem>.json`` (the report as is), ``<stem>.md`` (tables) and ``<stem>.png`` (the sweep)."""
+    """``<stem>.json`` (the report as is), ``<stem>.md`` (tables) and ``<stem>.png`` (the sweep).
+    The sweeps are put in order of NFE and of step size first (a resumed sweep adds points last)."""
+    report["dps_vs_nfe"] = dict(sorted(report["dps_vs_nfe"].items(), key=lambda kv: int(kv[0])))
+    report["dps_vs_zeta"] = dict(sorted(report["dps_vs_zeta"].items(), key=lambda kv: float(kv[0])))
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     lines = [f"# Baselines and DPS sweep: {report['workload']} ({report['profile']} profile)", "",
              f"{report['measurements']} measurements of {report['dataset']}; "

@@ -184,6 +184,7 @@ def test_dps_sweep_reports_every_method_and_resumes(tmp_path: Path, data_dir: Pa
     again = _sweep(out, "--n", "3", "--nfe", "4", "10", "6", "--budgets", "4", "40")
     log = capsys.readouterr().out
     assert "resuming" in log and log.count("psnr") == 1 and "dps_vs_nfe 6 " in log
+    assert list(again["dps_vs_nfe"]) == ["4", "6", "10"]  # in order of NFE, not of computation
     assert again["dps_vs_nfe"]["4"] == report["dps_vs_nfe"]["4"]
 
     # another number of swept measurements reuses the benchmark's measurements and tuning as they are
