@@ -179,9 +179,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # the benchmark run's configuration, as it ran (its measurements, tuning and flow are reused):
     # --n only chooses how many of its held-out signals this sweep measures
     bench = config_from_args(args)
-    config = bench
     # held-out sets may measure each field twice: ask for enough fields to have --n measurements
-    config = replace(config, eval=replace(config.eval, n_eval=2 * args.n))
+    config = replace(bench, eval=replace(bench.eval, n_eval=2 * args.n))
     workload = WORKLOADS[args.workload](config)
     task = workload.tasks[0]
     device = torch.device("cpu")

@@ -57,8 +57,7 @@ DECODE_CHUNK = 32
 """Signals per call of the decoder when sampling. It bounds the memory of the denoiser's
 activations (on the 4140-vertex sphere, 4096 draws in one call of the graph network took 17 GB),
 and on a CPU it sets the speed: the graph network's time per draw grows with the draws per call
-once its activations leave the cache (``benchmarks/results/dps_sweep-bunny_mnist-cpu.md`` has the
-timings). The draws are the same bit for bit at any chunk size."""
+once its activations leave the cache. The draws are the same bit for bit at any chunk size."""
 
 ConditionMode = Literal["operator", "measurement", "none"]
 Likelihood = Literal["denoised", "marginal"]
