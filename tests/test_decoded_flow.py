@@ -126,6 +126,43 @@ def test_gaussian_base_decodes_to_the_contracted_posterior(rank: int | None) -> 
         torch.testing.assert_close(state.mean_x[i], ref_mean.flatten())
 
 
+@pytest.mark.parametrize("marginal", [False, True])
+@pytest.mark.parametrize("gram_chunk", [1, 1 << 22])
+def test_gaussian_base_batches_masks_of_either_side(marginal: bool, gram_chunk: int, monkeypatch) -> None:
+    """Masks missing few entries and most entries (the Gram is summed over the smaller side), a mask
+    shared by two measurements and the Gram formed one mask at a time: every measurement's base is
+    the bijection onto its own closed-form posterior."""
+    import manifold_ps.flows.gaussian_base as gb
+    from manifold_ps.operators import Inpainting
+    from manifold_ps.priors.gaussian import linear_gaussian_posterior
+
+    monkeypatch.setattr(gb, "GRAM_CHUNK", gram_chunk)
+    t, d = 0.05, 7
+    prior = _gaussian(d, rank=3)
+    base = gb.GaussianBase(prior, t, marginal=marginal)
+    masks = torch.tensor([[1, 1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0, 1], [1, 0, 1, 0, 1, 0, 1],
+                          [1, 0, 0, 0, 0, 0, 1], [1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    y = torch.randn(5, 1, d, dtype=DT)
+    op = Inpainting(masks, sigma=0.2)
+    state = base.prepare(y, op)
+    u0, jac = _check_bijection(base, state, 5, d)
+    a = prior.sde.alpha(torch.tensor(t, dtype=DT))
+    s2 = prior.sde.std(torch.tensor(t, dtype=DT)) ** 2
+    tt = torch.full((d,), t, dtype=DT)
+    for i in range(5):
+        if marginal:
+            mean, cov = linear_gaussian_posterior(prior, Inpainting(masks[i], sigma=0.2), y[i:i + 1])
+            torch.testing.assert_close(u0[i, 0, 0], a * mean.flatten())
+            torch.testing.assert_close(jac[i] @ jac[i].T, a * a * cov + s2 * torch.eye(d, dtype=DT))
+        else:
+            mean, cov = linear_gaussian_posterior(_contracted(prior, t), Inpainting(masks[i], sigma=0.2), y[i:i + 1])
+            cols = u0[i] + jac[i].T.reshape(d, 1, d)
+            jac_x = (prior.denoise(cols, tt) - prior.denoise(u0[i].expand(d, 1, d), tt)).reshape(d, d).T
+            torch.testing.assert_close(jac_x @ jac_x.T, cov)
+        torch.testing.assert_close(state.mean_x[i], mean.flatten())
+    torch.testing.assert_close(state.chol_j[1], state.chol_j[3])
+
+
 # -- the decoded sampler ------------------------------------------------------------------------------
 def _sampler(prior: GaussianPrior, t: float, *, noise: bool = False, likelihood: str = "denoised"):
     from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, condition_channels

@@ -59,11 +59,14 @@ from ..priors.gaussian import GaussianPrior
 from ..priors.gaussian_posterior import LinearGaussianPosterior
 from ..priors.sde import VPSDE
 
-__all__ = ["GaussianBase", "BaseState", "truncate_gaussian", "DENSE_LIMIT"]
+__all__ = ["GaussianBase", "BaseState", "truncate_gaussian", "DENSE_LIMIT", "GRAM_CHUNK"]
 
 DENSE_LIMIT = 4096
 """Most signal entries ``C * V`` for the dense path (operators other than masking and denoising):
 its ``(d, d)`` factor is formed and factorised once per operator."""
+
+GRAM_CHUNK = 1 << 22
+"""Most entries of the rows gathered at once (masks x rows x rank) to form the masks' Grams."""
 
 
 def truncate_gaussian(gaussian: GaussianPrior, rank: int) -> GaussianPrior:
@@ -255,18 +258,43 @@ class GaussianBase(nn.Module):
         on, off = self.decoder_std()
         return self._spectral(e, on, off).reshape(*shape, self.channels, self.num_vertices)
 
-    def _ratio_gram(self, qm: Tensor, sigma2: float) -> Tensor:
-        """``H = Q^T diag(ratio^2) Q`` of the marginal base, given the rows ``qm`` of the missing entries.
+    def _ratio_gram(self, gram_missing: Tensor, sigma2: float) -> Tensor:
+        """``H = Q^T diag(ratio^2) Q`` of the marginal base from ``Q^T diag(missing) Q`` ``(U, r, r)``.
 
         Its ``ratio = a b / std`` takes one value on observed entries and one on missing ones, and
-        ``Q^T diag(observed) Q = I - qm^T qm``.
+        ``Q^T diag(observed) Q = I - Q^T diag(missing) Q``.
         """
         a2, s2, f = self.alpha**2, self.sigma**2, self.floor
         c = sigma2 + f
         r_obs = a2 * (sigma2 / c) ** 2 / (a2 * f * sigma2 / c + s2)
         r_miss = a2 / (a2 * f + s2)
-        eye = torch.eye(qm.shape[1], dtype=qm.dtype, device=qm.device)
-        return r_miss * eye + (r_obs - r_miss) * (eye - qm.T @ qm)
+        eye = torch.eye(gram_missing.shape[-1], dtype=gram_missing.dtype, device=gram_missing.device)
+        return r_miss * eye + (r_obs - r_miss) * (eye - gram_missing)
+
+    def _missing_gram(self, observed: Tensor) -> Tensor:
+        """``Q^T diag(missing) Q`` for every mask ``observed`` ``(U, d)`` -> ``(U, r, r)``.
+
+        Each Gram is summed over the smaller side of its mask (``I - Q^T diag(observed) Q`` when
+        most entries are missing, as ``Q^T Q = I``), over rows gathered and zero-padded to the
+        batch's largest side, at most ``GRAM_CHUNK`` gathered entries at a time.
+        """
+        q = self.eigvecs
+        d, r = q.shape
+        use_obs = (~observed).sum(1) * 2 > d
+        side = torch.where(use_obs[:, None], observed, ~observed)
+        count = side.sum(1)
+        width = max(int(count.max()), 1)
+        # the indices of each side's entries first (a stable sort keeps them in order), zero-padded
+        order = torch.argsort((~side).to(torch.int8), dim=1, stable=True)[:, :width]
+        valid = (torch.arange(width, device=q.device) < count[:, None]).to(q.dtype)
+        per = max(1, GRAM_CHUNK // (width * r))
+        grams = []
+        for start in range(0, observed.shape[0], per):
+            rows = q[order[start:start + per]] * valid[start:start + per, :, None]  # (u, width, r)
+            grams.append(rows.mT @ rows)
+        gram = torch.cat(grams)
+        eye = torch.eye(r, dtype=q.dtype, device=q.device)
+        return torch.where(use_obs[:, None, None], eye - gram, gram)
 
     def _location(self, mean_x: Tensor) -> Tensor:
         """The base's location ``u`` for the posterior mean ``mean_x`` of ``x`` ``(B, d)``: ``a m``
@@ -279,7 +307,8 @@ class GaussianBase(nn.Module):
     # -- per-measurement factorisation -------------------------------------------------------------
     @torch.no_grad()
     def prepare(self, y: Tensor, operator: nn.Module, *, factor: bool = True) -> BaseState:
-        """Factorise the posterior of every measurement (distinct masks factorised once each).
+        """Factorise the posterior of every measurement (distinct masks factorised once each, all
+        in one batched call).
 
         Args:
             y: Measurements ``(B, C, V)`` (``(B, C, M)`` for an operator with ``M`` outputs).
@@ -320,26 +349,21 @@ class GaussianBase(nn.Module):
         c = sigma2 + f_c
         eye = torch.eye(r, dtype=dt, device=dev)
         resid = (y.to(device=dev, dtype=dt).flatten(1) - self.mean) * observed.to(dt)
-        mean_x = torch.empty(b, d, dtype=dt, device=dev)
+        # every distinct mask at once: (U, r, r) Grams and Cholesky factors
+        gram_missing = self._missing_gram(unique)
+        qwq = (eye - gram_missing) / c  # Q^T W Q
+        lk = torch.linalg.cholesky(eye + root[:, None] * qwq * root[None, :])
+        # posterior mean under the contracted prior: mu + S_c (W r - W U K^{-1} U^T W r)
+        wr = resid / c
+        inner = torch.cholesky_solve(((wr @ self.eigvecs) * root)[..., None], lk[inverse])[..., 0]
+        g = wr - observed.to(dt) / c * ((inner * root) @ self.eigvecs.T)
+        mean_x = self.mean + self._spectral(g, lam_c, f_c)
         chol_h = chol_j = None
         if factor:
-            chol_h = torch.empty(b, r, r, dtype=dt, device=dev)
-            chol_j = torch.empty(b, r, r, dtype=dt, device=dev)
-        for i, obs in enumerate(unique):
-            rows = (inverse == i).nonzero()[:, 0]
-            qm = self.eigvecs[~obs]  # the rows of the missing entries
-            qwq = (eye - qm.T @ qm) / c  # Q^T W Q
-            lk = torch.linalg.cholesky(eye + root[:, None] * qwq * root[None, :])
-            # posterior mean under the contracted prior: mu + S_c (W r - W U K^{-1} U^T W r)
-            wr = resid[rows] / c
-            inner = torch.cholesky_solve(((wr @ self.eigvecs) * root).T, lk).T
-            g = wr - obs.to(dt) / c * ((inner * root) @ self.eigvecs.T)
-            mean_x[rows] = self.mean + self._spectral(g, lam_c, f_c)
-            if factor:
-                lh = torch.linalg.cholesky(self._ratio_gram(qm, sigma2) if self.marginal else eye / f_c - qwq)
-                x = torch.linalg.solve_triangular(lk, root[:, None] * lh, upper=False)
-                chol_h[rows] = lh
-                chol_j[rows] = torch.linalg.cholesky(eye + x.T @ x)
+            lh = torch.linalg.cholesky(self._ratio_gram(gram_missing, sigma2) if self.marginal else eye / f_c - qwq)
+            x = torch.linalg.solve_triangular(lk, root[:, None] * lh, upper=False)
+            chol_h = lh[inverse]
+            chol_j = torch.linalg.cholesky(eye + x.mT @ x)[inverse]
         on, off = self._decoder_gain()
         mean_u = self._location(mean_x)
         if not factor:
