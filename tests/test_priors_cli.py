@@ -146,7 +146,7 @@ def test_smoke_results_are_bit_identical_through_the_benchmark_the_cli_and_the_a
     from manifold_ps.api import sample_posterior, train_posterior, train_prior_on
     from manifold_ps.benchmarking.cli import benchmark_main
     from manifold_ps.benchmarking.evaluate import scored_psnr
-    from manifold_ps.benchmarking.pipeline import score_posterior
+    from manifold_ps.benchmarking.pipeline import TIMING_REPEATS, score_posterior
     from manifold_ps.benchmarking.workloads import bunny_mnist
     from manifold_ps.config import apply_overrides, get_profile
     from manifold_ps.flows import AmortizedPosterior
@@ -205,3 +205,7 @@ def test_smoke_results_are_bit_identical_through_the_benchmark_the_cli_and_the_a
     for name, s, x in (("heldout", out, held.x), ("paper", paper, train.x[first])):
         assert reported[name]["aps_n128"]["psnr"] == float(scored_psnr(s.mean, x, workload.data_range).mean())
         assert reported[name]["aps_n1"]["psnr"] == float(scored_psnr(s.draws[:, 0], x, workload.data_range).mean())
+        # the N = 1 time is the median of the timing passes, whose range is recorded beside it
+        one = reported[name]["aps_n1"]
+        assert one["timing_repeats"] == TIMING_REPEATS
+        assert one["seconds_per_sample_min"] <= one["seconds_per_sample"] <= one["seconds_per_sample_max"]
