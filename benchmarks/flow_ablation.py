@@ -37,6 +37,7 @@ rewritten after each row:
     python benchmarks/flow_ablation.py                                   # bunny-MNIST, every row, seed 0
     python benchmarks/flow_ablation.py --workload era5-imputation        # the sphere
     python benchmarks/flow_ablation.py --rows gaussian --seeds 0 1 2     # the spread over seeds
+    python benchmarks/flow_ablation.py --rows gaussian-step0 gaussian-score --seeds 0 1 2 --tag seeds  # a separate report
     python benchmarks/flow_ablation.py --rows gaussian --curve-every 50  # PSNR against training minutes
     python benchmarks/flow_ablation.py --table-only --commit             # rewrite the report, copy it
     python benchmarks/flow_ablation.py --profile smoke --minutes 0.05 --rows paper gaussian-step0 gaussian \\
@@ -48,9 +49,9 @@ time is not counted in the training minutes) and plots PSNR against training tim
 The report is ``<out>/<stem>.json`` (rows and references with every score), ``<out>/<stem>.md``
 (the table), ``<out>/figures/<stem>-calibration.png`` (nominal against empirical coverage of
 every row and the Gaussian posterior) and, with curves, ``<out>/<stem>.png``, where ``<stem>`` is
-``flow_ablation-<script>-<profile>``. ``--commit`` copies them into ``benchmarks/results/`` (or a
-given folder) with that layout, which the documentation's results page renders, calibration plot
-included.
+``flow_ablation-<script>-<profile>`` (``-<tag>`` appended with ``--tag``, a report of its own).
+``--commit`` copies them into ``benchmarks/results/`` (or a given folder) with that layout, which
+the documentation's results page renders, calibration plot included.
 """
 
 import os
@@ -161,9 +162,10 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def report_stem(script: str, profile: str) -> str:
-    """File name (without suffix) of the report, e.g. ``flow_ablation-bunny_mnist-cpu``."""
-    return f"flow_ablation-{script}-{profile}"
+def report_stem(script: str, profile: str, tag: str | None = None) -> str:
+    """File name (without suffix) of the report, e.g. ``flow_ablation-bunny_mnist-cpu``, or
+    ``flow_ablation-bunny_mnist-cpu-seeds`` with the tag ``seeds``."""
+    return f"flow_ablation-{script}-{profile}" + (f"-{tag}" if tag else "")
 
 
 @dataclass
@@ -467,9 +469,9 @@ def _budget(r: dict[str, Any]) -> str:
 
 
 def write_report(results: list[dict[str, Any]], ref: dict[str, Any], bench: dict[str, Any] | None, out: Path,
-                 stem: str, *, workload: str, task: str, profile: str, n_posterior: int) -> None:
+                 stem: str, *, workload: str, task: str, profile: str, n_posterior: int, tag: str | None = None) -> None:
     """``<stem>.json``, ``<stem>.md``, ``figures/<stem>-calibration.png`` and, with curves,
-    ``<stem>.png`` in ``out``."""
+    ``<stem>.png`` in ``out`` (a ``tag`` is named in the title)."""
     by_row: dict[str, list[dict[str, Any]]] = {}
     for r in sorted(results, key=lambda r: (list(ROWS).index(r["row"]), r["seed"])):
         by_row.setdefault(r["row"], []).append(r)
@@ -478,7 +480,8 @@ def write_report(results: list[dict[str, Any]], ref: dict[str, Any], bench: dict
     budgets = {_budget(r) for r in results if r["schedule"]}
     shared = next(iter(budgets)) if len(budgets) == 1 else None
     lines = [
-        f"# Flow ablation: {workload}, {task} ({profile} profile, {measurements} held-out measurements)", "",
+        f"# Flow ablation: {workload}, {task} ({profile} profile, {measurements} held-out measurements"
+        + (f"; {tag}" if tag else "") + ")", "",
         "Every row distils the same prior into a fresh flow on the benchmark's training measurements within "
         + (f"{shared}, cut by the cap where a row is slower," if shared else "the budget its row states")
         + " and is scored as the benchmark scores its flow (`score_posterior`): one draw, and the mean of "
@@ -629,6 +632,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dps-measurements", type=int, default=16,
                    help="held-out measurements DPS is run on when the benchmark's results.json has none (0: none)")
     p.add_argument("--table-only", action="store_true", help="rewrite the report from the stored rows, no scoring")
+    p.add_argument("--tag", default=None,
+                   help="names a separate report (<stem>-<tag>), e.g. the seeds of one configuration on another base run")
     p.add_argument("--commit", type=Path, nargs="?", const=RESULTS, default=None, metavar="DIR",
                    help=f"copy the report into DIR (default {RESULTS.relative_to(ROOT)}/)")
     args = p.parse_args(argv)
@@ -637,7 +642,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base_out = args.base_out or Path("runs") / script
     out = args.out or Path("runs") / f"flow_ablation-{script}"
     out.mkdir(parents=True, exist_ok=True)
-    stem = report_stem(script, config.profile)
+    stem = report_stem(script, config.profile, args.tag)
     report = out / f"{stem}.json"
     previous: list[dict[str, Any]] = []
     if report.is_file():  # rows of this table format only (older reports had other rows and scores)
@@ -648,14 +653,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise FileNotFoundError(f"--table-only rewrites {report}, which is not there yet")
         stored = json.loads(report.read_text())
         ref, bench = stored["references"], stored["benchmark"]
-        common = {k: stored[k] for k in ("workload", "task", "profile", "n_posterior")}
+        common = {**{k: stored[k] for k in ("workload", "task", "profile", "n_posterior")}, "tag": args.tag}
         write_report(previous, ref, bench, out, stem, **common)
     else:
         s = setting(args.workload, config, base_out)
         ref = references(s, out, args.dps_measurements)
         bench = benchmark_row(s)
         common = dict(workload=s.workload.name, task=s.task.name, profile=config.profile,
-                      n_posterior=config.eval.n_posterior)
+                      n_posterior=config.eval.n_posterior, tag=args.tag)
         for name in args.rows:
             for seed in args.seeds:
                 _log(f"row {name}, seed {seed}")

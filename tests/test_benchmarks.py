@@ -432,6 +432,12 @@ def test_flow_ablation_scores_every_row_as_the_benchmark_scores_its_flow(
     assert (out / f"{stem}.md").read_text() == md
     assert sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file()) == [
         f"figures/{stem}-calibration.png", f"{stem}.json", f"{stem}.md"]
+    # --tag: a report of its own beside the untagged one, its title naming the tag
+    (out / f"{stem}-seeds.json").write_text((out / f"{stem}.json").read_text())
+    _ablation("--profile", "smoke", "--out", str(out), "--table-only", "--tag", "seeds")
+    tagged = (out / f"{stem}-seeds.md").read_text()
+    assert tagged.splitlines()[0].endswith("; seeds)") and tagged.splitlines()[1:] == md.replace(stem, f"{stem}-seeds").splitlines()[1:]
+    assert (out / f"{stem}.md").read_text() == md
 
     # flow_bound.py: the held-out loss of the untrained and the trained row, terms adding up
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
