@@ -99,6 +99,30 @@ def _check_bijection(base, state, b: int, d: int) -> tuple[torch.Tensor, torch.T
     return u0, jac
 
 
+def _check_law(prior: GaussianPrior, t: float, base, state, u0: torch.Tensor, jac: torch.Tensor, y: torch.Tensor,
+               operator_of) -> None:
+    """Each measurement's base law against the dense posterior of ``operator_of(i)``: marginal,
+    ``u ~ N(a m, a^2 C + s^2 I)`` under ``S``; else ``D(u)`` the posterior under the contracted prior."""
+    from manifold_ps.priors.gaussian import linear_gaussian_posterior
+
+    d = u0.shape[-1]
+    a = prior.sde.alpha(torch.tensor(t, dtype=DT))
+    s2 = prior.sde.std(torch.tensor(t, dtype=DT)) ** 2
+    tt = torch.full((d,), t, dtype=DT)
+    for i in range(u0.shape[0]):
+        if base.marginal:
+            mean, cov = linear_gaussian_posterior(prior, operator_of(i), y[i:i + 1])
+            torch.testing.assert_close(u0[i, 0, 0], a * mean.flatten())
+            torch.testing.assert_close(jac[i] @ jac[i].T, a * a * cov + s2 * torch.eye(d, dtype=DT))
+        else:
+            mean, cov = linear_gaussian_posterior(_contracted(prior, t), operator_of(i), y[i:i + 1])
+            cols = u0[i] + jac[i].T.reshape(d, 1, d)  # u(e_k)
+            jac_x = (prior.denoise(cols, tt) - prior.denoise(u0[i].expand(d, 1, d), tt)).reshape(d, d).T
+            torch.testing.assert_close(prior.denoise(u0[i], tt[:1]), mean)
+            torch.testing.assert_close(jac_x @ jac_x.T, cov)
+        torch.testing.assert_close(state.mean_x[i], mean.flatten())
+
+
 @pytest.mark.parametrize("rank", [None, 3])
 def test_gaussian_base_decodes_to_the_contracted_posterior(rank: int | None) -> None:
     from manifold_ps.flows import GaussianBase
@@ -134,7 +158,6 @@ def test_gaussian_base_batches_masks_of_either_side(marginal: bool, gram_chunk: 
     the bijection onto its own closed-form posterior."""
     import manifold_ps.flows.gaussian_base as gb
     from manifold_ps.operators import Inpainting
-    from manifold_ps.priors.gaussian import linear_gaussian_posterior
 
     monkeypatch.setattr(gb, "GRAM_CHUNK", gram_chunk)
     t, d = 0.05, 7
@@ -146,20 +169,7 @@ def test_gaussian_base_batches_masks_of_either_side(marginal: bool, gram_chunk: 
     op = Inpainting(masks, sigma=0.2)
     state = base.prepare(y, op)
     u0, jac = _check_bijection(base, state, 5, d)
-    a = prior.sde.alpha(torch.tensor(t, dtype=DT))
-    s2 = prior.sde.std(torch.tensor(t, dtype=DT)) ** 2
-    tt = torch.full((d,), t, dtype=DT)
-    for i in range(5):
-        if marginal:
-            mean, cov = linear_gaussian_posterior(prior, Inpainting(masks[i], sigma=0.2), y[i:i + 1])
-            torch.testing.assert_close(u0[i, 0, 0], a * mean.flatten())
-            torch.testing.assert_close(jac[i] @ jac[i].T, a * a * cov + s2 * torch.eye(d, dtype=DT))
-        else:
-            mean, cov = linear_gaussian_posterior(_contracted(prior, t), Inpainting(masks[i], sigma=0.2), y[i:i + 1])
-            cols = u0[i] + jac[i].T.reshape(d, 1, d)
-            jac_x = (prior.denoise(cols, tt) - prior.denoise(u0[i].expand(d, 1, d), tt)).reshape(d, d).T
-            torch.testing.assert_close(jac_x @ jac_x.T, cov)
-        torch.testing.assert_close(state.mean_x[i], mean.flatten())
+    _check_law(prior, t, base, state, u0, jac, y, lambda i: Inpainting(masks[i], sigma=0.2))
     torch.testing.assert_close(state.chol_j[1], state.chol_j[3])
 
 
@@ -719,7 +729,6 @@ def test_dense_gaussian_base_is_exact(name: str, rank: int | None, marginal: boo
     the dense posterior (decoded by the Gaussian's own denoiser: the contracted posterior; marginal:
     u ~ N(a m, a^2 C + s^2 I) with the posterior under S)."""
     from manifold_ps.flows import GaussianBase
-    from manifold_ps.priors.gaussian import linear_gaussian_posterior
 
     t, d = 0.05, 8
     prior = _gaussian(d, rank=rank)
@@ -729,21 +738,7 @@ def test_dense_gaussian_base_is_exact(name: str, rank: int | None, marginal: boo
     state = base.prepare(y, op)
     assert state.chol is not None and state.std is None
     u0, jac = _check_bijection(base, state, 2, d)
-    a = prior.sde.alpha(torch.tensor(t, dtype=DT))
-    s2 = prior.sde.std(torch.tensor(t, dtype=DT)) ** 2
-    tt = torch.full((d,), t, dtype=DT)
-    for i in range(2):
-        if marginal:
-            mean, cov = linear_gaussian_posterior(prior, op, y[i:i + 1])
-            torch.testing.assert_close(u0[i, 0, 0], a * mean.flatten())
-            torch.testing.assert_close(jac[i] @ jac[i].T, a * a * cov + s2 * torch.eye(d, dtype=DT))
-        else:
-            mean, cov = linear_gaussian_posterior(_contracted(prior, t), op, y[i:i + 1])
-            cols = u0[i] + jac[i].T.reshape(d, 1, d)  # u(e_k)
-            jac_x = (prior.denoise(cols, tt) - prior.denoise(u0[i].expand(d, 1, d), tt)).reshape(d, d).T
-            torch.testing.assert_close(prior.denoise(u0[i], tt[:1]), mean)
-            torch.testing.assert_close(jac_x @ jac_x.T, cov)
-        torch.testing.assert_close(state.mean_x[i], mean.flatten())
+    _check_law(prior, t, base, state, u0, jac, y, lambda i: op)
 
 
 def test_dense_gaussian_base_keeps_its_factor_per_operator_and_refuses_large_signals(monkeypatch) -> None:
