@@ -33,6 +33,7 @@ import torch
 
 from manifold_ps.baselines import DPS
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
+from manifold_ps.benchmarking.results import environment_versions
 from manifold_ps.benchmarking.baselines import stage_tuning
 from manifold_ps.benchmarking.pipeline import (build_baselines, score_posterior, stage_gaussian, stage_measurements,
                                                stage_prior, validation_measurements)
@@ -93,7 +94,9 @@ def write_report(report: dict[str, Any], out: Path, stem: str) -> None:
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     lines = [f"# Baselines and DPS sweep: {report['workload']} ({report['profile']} profile)", "",
              f"{report['measurements']} measurements of {report['dataset']}; "
-             f"{', '.join(f'{k} {v}' for k, v in report['protocol'].items())}; device {report['device']}.", "",
+             f"{', '.join(f'{k} {v}' for k, v in report['protocol'].items())}; device {report['device']}"
+             + (f", {report['versions']['cpu']} ({report['versions']['cpu_capability']})"
+                if report.get("versions") else "") + ".", "",
              "| method | PSNR (dB) | PSNR std | SSIM | NFE | time per sample |", "|---|---:|---:|---:|---:|---:|"]
     for name, r in report["methods"].items():
         lines.append(f"| {LABELS.get(name, name)} | {_fmt(r['psnr'])} | {_fmt(r.get('psnr_std'))} | "
@@ -198,8 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workload": workload.name, "task": task.name, "profile": config.profile, "measurements": args.n,
         "protocol": task.description, "dataset": workload.eval_sets[0].dataset,
         "device": f"cpu ({torch.get_num_threads()} threads)", "zeta_budget": zeta_budget,
-        "zeta_steps": args.zeta_steps, "config": config.resolved().to_dict(), "methods": {}, "dps_vs_nfe": {},
-        "dps_vs_zeta": {}}
+        "zeta_steps": args.zeta_steps, "config": config.resolved().to_dict(), "versions": environment_versions(),
+        "methods": {}, "dps_vs_nfe": {}, "dps_vs_zeta": {}}
     stem = report_stem(script, config.profile)
     path = out / f"{stem}.json"
     if path.is_file() and not args.fresh:

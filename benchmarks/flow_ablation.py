@@ -24,12 +24,17 @@ flow. The rows (:data:`ROWS`; ``--rows`` picks some):
   ``marginal-noise-tmin0.005-step0``: that start with the decoder's error drawn, regardless of
   ``y`` or given it); ``gaussian-ntime4``: four
   ELBO time draws per sample; ``gaussian-score``: the prior term's exact gradient (the prior's
-  score at t_min) in place of the ELBO; ``gaussian-score-path``: that, with the path part of
-  the entropy term's gradient only;
+  score at t_min) in place of the ELBO (``gaussian-score-tmin0.005``: at t_min 0.005, the sphere
+  benchmark's flow); ``gaussian-score-path``: that, with the path part of the entropy term's
+  gradient only;
 - ``marginal-step0`` / ``marginal-noise-step0`` / ``marginal`` / ``marginal-noise`` /
   ``marginal-score``: the decoder's error integrated out of the likelihood under the Gaussian's
   law (``flow.likelihood = "marginal"``), on the exact posterior over ``u`` of that model, draws
   ``E[x | u, y]`` or (``-noise``) ``x`` drawn given ``u`` and ``y``; untrained and trained.
+
+A trained row is also paired with the untrained row it starts from (:attr:`Row.start`, same
+seed): the table gives its PSNR gain, measurement by measurement with the same draws of the
+base, with a paired bootstrap interval (or the spread of the seeds' gains).
 
 Rows resume from ``<out>/<row>-s<seed>`` (a finished row is only re-scored), and the report is
 rewritten after each row:
@@ -80,6 +85,7 @@ from manifold_ps.benchmarking.workloads import WORKLOADS, Task, Workload
 from manifold_ps.config import (Config, add_config_arguments, apply_overrides, config_from_args, from_legacy_profile,
                                 read_config, write_config)
 from manifold_ps.flows import AmortizedPosterior
+from manifold_ps.metrics import paired_difference
 from manifold_ps.training import state_digest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,11 +103,13 @@ REFERENCES_VERSION = 2
 class Row:
     """One lever: what it changes (for the table) and its ``section.field`` overrides on top of
     the configuration (``--profile`` / ``--config`` / ``--set``); ``trained=False`` scores the
-    sampler as :func:`~manifold_ps.benchmarking.pipeline.new_flow` builds it, before any step."""
+    sampler as :func:`~manifold_ps.benchmarking.pipeline.new_flow` builds it, before any step;
+    ``start`` names the untrained row a trained one starts from (the table pairs them, seed by seed)."""
 
     description: str
     overrides: dict[str, Any] = field(default_factory=dict)
     trained: bool = True
+    start: str | None = None
 
 
 _PAPER = {"flow.base": "fill", "flow.decode": False, "flow.decoder_noise": False, "flow.t_min": 0.02,
@@ -116,11 +124,11 @@ ROWS: dict[str, Row] = {
                   "marginal, t_min 0.02", {**_PAPER, "flow.decode": True}),
     "gaussian-step0": Row("base: the exact Gaussian posterior over `u = x_{t_min}`, decoded; **untrained** "
                           "(the sampler's own starting point), t_min 0.02", _GAUSSIAN, trained=False),
-    "gaussian": Row("Gaussian-posterior base, decoded, trained; t_min 0.02", _GAUSSIAN),
+    "gaussian": Row("Gaussian-posterior base, decoded, trained; t_min 0.02", _GAUSSIAN, start="gaussian-step0"),
     "gaussian-noise": Row("gaussian, plus decoder noise (the Gaussian's denoising error at t_min)",
                           {**_GAUSSIAN, "flow.decoder_noise": True}),
     "gaussian-tmin0.005": Row("gaussian at t_min 0.005 (less contraction, a noisier ELBO)",
-                              {**_GAUSSIAN, "flow.t_min": 0.005}),
+                              {**_GAUSSIAN, "flow.t_min": 0.005}, start="gaussian-tmin0.005-step0"),
     "gaussian-tmin0.005-step0": Row("gaussian-step0 at t_min 0.005 (the sphere benchmark's t_min); **untrained**",
                                     {**_GAUSSIAN, "flow.t_min": 0.005}, trained=False),
     "gaussian-noise-tmin0.005-step0": Row("gaussian-tmin0.005-step0 plus decoder noise (the Gaussian's denoising "
@@ -134,25 +142,29 @@ ROWS: dict[str, Row] = {
     "gaussian-tmin0.05": Row("gaussian at t_min 0.05 (a steadier ELBO, draws contracted toward the mean)",
                              {**_GAUSSIAN, "flow.t_min": 0.05}),
     "gaussian-ntime4": Row("gaussian with four ELBO time draws per sample (`flow.n_time = 4`)",
-                           {**_GAUSSIAN, "flow.n_time": 4}),
+                           {**_GAUSSIAN, "flow.n_time": 4}, start="gaussian-step0"),
     "gaussian-score": Row("gaussian, the prior term's exact gradient in place of the ELBO: the prior's score at "
                           "t_min, from the decoder pass (`flow.prior_term = score`)",
-                          {**_GAUSSIAN, "flow.prior_term": "score"}),
+                          {**_GAUSSIAN, "flow.prior_term": "score"}, start="gaussian-step0"),
+    "gaussian-score-tmin0.005": Row("gaussian-score at t_min 0.005 (the sphere benchmark's flow)",
+                                    {**_GAUSSIAN, "flow.prior_term": "score", "flow.t_min": 0.005},
+                                    start="gaussian-tmin0.005-step0"),
     "gaussian-score-path": Row("gaussian-score, with only the path part of the entropy term's gradient "
                                "(`flow.entropy_gradient = path`): each draw's gradient vanishes where the sampler "
                                "equals the target", {**_GAUSSIAN, "flow.prior_term": "score",
-                                                     "flow.entropy_gradient": "path"}),
+                                                     "flow.entropy_gradient": "path"},
+                               start="gaussian-step0"),
     "marginal-step0": Row("the decoder's error integrated out of the likelihood under the Gaussian's law "
                           "(`flow.likelihood = marginal`): base the exact posterior over `u` of that model, draws "
                           "`E[x | u, y]`; **untrained**", {**_MARGINAL}, trained=False),
     "marginal-noise-step0": Row("marginal-step0 with the decoder's error drawn given `y` (`flow.decoder_noise`): "
                                 "on a Gaussian teacher exactly its posterior; **untrained**",
                                 {**_MARGINAL, "flow.decoder_noise": True}, trained=False),
-    "marginal": Row("marginal likelihood and base, trained (ELBO prior term)", _MARGINAL),
+    "marginal": Row("marginal likelihood and base, trained (ELBO prior term)", _MARGINAL, start="marginal-step0"),
     "marginal-noise": Row("marginal, trained, draws with the decoder's error given `y`",
-                          {**_MARGINAL, "flow.decoder_noise": True}),
+                          {**_MARGINAL, "flow.decoder_noise": True}, start="marginal-noise-step0"),
     "marginal-score": Row("marginal, trained with the prior's score at t_min in place of the ELBO",
-                          {**_MARGINAL, "flow.prior_term": "score"}),
+                          {**_MARGINAL, "flow.prior_term": "score"}, start="marginal-step0"),
 }
 """Row name -> :class:`Row`. Every row sets each lever, so a change of the profile's flow defaults
 changes no row."""
@@ -195,14 +207,15 @@ def setting(workload_name: str, config: Config, base_out: Path) -> Setting:
 def score_flow(s: Setting, posterior: AmortizedPosterior, seed: int, n_posterior: int | None = None
                ) -> dict[str, dict[str, float]]:
     """``aps_n1`` and ``aps_n128`` of ``posterior`` on the held-out measurements, as the benchmark
-    run with seed ``seed`` scores its flow (same function, keywords and generator)."""
+    run with seed ``seed`` scores its flow (same function, keywords and generator), each with the
+    PSNR of every measurement (``per_measurement``, for the paired differences of the table)."""
     c = s.config.eval
     g = torch.Generator(s.device).manual_seed(seed + c.seed_offset)
     scores, _ = score_posterior(posterior, s.held.x, s.held.y, s.held.operator,
                                 n_posterior=c.n_posterior if n_posterior is None else n_posterior,
                                 batch_size=c.batch_size, chunk=c.chunk, generator=g,
                                 **score_arguments(s.workload, s.held))
-    return {k: v.to_dict() for k, v in scores.items()}
+    return {k: {**v.to_dict(), "per_measurement": [float(p) for p in v.per_measurement]} for k, v in scores.items()}
 
 
 def _untrained(s: Setting, config: Config, folder: Path) -> AmortizedPosterior:
@@ -450,12 +463,37 @@ def _ratio(entries: list[dict[str, float]] | None) -> str:
 
 
 def _table_row(label: str, what: str, seeds: str, ones: list[dict[str, float]] | None,
-               means: list[dict[str, float]] | None, minutes: str, steps: str, cover: str | None = None) -> str:
+               means: list[dict[str, float]] | None, minutes: str, steps: str, cover: str | None = None,
+               paired: str = "–") -> str:
     """One line of the table: ``ones`` score the one-draw column, ``means`` the rest."""
     cells = [label, what, seeds, _psnr_cell(ones) if ones else "–", _psnr_cell(means) if means else "–",
              _pair(means, "std_missing", "std_observed", 3), _ratio(means),
-             _pair(means, "coverage90", "coverage90_missing", 2) if cover is None else cover, minutes, steps]
+             _pair(means, "coverage90", "coverage90_missing", 2) if cover is None else cover, paired, minutes, steps]
     return "| " + " | ".join(cells) + " |"
+
+
+def _paired_cell(rows: list[dict[str, Any]], starts: dict[int, dict[str, Any]], groups: list[int] | None) -> str:
+    """PSNR of trained ``rows`` minus that of their untrained start (``starts``: seed -> row), one
+    draw / mean, each on the same measurements with the same draws of the base: the mean
+    difference with its paired 95% bootstrap interval (one seed; resampling ``groups`` together),
+    or mean ± sd of the per-seed differences. ``–`` where no seed has both rows scored."""
+    diffs: dict[str, list[tuple[float, float, float]]] = {"aps_n1": [], "aps_n128": []}
+    for r in rows:
+        start = starts.get(r["seed"])
+        if start is None:
+            continue
+        for key, found in diffs.items():
+            a, b = r["methods"][key].get("per_measurement"), start["methods"][key].get("per_measurement")
+            if a is None or b is None or len(a) != len(b):
+                break
+            found.append(paired_difference(torch.tensor(a), torch.tensor(b),
+                                           groups=None if groups is None else torch.tensor(groups)))
+    if not diffs["aps_n1"] or len(diffs["aps_n1"]) != len(diffs["aps_n128"]):
+        return "–"
+    if len(diffs["aps_n1"]) == 1:
+        return " / ".join(f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for m, lo, hi in (d[0] for d in diffs.values()))
+    return " / ".join(f"{statistics.mean(m for m, _, _ in d):+.2f} ± {statistics.stdev(m for m, _, _ in d):.2f}"
+                      for d in diffs.values())
 
 
 def _mean_entry(entries: list[dict[str, float]]) -> dict[str, float]:
@@ -469,9 +507,11 @@ def _budget(r: dict[str, Any]) -> str:
 
 
 def write_report(results: list[dict[str, Any]], ref: dict[str, Any], bench: dict[str, Any] | None, out: Path,
-                 stem: str, *, workload: str, task: str, profile: str, n_posterior: int, tag: str | None = None) -> None:
+                 stem: str, *, workload: str, task: str, profile: str, n_posterior: int, tag: str | None = None,
+                 groups: list[int] | None = None) -> None:
     """``<stem>.json``, ``<stem>.md``, ``figures/<stem>-calibration.png`` and, with curves,
-    ``<stem>.png`` in ``out`` (a ``tag`` is named in the title)."""
+    ``<stem>.png`` in ``out`` (a ``tag`` is named in the title; ``groups``: the held-out
+    measurements' groups, resampled together in the paired intervals)."""
     by_row: dict[str, list[dict[str, Any]]] = {}
     for r in sorted(results, key=lambda r: (list(ROWS).index(r["row"]), r["seed"])):
         by_row.setdefault(r["row"], []).append(r)
@@ -487,19 +527,24 @@ def write_report(results: list[dict[str, Any]], ref: dict[str, Any], bench: dict
         + " and is scored as the benchmark scores its flow (`score_posterior`): one draw, and the mean of "
         f"{n_posterior} draws, with 95% bootstrap intervals (mean ± sd over seeds when there are several); the mean "
         f"posterior std of the draws on missing / observed vertices and their ratio; the coverage of the draws' "
-        "central 90% intervals over all / missing vertices. The references below the rows are scored on the same "
+        "central 90% intervals over all / missing vertices; for a trained row, its PSNR minus that of the untrained "
+        "sampler it starts from, measurement by measurement with the same draws of the base (paired 95% bootstrap "
+        "interval, or mean ± sd of the seeds' differences). The references below the rows are scored on the same "
         "measurements in the same run.", "",
         f"| row | what changes | seeds | PSNR one draw (dB) | PSNR mean of {n_posterior} (dB) | std missing / observed "
-        "| ratio | cover 90% all / missing | train min | steps |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ratio | cover 90% all / missing | Δ vs untrained start: one draw / mean (dB) | train min | steps |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rs in by_row.items():
         what = rs[0]["description"]
         if shared is None and rs[0]["schedule"]:
             what += f"; {' / '.join(sorted({_budget(r) for r in rs}))}"
+        start = ROWS[name].start
+        paired = _paired_cell(rs, {r["seed"]: r for r in by_row.get(start, [])}, groups) if start else "–"
         lines.append(_table_row(name, what, ",".join(str(r["seed"]) for r in rs),
                                 [r["methods"]["aps_n1"] for r in rs], [r["methods"]["aps_n128"] for r in rs],
-                                _cell([r["train_minutes"] for r in rs], 1), _cell([r["train_steps"] for r in rs], 0)))
+                                _cell([r["train_minutes"] for r in rs], 1), _cell([r["train_steps"] for r in rs], 0),
+                                paired=paired))
     if bench is not None:
         f = bench["flow"]
         what = (f"the benchmark's flow, `benchmarks/{bench['script']}.py`: base {f.get('base', 'fill')}, decode "
@@ -543,8 +588,8 @@ def write_report(results: list[dict[str, Any]], ref: dict[str, Any], bench: dict
         curve.unlink()
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (out / f"{stem}.json").write_text(json.dumps({"workload": workload, "task": task, "profile": profile,
-                                                  "n_posterior": n_posterior, "references": ref, "benchmark": bench,
-                                                  "rows": results}, indent=1))
+                                                  "n_posterior": n_posterior, "groups": groups, "references": ref,
+                                                  "benchmark": bench, "rows": results}, indent=1))
 
 
 def _plot_calibration(by_row: dict[str, list[dict[str, Any]]], ref: dict[str, Any], bench: dict[str, Any] | None,
@@ -653,14 +698,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise FileNotFoundError(f"--table-only rewrites {report}, which is not there yet")
         stored = json.loads(report.read_text())
         ref, bench = stored["references"], stored["benchmark"]
-        common = {**{k: stored[k] for k in ("workload", "task", "profile", "n_posterior")}, "tag": args.tag}
+        common = {**{k: stored[k] for k in ("workload", "task", "profile", "n_posterior")}, "tag": args.tag,
+                  "groups": stored.get("groups")}
         write_report(previous, ref, bench, out, stem, **common)
     else:
         s = setting(args.workload, config, base_out)
         ref = references(s, out, args.dps_measurements)
         bench = benchmark_row(s)
         common = dict(workload=s.workload.name, task=s.task.name, profile=config.profile,
-                      n_posterior=config.eval.n_posterior, tag=args.tag)
+                      n_posterior=config.eval.n_posterior, tag=args.tag,
+                      groups=None if s.held.groups is None else [int(k) for k in s.held.groups])
         for name in args.rows:
             for seed in args.seeds:
                 _log(f"row {name}, seed {seed}")

@@ -174,6 +174,10 @@ def test_dps_sweep_reports_every_method_and_resumes(tmp_path: Path, data_dir: Pa
     assert json.loads((out / f"{stem}.json").read_text()) == json.loads(json.dumps(report))
     md = (out / f"{stem}.md").read_text()
     assert sum(line.startswith("|---") for line in md.splitlines()) == 3 and f"]({stem}.png)" in md and (out / f"{stem}.png").is_file()
+    # its times are only comparable on one processor: the report names it
+    import torch
+    assert report["versions"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert f"{report['versions']['cpu']} ({report['versions']['cpu_capability']})" in md
     # the baselines' settings were chosen on the benchmark's validation measurements, not on these
     tuning = json.loads((out / "inpainting" / "tuning.json").read_text())
     assert "validation" in report["tuning"] and str(tuning["request"]["measurements"]) in report["tuning"]
@@ -370,6 +374,17 @@ def test_flow_ablation_scores_every_row_as_the_benchmark_scores_its_flow(
     for label in ("| gaussian-step0 |", "| ref: Gaussian posterior |", "| ref: harmonic |", "| ref: DPS |"):
         assert label in md, label
     assert (out / "figures" / f"{stem}-calibration.png").is_file() and "figures/" + stem + "-calibration.png" in md
+    # a trained row is paired with the untrained sampler it starts from: the mean of its per-measurement
+    # differences is the difference of the two rows' PSNRs, inside its interval; rows without a start get none
+    cells = {line.split(" | ")[0][2:]: line.split(" | ") for line in md.splitlines() if line.startswith("| ")}
+    assert "Δ vs untrained start" in header and cells["paper"][8] == "–" and cells["gaussian-step0"][8] == "–"
+    for key, half in (("aps_n1", 0), ("aps_n128", 1)):
+        trained, start = rows["gaussian"]["methods"][key], rows["gaussian-step0"]["methods"][key]
+        assert len(trained["per_measurement"]) == 4 and sum(trained["per_measurement"]) / 4 == pytest.approx(
+            trained["psnr"], rel=1e-12)
+        mean, interval = cells["gaussian"][8].split(" / ")[half].split(" ", 1)
+        low, high = (float(v) for v in interval.strip("[]").split(", "))
+        assert float(mean) == pytest.approx(trained["psnr"] - start["psnr"], abs=0.006) and low <= float(mean) <= high
 
     # the untrained row is the sampler that stage_flow starts from, scored by score_posterior with
     # the benchmark's keywords and generator: rebuilt here, it gives the row's numbers
