@@ -25,7 +25,7 @@ if __name__ == "__main__":
                    # The decoded sampler takes ~0.4 steps/s on these 4140 vertices on 2 cores: a 120-step
                    # cosine schedule ends within the imputation task's 6.7 minutes instead of being cut at
                    # full learning rate (450 steps were cut at 147). Its peak learning rate stays 5e-4, the rate
-                   # of the committed sphere results, while the profile's 2e-3 is measured on the sphere
-                   # (benchmarks/results/flow_ablation-era5_imputation-cpu-lr*.md)
+                   # of the committed sphere results: here the profile's 2e-3 changes nothing, the flow ends
+                   # where it starts at either rate (benchmarks/results/flow_ablation-era5_imputation-cpu-lr*.md)
                    profile_defaults={"cpu": {"eval.dps_nfe": 100, "flow.t_min": 0.005, "flow.train_steps": 120,
                                              "flow.lr": 5e-4}})
