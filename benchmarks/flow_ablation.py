@@ -548,7 +548,8 @@ def write_report(results: list[dict[str, Any]], ref: dict[str, Any], bench: dict
     if bench is not None:
         f = bench["flow"]
         what = (f"the benchmark's flow, `benchmarks/{bench['script']}.py`: base {f.get('base', 'fill')}, decode "
-                f"{str(f.get('decode', False)).lower()}, t_min {f['t_min']:g}, {bench['schedule']}-step schedule")
+                f"{str(f.get('decode', False)).lower()}, t_min {f['t_min']:g}, {bench['schedule']}-step schedule"
+                + (f" at lr {f['lr']:g}" if "lr" in f else ""))
         lines.append(_table_row(bench["row"], what, str(bench["seed"]), [bench["methods"]["aps_n1"]],
                                 [bench["methods"]["aps_n128"]], _cell([bench["train_minutes"]], 1),
                                 str(bench["train_steps"])))
