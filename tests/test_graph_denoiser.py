@@ -67,6 +67,42 @@ def test_chebconv_is_the_chebyshev_polynomial_filter() -> None:
     torch.testing.assert_close(conv(x, sparse_operator(index, weight, N)), expected)
 
 
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_chebconv_is_the_linear_layer_on_the_stacked_terms(order: int) -> None:
+    """The term-by-term sum equals the linear layer applied to the ``K`` Chebyshev terms stacked
+    along the channels, and its gradient is the finite-difference one."""
+    index, weight = _random_graph()
+    a = sparse_operator(index, weight, N)
+    dense = a.to_dense()
+    conv = ChebConv(3, 5, order).double()
+    _randomize(conv)
+    x = torch.randn(N, 4, 3, dtype=torch.float64)
+    terms = [x, torch.einsum("ij,jbc->ibc", dense, x)][:order]
+    while len(terms) < order:
+        terms.append(2 * torch.einsum("ij,jbc->ibc", dense, terms[-1]) - terms[-2])
+    torch.testing.assert_close(conv(x, a), conv.linear(torch.cat(terms, dim=-1)))
+
+    def call(v: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        return torch.func.functional_call(conv, {"linear.weight": w, "linear.bias": b}, (v, a))
+
+    inputs = (x, conv.linear.weight.detach(), conv.linear.bias.detach())
+    assert torch.autograd.gradcheck(call, tuple(t.clone().requires_grad_() for t in inputs))
+
+
+def test_group_norm_without_autograd_is_the_fused_kernel() -> None:
+    """The node-major statistics used without autograd equal ``nn.GroupNorm`` on ``(B, C, N)``."""
+    from manifold_ps.priors.graph import _GroupNorm
+
+    norm = _GroupNorm(12, 4).double()
+    _randomize(norm)
+    h = 3.0 * torch.randn(N, 5, 12, dtype=torch.float64) + 2.0
+    with torch.no_grad():
+        fast = norm(h)
+    expected = nn.functional.group_norm(h.permute(1, 2, 0), 4, norm.weight, norm.bias, norm.eps).permute(2, 0, 1)
+    torch.testing.assert_close(fast, expected.detach())
+    torch.testing.assert_close(norm(h.requires_grad_()), expected)
+
+
 def test_graph_denoiser_commutes_with_relabelling() -> None:
     index, weight = _random_graph()
     kwargs = dict(hidden=8, depth=2, order=3, time_embedding_dim=16, groups=4)
