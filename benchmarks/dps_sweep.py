@@ -8,6 +8,11 @@ denoising). The measurements are the first ``--n`` held-out signals, simulated w
 The configuration is the benchmark's (``--profile``, ``--config``, ``--set`` as there). Each
 finished entry is saved at once, so an interrupted sweep resumes where it stopped.
 
+It ends with the spread of the draws (:func:`draw_spread`): ``--spread-k`` draws of ours, of the
+exact Gaussian posterior and of the benchmark's DPS on the first ``--spread-n`` measurements,
+whether they spread as far as their mean's error. A sampler of the posterior scores one draw about
+3 dB below the mean of many; one that scores its draw close to its mean draws too narrowly.
+
     python benchmarks/dps_sweep.py --workload bunny-mnist --n 64
     python benchmarks/dps_sweep.py --workload era5-imputation --n 64
     python benchmarks/dps_sweep.py --workload image-restoration --n 64 --nfe --budgets --methods tweedie
@@ -40,6 +45,7 @@ from manifold_ps.benchmarking.pipeline import (build_baselines, score_posterior,
 from manifold_ps.benchmarking.workloads import WORKLOADS
 from manifold_ps.config import add_config_arguments, config_from_args
 from manifold_ps.flows import AmortizedPosterior
+from manifold_ps.metrics import paired_ratio, project
 
 LABELS = {"aps_n1": "ours, N=1", "aps_n128": "ours, mean of N=128", "dps": "DPS", "mcg": "MCG",
           "gaussian": "Gaussian posterior, one exact draw",
@@ -55,6 +61,50 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 def _time(s: float) -> str:
     return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def draw_spread(sampler: Any, x: torch.Tensor, y: torch.Tensor, operator: Any, *, k: int, batch_size: int,
+                generator: torch.Generator, data_range: tuple[float, float] | None = None,
+                image_shape: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Whether a sampler's draws spread as far as its error: ``k`` draws per measurement.
+
+    For measurement ``i`` with draws ``d_1..d_k`` (projected onto ``data_range`` as scored), their
+    mean ``m_i``, spread ``s_i^2 = sum_j ||d_j - m_i||^2 / (k - 1)`` and error ``e_i^2 = ||m_i -
+    x_i||^2``, the dispersion ratio is ``(1 + 1/k) sum_i s_i^2 / sum_i e_i^2``. A sampler of the
+    posterior the signals were drawn from has expected spread ``tr Cov(x | y)`` and expected error
+    ``(1 + 1/k) tr Cov(x | y)``: its ratio is 1 up to sampling error. Below 1 the draws are too
+    close together (their intervals too narrow; one draw scores close to the mean), above 1 too
+    far apart. For such a sampler one draw's squared error is twice the posterior mean's (3 dB).
+
+    Args:
+        sampler: Any posterior sampler.
+        x: Ground truth ``(B, C, V)``; y: measurements ``(B, ...)``; operator: their operator.
+        k: Draws per measurement (``>= 2``).
+        batch_size: Measurements per call.
+        generator: Source of randomness.
+        data_range: Project the draws onto this range first (as the benchmark scores them).
+        image_shape: ``(H, W)`` for SSIM on grids.
+
+    Returns:
+        ``{"k", "psnr_one", "psnr_mean", "ratio", "ratio_low", "ratio_high", "seconds_per_sample",
+        "nfe"}``: the PSNR of the first draw and of the mean of ``k``, and the ratio with its paired
+        95% bootstrap interval.
+    """
+    if k < 2:
+        raise ValueError(f"the spread of the draws needs k >= 2 draws, got {k}")
+    out = run_sampler(sampler, y, operator, n=k, batch_size=batch_size, keep=k, generator=generator)
+    draws = project(out.kept, data_range)
+    mean = draws.mean(1)
+    spread = draws.var(1).flatten(1).sum(1).double()
+    error = (mean - x).flatten(1).square().sum(1).double()
+    ratio, low, high = paired_ratio(spread, error)
+    scale = 1.0 + 1.0 / k
+    common = dict(seconds_per_sample=out.seconds_per_sample, nfe=out.nfe, image_shape=image_shape,
+                  data_range=data_range)
+    return {"k": k, "psnr_one": score_estimate(draws[:, 0], x, **common).psnr,
+            "psnr_mean": score_estimate(mean, x, **common).psnr, "ratio": scale * ratio,
+            "ratio_low": scale * low, "ratio_high": scale * high,
+            "seconds_per_sample": out.seconds_per_sample, "nfe": out.nfe}
 
 
 def report_stem(script: str, profile: str) -> str:
@@ -114,6 +164,20 @@ def write_report(report: dict[str, Any], out: Path, stem: str) -> None:
                   "|---|---:|---:|---:|"]
         lines += [f"| {LABELS[k]} | {_time(r['seconds_per_sample'])} | {_fmt(r.get('vs_reference'), 0)} | "
                   f"{_fmt(r.get('vs_benchmark'), 0)} |" for k, r in speed.items()]
+    if report.get("spread"):
+        first = next(iter(report["spread"].values()))
+        lines += ["", f"Spread of the draws: {first['k']} draws on each of the first {first['measurements']} "
+                      "measurements, PSNR of one draw and of their mean, and the dispersion ratio "
+                      "(1 + 1/k) sum s^2 / sum e^2 of the draws' spread s^2 around their mean to the mean's squared "
+                      "error e^2, with its paired 95% bootstrap interval. Draws from the posterior the signals "
+                      "come from give 1, and one draw 3 dB below the mean of many; below 1 the draws are too "
+                      "close together.", "",
+                  f"| sampler | one draw (dB) | mean of {first['k']} (dB) | dispersion ratio [95% CI] | "
+                  "time per sample |", "|---|---:|---:|---:|---:|"]
+        names = {"aps": "ours", "gaussian": "Gaussian posterior (exact draws)", "dps": "DPS (benchmark settings)"}
+        lines += [f"| {names.get(k, k)} | {_fmt(r['psnr_one'])} | {_fmt(r['psnr_mean'])} | "
+                  f"{r['ratio']:.2f} [{r['ratio_low']:.2f}, {r['ratio_high']:.2f}] | {_time(r['seconds_per_sample'])} |"
+                  for k, r in report["spread"].items()]
     if report["dps_vs_nfe"]:
         lines += ["", f"DPS against NFE (step budget zeta * steps = {report['zeta_budget']:g}):", "",
                   "| NFE | zeta | PSNR (dB) | time per sample |", "|---:|---:|---:|---:|"]
@@ -169,6 +233,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--budgets", type=float, nargs="*", default=[25, 100, 250, 1000, 4000],
                    help="zeta * steps values scanned at --zeta-steps steps (none: skip)")
     p.add_argument("--zeta-steps", type=int, default=200)
+    p.add_argument("--spread-k", type=int, default=8,
+                   help="draws per measurement for the spread of the draws of ours, the Gaussian posterior and "
+                        "the benchmark's DPS (0: skip)")
+    p.add_argument("--spread-n", type=int, default=16, help="measurements (the first) for the spread of the draws")
     p.add_argument("--methods", nargs="*", default=None,
                    help="baselines to run (default: all that apply to the task)")
     p.add_argument("--base-out", type=Path, default=None, help="the benchmark's folder (default runs/<script>)")
@@ -202,14 +270,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "protocol": task.description, "dataset": workload.eval_sets[0].dataset,
         "device": f"cpu ({torch.get_num_threads()} threads)", "zeta_budget": zeta_budget,
         "zeta_steps": args.zeta_steps, "config": config.resolved().to_dict(), "versions": environment_versions(),
-        "methods": {}, "dps_vs_nfe": {}, "dps_vs_zeta": {}}
+        "methods": {}, "dps_vs_nfe": {}, "dps_vs_zeta": {}, "spread": {}}
     stem = report_stem(script, config.profile)
     path = out / f"{stem}.json"
     if path.is_file() and not args.fresh:
         old = json.loads(path.read_text())
         same = all(old.get(k) == report[k] for k in ("workload", "task", "profile", "measurements", "zeta_steps"))
         if same:
-            for key in ("methods", "dps_vs_nfe", "dps_vs_zeta"):
+            for key in ("methods", "dps_vs_nfe", "dps_vs_zeta", "spread"):
                 report[key] = old.get(key, {})
             print(f"resuming from {path}", flush=True)
 
@@ -232,8 +300,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # the amortized flow of the benchmark run, when it exists
     flow_file = base / task.name / "posterior.pt"
-    if (base / task.name / "complete").is_file() and not {"aps_n1", "aps_n128"} <= report["methods"].keys():
+    posterior = None
+    if (base / task.name / "complete").is_file():
         posterior = AmortizedPosterior.load(flow_file, fingerprint=workload.geometry.fingerprint()).eval()
+    if posterior is not None and not {"aps_n1", "aps_n128"} <= report["methods"].keys():
         scores, _ = score_posterior(posterior, x, y, op, n_posterior=config.eval.n_posterior, batch_size=args.n,
                                     generator=torch.Generator().manual_seed(7), image_shape=img,
                                     data_range=workload.data_range)
@@ -278,6 +348,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report["methods"]["dps"] = swept  # same sampler, same seed: not rerun
             continue
         evaluate("methods", name, sampler)
+
+    if args.spread_k:
+        n_spread = min(args.spread_n, args.n)
+        print(f"Spread of {args.spread_k} draws on the first {n_spread} measurements:", flush=True)
+        idx = torch.arange(n_spread)
+        spread_samplers = {"aps": posterior, "gaussian": samplers.get("gaussian"), "dps": samplers.get("dps")}
+        for name, sampler in spread_samplers.items():
+            if sampler is None or name in report["spread"]:
+                continue
+            tic = time.strftime("%H:%M:%S")
+            r = draw_spread(sampler, x[idx], y[idx], op.select(idx), k=args.spread_k,
+                            batch_size=min(config.eval.batch_size, n_spread),
+                            generator=torch.Generator().manual_seed(11), data_range=workload.data_range,
+                            image_shape=img)
+            report["spread"][name] = {**r, "measurements": n_spread}
+            write_report(report, out, stem)
+            print(f"  [{tic}] {name:10s} one draw {r['psnr_one']:6.2f}  mean of {r['k']} {r['psnr_mean']:6.2f}  "
+                  f"dispersion ratio {r['ratio']:.2f} [{r['ratio_low']:.2f}, {r['ratio_high']:.2f}]", flush=True)
     write_report(report, out, stem)
     print((out / f"{stem}.md").read_text())
     return report

@@ -173,7 +173,13 @@ def test_dps_sweep_reports_every_method_and_resumes(tmp_path: Path, data_dir: Pa
     stem = "dps_sweep-bunny_mnist-smoke"
     assert json.loads((out / f"{stem}.json").read_text()) == json.loads(json.dumps(report))
     md = (out / f"{stem}.md").read_text()
-    assert sum(line.startswith("|---") for line in md.splitlines()) == 3 and f"]({stem}.png)" in md and (out / f"{stem}.png").is_file()
+    assert sum(line.startswith("|---") for line in md.splitlines()) == 4 and f"]({stem}.png)" in md and (out / f"{stem}.png").is_file()
+    # the spread of k draws of the exact Gaussian posterior and of DPS, on the same measurements
+    assert {"gaussian", "dps"} <= report["spread"].keys()
+    for name, r in report["spread"].items():
+        assert r["k"] == 8 and r["measurements"] == 3, name
+        assert 0 < r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and math.isfinite(r["psnr_mean"]), name
+        assert f"{r['ratio']:.2f} [{r['ratio_low']:.2f}, {r['ratio_high']:.2f}]" in md, name
     # its times are only comparable on one processor: the report names it
     import torch
     assert report["versions"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
@@ -200,6 +206,50 @@ def test_dps_sweep_reports_every_method_and_resumes(tmp_path: Path, data_dir: Pa
         _sweep(out, "--n", "100000", "--nfe", "--budgets")
     with pytest.raises(ValueError, match="tweedie.*do not apply"):
         _sweep(out, "--n", "3", "--nfe", "--budgets", "--methods", "tweedie")
+
+
+class _ShiftedDraws:
+    """Draws ``x + s eta + c s eps`` with ``eta`` fixed per measurement (``y`` holds ``x + s eta``):
+    for ``c = 1`` a sampler of the posterior the truth was drawn from (both ``N(x + s eta, s^2 I)``
+    given ``y``, by symmetry), for ``c < 1`` one whose draws are ``c`` times too close together."""
+
+    nfe = 0
+
+    def __init__(self, s: float, c: float) -> None:
+        self.s, self.c = s, c
+
+    def sample(self, y, operator, n, *, generator=None):
+        import torch
+
+        eps = torch.randn(y.shape[0], n, *y.shape[1:], generator=generator, dtype=y.dtype)
+        return y[:, None] + self.c * self.s * eps
+
+
+@pytest.mark.parametrize("c", [1.0, 0.5])
+def test_draw_spread_is_one_for_posterior_draws_and_c_squared_for_narrow_ones(c: float) -> None:
+    import importlib.util
+
+    import torch
+    from manifold_ps.operators import Denoising
+
+    spec = importlib.util.spec_from_file_location("dps_sweep_spread", ROOT / "benchmarks" / "dps_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 1, 50, generator=g, dtype=torch.float64)
+    s = 0.1
+    y = x + s * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    r = module.draw_spread(_ShiftedDraws(s, c), x, y, Denoising(50, sigma=s), k=4, batch_size=100,
+                           generator=torch.Generator().manual_seed(1))
+    # error of the mean of k: s^2 (1 + c^2 / k) per entry; spread: c^2 s^2
+    expected = (1 + 1 / 4) * c**2 / (1 + c**2 / 4)
+    assert r["ratio_low"] < expected < r["ratio_high"] and r["ratio"] == pytest.approx(expected, rel=0.05)
+    # one posterior draw is 3 dB below the mean of many; the mean of k = 4 lies 10 log10(2 / 1.25) above one draw
+    gap = 10 * math.log10((1 + c**2) / (1 + c**2 / 4))
+    assert r["psnr_mean"] - r["psnr_one"] == pytest.approx(gap, abs=0.15)
+    with pytest.raises(ValueError, match="k >= 2"):
+        module.draw_spread(_ShiftedDraws(s, c), x, y, Denoising(50, sigma=s), k=1, batch_size=100,
+                           generator=torch.Generator().manual_seed(1))
 
 
 def test_dps_sweep_speed_table_divides_dps_time_by_ours() -> None:
