@@ -47,7 +47,7 @@ import torch
 from manifold_ps.benchmarking.evaluate import SamplerOutput, run_sampler, score_estimate
 from manifold_ps.benchmarking.pipeline import (Measured, new_flow, score_arguments, stage_flow, stage_measurements,
                                                stage_prior)
-from manifold_ps.benchmarking.workloads import WORKLOADS
+from manifold_ps.benchmarking.workloads import WORKLOADS, profile_defaults
 from manifold_ps.config import Config, add_config_arguments, config_from_args
 from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, fit_single, truncate_gaussian
 
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.measurements < 1 or args.budget <= 0 or any(not 0 < f for f in args.fractions):
         raise ValueError("--measurements >= 1, --budget > 0 and positive --fractions are needed")
     script = args.workload.replace("-", "_")
-    config = config_from_args(args)
+    config = config_from_args(args, defaults=profile_defaults(args.workload, args.profile))
     args.base_out = args.base_out or Path("runs") / script
     out = args.out or Path("runs") / f"amortization-{script}"
     stem = report_stem(script, config.profile)

@@ -42,7 +42,7 @@ from manifold_ps.benchmarking.results import environment_versions
 from manifold_ps.benchmarking.baselines import stage_tuning
 from manifold_ps.benchmarking.pipeline import (build_baselines, score_posterior, stage_gaussian, stage_measurements,
                                                stage_prior, validation_measurements)
-from manifold_ps.benchmarking.workloads import WORKLOADS
+from manifold_ps.benchmarking.workloads import WORKLOADS, profile_defaults
 from manifold_ps.config import add_config_arguments, config_from_args
 from manifold_ps.flows import AmortizedPosterior
 from manifold_ps.metrics import paired_ratio, project
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     # the benchmark run's configuration, as it ran (its measurements, tuning and flow are reused):
     # --n only chooses how many of its held-out signals this sweep measures
-    bench = config_from_args(args)
+    bench = config_from_args(args, defaults=profile_defaults(args.workload, args.profile))
     # held-out sets may measure each field twice: ask for enough fields to have --n measurements
     config = replace(bench, eval=replace(bench.eval, n_eval=2 * args.n))
     workload = WORKLOADS[args.workload](config)

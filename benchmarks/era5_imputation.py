@@ -17,20 +17,6 @@ from manifold_ps.benchmarking.cli import benchmark_main
 from manifold_ps.benchmarking.workloads import sphere_temperature
 
 if __name__ == "__main__":
-    benchmark_main("era5_imputation", sphere_temperature, description=__doc__,
-                   # DPS and MCG at 100 NFE: the DPS sweep on held-out CMIP6 fields shows no loss against
-                   # 1000 (benchmarks/results/dps_sweep-era5_imputation-cpu.md); t_min 0.005 was the best row
-                   # of the paper sampler's sphere flow ablation (commit 0e1de95; the committed table now holds
-                   # the decoded sampler's rows, benchmarks/results/flow_ablation-era5_imputation-cpu.md).
-                   # The decoded sampler takes ~0.4 steps/s on these 4140 vertices on 2 cores: a 120-step
-                   # cosine schedule ends within the imputation task's 6.7 minutes instead of being cut at
-                   # full learning rate (450 steps were cut at 147). Its peak learning rate stays 5e-4, the rate
-                   # of the committed sphere results: here the profile's 2e-3 changes nothing, the flow ends
-                   # where it starts at either rate (benchmarks/results/flow_ablation-era5_imputation-cpu-lr*.md).
-                   # The decoder's error is integrated out of the likelihood and drawn given `y`
-                   # (`flow.likelihood = marginal`, `flow.decoder_noise`): without it the draws cover 0.81 of
-                   # the missing points at 90%, with it 0.88, the mean unchanged within 0.05 dB
-                   # (benchmarks/results/flow_ablation-era5_imputation-cpu-decoder-noise.md)
-                   profile_defaults={"cpu": {"eval.dps_nfe": 100, "flow.t_min": 0.005, "flow.train_steps": 120,
-                                             "flow.lr": 5e-4, "flow.likelihood": "marginal",
-                                             "flow.decoder_noise": True}})
+    # the cpu profile's settings of this workload (DPS at 100 NFE, t_min 0.005, the 120-step flow, the
+    # decoder's error drawn) are in manifold_ps.benchmarking.workloads.PROFILE_DEFAULTS
+    benchmark_main("era5_imputation", sphere_temperature, description=__doc__)

@@ -81,7 +81,7 @@ from manifold_ps.benchmarking.pipeline import (Measured, build_baselines, flow_r
                                                score_gaussian, score_posterior, stage_flow, stage_gaussian,
                                                stage_measurements, stage_prior, tune_smoothing,
                                                validation_measurements)
-from manifold_ps.benchmarking.workloads import WORKLOADS, Task, Workload
+from manifold_ps.benchmarking.workloads import WORKLOADS, Task, Workload, profile_defaults
 from manifold_ps.config import (Config, add_config_arguments, apply_overrides, config_from_args, from_legacy_profile,
                                 read_config, write_config)
 from manifold_ps.flows import AmortizedPosterior
@@ -684,7 +684,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help=f"copy the report into DIR (default {RESULTS.relative_to(ROOT)}/)")
     args = p.parse_args(argv)
     script = args.workload.replace("-", "_")
-    config = config_from_args(args)
+    config = config_from_args(args, defaults=profile_defaults(args.workload, args.profile))
     base_out = args.base_out or Path("runs") / script
     out = args.out or Path("runs") / f"flow_ablation-{script}"
     out.mkdir(parents=True, exist_ok=True)

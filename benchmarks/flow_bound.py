@@ -37,6 +37,7 @@ from scipy.stats import bootstrap
 
 import flow_ablation as fa
 from manifold_ps.benchmarking.pipeline import new_flow
+from manifold_ps.benchmarking.workloads import profile_defaults
 from manifold_ps.config import add_config_arguments, apply_overrides, config_from_args
 from manifold_ps.flows import AmortizedPosterior, reverse_kl_loss
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ablation", type=Path, required=True, help="the flow ablation's folder (trained rows)")
     p.add_argument("--commit", type=Path, nargs="?", const=fa.RESULTS, default=None, metavar="DIR")
     args = p.parse_args(argv)
-    config = config_from_args(args)
+    config = config_from_args(args, defaults=profile_defaults(args.workload, args.profile))
     s = fa.setting(args.workload, config, args.base_out)
     stem = f"flow_bound-{args.workload.replace('-', '_')}-{config.profile}"
     rows: list[dict[str, Any]] = []

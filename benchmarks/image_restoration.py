@@ -14,7 +14,5 @@ from manifold_ps.benchmarking.cli import benchmark_main
 from manifold_ps.benchmarking.workloads import image_restoration
 
 if __name__ == "__main__":
-    benchmark_main("image_restoration", image_restoration, description=__doc__,
-                   # three tasks and two evaluation sets: 32 measurements per set keep the iterative
-                   # baselines (on every measurement) within the 30-minute CPU budget
-                   profile_defaults={"cpu": {"eval.n_eval": 32}})
+    # the cpu profile's 32 measurements per set: manifold_ps.benchmarking.workloads.PROFILE_DEFAULTS
+    benchmark_main("image_restoration", image_restoration, description=__doc__)

@@ -61,7 +61,7 @@ from manifold_ps.benchmarking.evaluate import add_paired_differences, run_sample
 from manifold_ps.benchmarking.pipeline import (build_baselines, prior_record, stage_gaussian, stage_measurements,
                                                stage_prior, stage_tuning, validation_measurements)
 from manifold_ps.benchmarking.results import environment_versions
-from manifold_ps.benchmarking.workloads import WORKLOADS, Workload
+from manifold_ps.benchmarking.workloads import WORKLOADS, Workload, profile_defaults
 from manifold_ps.config import Config, add_config_arguments, add_shortcuts, config_from_args
 from manifold_ps.metrics import bootstrap_interval, paired_difference, paired_ratio
 from manifold_ps.priors import GaussianPrior, ScorePrior, bits_per_dim
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     script = args.workload.replace("-", "_")
-    config = config_from_args(args, flags)
+    config = config_from_args(args, flags, defaults=profile_defaults(args.workload, args.profile))
     out = args.out or Path("runs") / script
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     stem = f"prior_quality-{script}-{config.profile}"

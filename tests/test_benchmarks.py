@@ -381,6 +381,47 @@ def test_every_ablation_row_sets_every_lever_and_gives_a_valid_config(profile: s
         assert row.description and name in module.__doc__, name
 
 
+def _workload_profiles() -> list[tuple[str, str]]:
+    from manifold_ps.benchmarking.workloads import PROFILE_DEFAULTS
+
+    return [(w, p) for w, by_profile in PROFILE_DEFAULTS.items() for p in by_profile]
+
+
+@pytest.mark.parametrize(("workload", "profile"), _workload_profiles())
+def test_a_workloads_profile_settings_are_valid_and_change_the_profile(workload: str, profile: str) -> None:
+    from manifold_ps.benchmarking.workloads import profile_defaults
+    from manifold_ps.config import apply_overrides, get_profile
+
+    own = profile_defaults(workload, profile)
+    config = apply_overrides(get_profile(profile), own)
+    for key, value in own.items():
+        section, field = key.split(".")
+        assert getattr(getattr(config, section), field) == value, key
+        assert getattr(getattr(get_profile(profile), section), field) != value, f"{key} is the profile's own value"
+    own.clear()  # a copy: the registry is untouched
+    assert profile_defaults(workload, profile)
+    assert profile_defaults(workload, "no-such-profile") == {}
+    with pytest.raises(ValueError, match="unknown workload 'bunny'"):
+        profile_defaults("bunny", profile)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize(("workload", "profile"), _workload_profiles())
+def test_every_task_of_a_workload_takes_its_profile_settings(workload: str, profile: str, data_dir: Path) -> None:
+    """Each task's own flow settings (the blind task's paper sampler) combine with the workload's
+    profile settings into a valid configuration, as the benchmark combines them."""
+    from dataclasses import replace
+
+    from manifold_ps.benchmarking.workloads import get_workload, profile_defaults
+    from manifold_ps.config import apply_overrides, get_profile
+
+    config = apply_overrides(get_profile(profile), profile_defaults(workload, profile))
+    for task in get_workload(workload)(config).tasks:
+        flow = replace(config.flow, **task.flow_overrides)  # raises on a contradiction
+        for key, value in task.flow_overrides.items():
+            assert getattr(flow, key) == value, (task.name, key)
+
+
 @pytest.mark.data
 @pytest.mark.slow
 def test_flow_ablation_scores_every_row_as_the_benchmark_scores_its_flow(

@@ -134,20 +134,22 @@ def test_cli_and_benchmark_train_the_same_smoke_flow(data_dir: Path, tmp_path: P
 
 
 @pytest.mark.data
-def test_smoke_results_are_bit_identical_through_the_benchmark_the_cli_and_the_api(data_dir: Path,
-                                                                                     tmp_path: Path) -> None:
+def test_smoke_results_are_bit_identical_through_the_benchmark_the_cli_and_the_api(data_dir: Path, tmp_path: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch
+                                                                                     ) -> None:
     """benchmarks/bunny_mnist.py, manifold-ps (train-prior, train-flow, sample) and manifold_ps.api
     (train_prior_on, train_posterior, sample_posterior) at the smoke profile, each training its
     own prior and flow: the same posterior draws, mean and std on the same held-out measurements
     with the benchmark's evaluation seed, and the benchmark's reported flow PSNRs are those of the
-    API's samples."""
+    API's samples. A workload's own profile setting (``PROFILE_DEFAULTS``, here a flow learning
+    rate) reaches the benchmark and the CLI alike: the API is given it explicitly."""
     import xarray as xr
 
     from manifold_ps.api import sample_posterior, train_posterior, train_prior_on
     from manifold_ps.benchmarking.cli import benchmark_main
     from manifold_ps.benchmarking.evaluate import scored_psnr
     from manifold_ps.benchmarking.pipeline import TIMING_REPEATS, score_posterior
-    from manifold_ps.benchmarking.workloads import bunny_mnist
+    from manifold_ps.benchmarking.workloads import PROFILE_DEFAULTS, bunny_mnist
     from manifold_ps.config import apply_overrides, get_profile
     from manifold_ps.flows import AmortizedPosterior
     from manifold_ps.io import load_measurements
@@ -155,7 +157,9 @@ def test_smoke_results_are_bit_identical_through_the_benchmark_the_cli_and_the_a
     # several sampler calls per set (4 measurements in batches of 3, 8 draws in chunks of 3): how
     # the draws are split over calls has to agree too
     sampling = {"eval.batch_size": "3", "eval.chunk": "3"}
-    config = apply_overrides(get_profile("smoke"), sampling)
+    own = {"flow.lr": 2.5 * get_profile("smoke").flow.lr}  # the workload's own setting of the profile
+    monkeypatch.setitem(PROFILE_DEFAULTS, "bunny-mnist", {"smoke": own})
+    config = apply_overrides(get_profile("smoke"), {**own, **sampling})
     seed = config.seed + config.eval.seed_offset  # the benchmark's evaluation draws
     n, batch, chunk = config.eval.n_posterior, config.eval.batch_size, config.eval.chunk
     assert batch < config.eval.n_eval and chunk < n
@@ -178,6 +182,8 @@ def test_smoke_results_are_bit_identical_through_the_benchmark_the_cli_and_the_a
     assert main(["train-prior", "--workload", "bunny-mnist", "--out", str(cli / "prior"), *base]) == 0
     assert main(["train-flow", "--workload", "bunny-mnist", "--prior", str(cli / "prior" / "prior.pt"),
                  "--out", str(cli / "flow"), *base]) == 0
+    for folder in (bench / "inpainting", cli / "flow"):
+        assert json.loads((folder / "config.json").read_text())["flow"]["lr"] == own["flow.lr"], folder
     assert main(["sample", "--posterior", str(cli / "flow" / "posterior.pt"), "--measurements",
                  str(cli / "flow" / "measurements.pt"), "--set", "heldout", "--n", str(n), "--batch-size", str(batch),
                  "--chunk", str(chunk), "--seed", str(seed), "--out", str(cli / "posterior.nc"),

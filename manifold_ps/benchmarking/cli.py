@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import Config, add_config_arguments, add_shortcuts, command_from_args, config_from_args
 from .pipeline import run_workload
-from .workloads import Workload
+from .workloads import WORKLOADS, Workload, profile_defaults
 
 __all__ = ["benchmark_main", "SHORTCUTS"]
 
@@ -33,7 +33,7 @@ SHORTCUTS: dict[str, str] = {
 
 
 def benchmark_main(name: str, build: Callable[[Config], Workload], argv: Sequence[str] | None = None,
-                   description: str = "", profile_defaults: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                   description: str = "") -> dict[str, Any]:
     """Parse the benchmark options, build the workload and run it end to end.
 
     Args:
@@ -41,9 +41,6 @@ def benchmark_main(name: str, build: Callable[[Config], Workload], argv: Sequenc
         build: ``config -> Workload``.
         argv: Arguments (default: ``sys.argv[1:]``).
         description: Help text.
-        profile_defaults: Per-profile ``{"section.field": value}`` of this workload (e.g. fewer
-            measurements for the 1000-step baselines on the larger sphere at the ``cpu`` profile);
-            the configuration file and the command-line options override them.
 
     Returns:
         The results document.
@@ -57,7 +54,10 @@ def benchmark_main(name: str, build: Callable[[Config], Workload], argv: Sequenc
     p.add_argument("--no-figures", action="store_true")
     flags = add_shortcuts(p, SHORTCUTS)
     args = p.parse_args(argv)
-    config = config_from_args(args, flags, defaults=(profile_defaults or {}).get(args.profile, {}))
+    # the workload's own settings of this profile (PROFILE_DEFAULTS), which the file and --set override
+    workload_name = name.replace("_", "-")
+    defaults = profile_defaults(workload_name, args.profile) if workload_name in WORKLOADS else {}
+    config = config_from_args(args, flags, defaults=defaults)
     workload = build(config)
     # what repeats this configuration (results.json adds the steps each stage stopped at, and an --out)
     command = command_from_args(["python", f"benchmarks/{name}.py"], args, flags)

@@ -174,13 +174,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..api import output_folder, resolve_device
     from ..benchmarking.pipeline import score_posterior, stage_flow, stage_measurements
+    from ..benchmarking.workloads import profile_defaults
     from ..config import config_from_args
     from ..io import save_geometry
     from ..operators import Inpainting
     from ..priors.diffusion import DiffusionPrior
 
     args.workload = args.workload or "bunny-mnist"
-    config = config_from_args(args, args.shortcuts)
+    # the workload's own settings of the profile, as its benchmark script applies them
+    config = config_from_args(args, args.shortcuts, defaults=profile_defaults(args.workload, args.profile))
     device = resolve_device(args.device)
     out = output_folder(args.out)
     workload, task = _workload_task(args, config)

@@ -80,10 +80,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Execute ``train-prior`` with parsed arguments; returns the exit status."""
     from ..api import output_folder, resolve_device, train_prior_on
+    from ..benchmarking.workloads import profile_defaults
     from ..config import config_from_args
     from ._common import geometry_from_args
 
-    config = config_from_args(args, args.shortcuts)
+    # a built-in workload's own settings of the profile, as its benchmark script applies them
+    defaults = {} if args.workload is None else profile_defaults(args.workload, args.profile)
+    config = config_from_args(args, args.shortcuts, defaults=defaults)
     device = resolve_device(args.device)
     out = output_folder(args.out)
     if args.workload is not None:
