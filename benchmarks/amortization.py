@@ -39,17 +39,18 @@ import json
 import math
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from manifold_ps.benchmarking.evaluate import SamplerOutput, run_sampler, score_estimate
-from manifold_ps.benchmarking.pipeline import (Measured, new_flow, score_arguments, stage_flow, stage_measurements,
-                                               stage_prior)
+from manifold_ps.benchmarking.pipeline import (Measured, gaussian_base, new_flow, score_arguments, stage_flow,
+                                               stage_measurements, stage_prior)
 from manifold_ps.benchmarking.workloads import WORKLOADS, profile_defaults
 from manifold_ps.config import Config, add_config_arguments, config_from_args
-from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, fit_single, truncate_gaussian
+from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, fit_single
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -95,7 +96,8 @@ def single_sampler(workload: Any, config: Config, prior: Any, seed: int) -> Amor
     torch.manual_seed(seed)
     flow = ConditionalRealNVP(workload.channels, prior.layout, 0, **flow_cfg.network_kwargs(),
                               geometry_features=evecs[:, 1:].to(torch.get_default_dtype()), seed=seed)
-    base = GaussianBase(truncate_gaussian(prior.gaussian, flow_cfg.base_rank), flow_cfg.t_min)
+    # the denoised likelihood (this sampler draws no decoder error), in the flow's rank and precision
+    base = gaussian_base(prior.gaussian, replace(flow_cfg, likelihood="denoised", decoder_noise=False))
     post = AmortizedPosterior(flow, condition="none", base=base, decode=flow_cfg.t_min,
                               normalisation=workload.normalisation, fingerprint=workload.geometry.fingerprint())
     return post.attach_prior(prior)

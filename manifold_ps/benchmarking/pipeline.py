@@ -41,7 +41,7 @@ from .workloads import Task, Workload
 if TYPE_CHECKING:
     from ..baselines import GaussianPosterior
 
-__all__ = ["run_workload", "stage_prior", "stage_measurements", "check_flow_base", "new_flow", "stage_flow", "build_baselines",
+__all__ = ["run_workload", "gaussian_base", "stage_prior", "stage_measurements", "check_flow_base", "new_flow", "stage_flow", "build_baselines",
            "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "prior_record", "flow_record",
            "stage_gaussian", "stage_tuning", "validation_measurements", "Measured", "CALIBRATION_FIGURE"]
 
@@ -220,7 +220,7 @@ def validation_measurements(train: Measured, config: Config) -> Measured:
 
 # -- stage 3: the amortized flow ------------------------------------------------------------------------
 _FLOW_ADDED = {"decode": False, "decoder_noise": False, "base": "fill", "base_rank": 256,
-               "likelihood": "denoised"}
+               "base_precision": "float64", "likelihood": "denoised"}
 """Flow settings added after runs were stored (with their defaults): recorded only when they
 differ from the default, so that a stored run of the default method stays resumable."""
 
@@ -234,6 +234,15 @@ def flow_record(workload: Workload, task: Task, config: Config) -> dict[str, Any
             "profile": config.profile, "seed": config.seed, "flow": flow}
 
 
+def gaussian_base(gaussian: GaussianPrior, flow: FlowConfig) -> GaussianBase:
+    """The flow's Gaussian base as ``flow`` sets it: the ``flow.base_rank`` leading directions of
+    ``gaussian``, at ``flow.t_min``, marginal for ``flow.likelihood = "marginal"``, in
+    ``flow.base_precision``."""
+    base = GaussianBase(truncate_gaussian(gaussian, flow.base_rank), flow.t_min,
+                        marginal=flow.likelihood == "marginal")
+    return base.to(getattr(torch, flow.base_precision))
+
+
 def _new_posterior(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured,
                    record: dict[str, Any], gaussian: GaussianPrior | None = None) -> AmortizedPosterior:
     reconstruct: Any = None
@@ -241,8 +250,7 @@ def _new_posterior(workload: Workload, task: Task, config: Config, prior: Diffus
     if config.flow.base == "gaussian":  # the Gaussian posterior's mean takes the reconstruction's place
         if gaussian is None:
             raise ValueError("flow.base='gaussian' needs the workload's fitted Gaussian")
-        base = GaussianBase(truncate_gaussian(gaussian, config.flow.base_rank), config.flow.t_min,
-                            marginal=config.flow.likelihood == "marginal")
+        base = gaussian_base(gaussian, config.flow)
     elif task.reconstruct == "harmonic":
         reconstruct = HarmonicFill.from_geometry(workload.geometry)
     elif task.reconstruct == "adjoint":

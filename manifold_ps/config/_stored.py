@@ -22,8 +22,8 @@ MAY_GROW = {"prior.train_steps": ("prior.warmup_steps", "prior.ema_decay"),
 """Fields a rerun may increase (it extends the run), with the fields derived from them."""
 
 
-ADDED = {"flow.prior_term": "elbo", "flow.entropy_gradient": "total", "flow.likelihood": "denoised", "prior.time_sampling": "log_snr",
-         "prior.loss_weighting": "edm"}
+ADDED = {"flow.prior_term": "elbo", "flow.entropy_gradient": "total", "flow.likelihood": "denoised",
+         "flow.base_precision": "float64", "prior.time_sampling": "log_snr", "prior.loss_weighting": "edm"}
 """Fields added after runs were recorded, with the value that does what the code did before them:
 a stored configuration without the field matches a request holding that value."""
 
