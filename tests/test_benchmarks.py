@@ -762,3 +762,36 @@ def test_amortization_break_even_names_what_each_training_bought(amortized: floa
     result = am.break_even(_amortization_doc(amortized, 28.0, singles))
     assert result["bound"] == bound and words in result["text"]
     assert result["measurements"] == (None if measurements is None else pytest.approx(measurements))
+
+
+def test_gaussian_mixture_report_pairs_each_mixture_with_the_benchmarks_gaussian(tmp_path: Path, monkeypatch) -> None:
+    """On two well-separated clusters: K = 1 is the benchmark's Gaussian exactly (ratio 1, NLL
+    difference 0 at every point), K = 2 the true law, whose denoiser beats the Wiener denoiser."""
+    import torch
+
+    from manifold_ps.benchmarking.workloads import EvalSet, Task, Workload
+    from manifold_ps.geometry import ImageGrid
+    from manifold_ps.operators import Inpainting, random_mask
+
+    gm = _script("gaussian_mixture")
+    g = torch.Generator().manual_seed(0)
+    centres = 3.0 * torch.randn(2, 1, 16, generator=g, dtype=torch.float64)
+
+    def draw(n: int) -> torch.Tensor:
+        return (centres[torch.arange(n) % 2] + 0.3 * torch.randn(n, 1, 16, generator=g, dtype=torch.float64)).float()
+
+    task = Task("inpainting", lambda n, gen: Inpainting(random_mask(16, 0.4, n, generator=gen), 0.1), {})
+    toy = Workload("era5-imputation", ImageGrid(4, 4), "image", draw(400), draw(8), "toy", [
+        EvalSet("heldout", "fresh draws", draw(40))], [task], data_range=None)
+    monkeypatch.setattr(gm, "WORKLOADS", {"era5-imputation": lambda config: toy})
+    report = gm.main(["--profile", "smoke", "--components", "1", "2", "--n-heldout", "40", "--out", str(tmp_path / "run"),
+                      "--commit", str(tmp_path / "results")])
+    entry = report["sets"]["heldout"]
+    assert entry["signals"] == 40 and len(entry["rows"]) == len(gm.TIMES)
+    for row in entry["rows"]:
+        assert row["ratio"]["1"] == pytest.approx(1.0, abs=1e-9)
+    assert entry["nll"]["1"]["diff"] == pytest.approx(0.0, abs=1e-9)
+    assert entry["summary"]["mean_ratio"]["2"] < 0.97 and entry["nll"]["2"]["diff_high"] < 0
+    md = (tmp_path / "results" / "gaussian_mixture-era5_imputation-smoke.md").read_text()
+    assert "K=2 / Wiener" in md and json.loads((tmp_path / "results" / "gaussian_mixture-era5_imputation-smoke.json")
+                                                .read_text())["components"] == [1, 2]

@@ -7,6 +7,8 @@ from .gaussian import linear_gaussian_posterior as linear_gaussian_posterior
 from .gaussian import operator_matrix as operator_matrix
 from .gaussian import GAUSSIAN_FORMAT as GAUSSIAN_FORMAT
 from .gaussian_posterior import LinearGaussianPosterior as LinearGaussianPosterior
+from .gaussian_mixture import GaussianMixture as GaussianMixture
+from .gaussian_mixture import kmeans as kmeans
 from .sde import SDE as SDE
 from .sde import VPSDE as VPSDE
 from .sde import append_dims as append_dims
@@ -39,6 +41,8 @@ __all__ = [
     "ScorePrior",
     "bits_per_dim",
     "GaussianPrior",
+    "GaussianMixture",
+    "kmeans",
     "linear_gaussian_posterior",
     "operator_matrix",
     "GAUSSIAN_FORMAT",
