@@ -34,7 +34,7 @@ __all__ = ["markdown_to_rst", "write_results_page", "calibration_figures", "RESU
 
 RESULTS_DIR = Path("benchmarks") / "results"
 
-PRIOR_QUALITY_PREFIX = "prior_quality-"
+PRIOR_QUALITY_PREFIX = ("prior_quality-", "gaussian_mixture-")
 """File-name prefix of the prior-quality reports (their own page)."""
 
 _HEADING_CHARS = "=-~^\"'"
@@ -222,7 +222,7 @@ commit what ``--commit`` wrote into ``benchmarks/results/`` and rebuild the docu
 def write_results_page(root: Path, out_dir: Path) -> Path:
     """Write ``out_dir/results.rst`` from every ``benchmarks/results/**/*.md`` under ``root`` but
     the prior-quality reports, and ``out_dir/prior_quality.rst`` from those
-    (``prior_quality-*.md``).
+    (``prior_quality-*.md`` and the mixture reports ``gaussian_mixture-*.md``).
 
     Each file is rewritten only when its content changes, so Sphinx does not rebuild needlessly.
 
