@@ -102,7 +102,8 @@ def test_train_flow_cli_sets_t_min_and_refuses_other_measurements(data_dir: Path
     paper = apply_overrides(same, {"flow.decode": False, "flow.base": "fill", "flow.prior_term": "elbo"})
     assert {k: v for k, v in asdict(paper.flow.resolved()).items()
             if k not in flow_record(workload, workload.tasks[0], paper)["flow"]} == {
-        "decode": False, "decoder_noise": False, "base": "fill", "base_rank": 256, "likelihood": "denoised"}
+        "decode": False, "decoder_noise": False, "base": "fill", "base_rank": 256, "base_precision": "float64",
+        "likelihood": "denoised"}
     assert saved["flow"]["t_min"] == 0.02 and saved["flow"]["layers"] == 2 and saved["flow"]["warmup_steps"] == 0
     with pytest.raises(ValueError, match=r"flow.t_min 0.02 -> 0.03, measurements.missing_fraction 0.3 -> 0.7"):
         main([*flow, "--missing", "0.7"])

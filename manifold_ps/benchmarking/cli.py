@@ -37,7 +37,8 @@ def benchmark_main(name: str, build: Callable[[Config], Workload], argv: Sequenc
     """Parse the benchmark options, build the workload and run it end to end.
 
     Args:
-        name: Script name (the default output folder is ``runs/<name>``).
+        name: Script name (the default output folder is ``runs/<name>``; with ``_`` read as ``-`` it
+            is the workload whose :data:`~manifold_ps.benchmarking.workloads.PROFILE_DEFAULTS` apply).
         build: ``config -> Workload``.
         argv: Arguments (default: ``sys.argv[1:]``).
         description: Help text.
