@@ -41,8 +41,8 @@ from .workloads import Task, Workload
 if TYPE_CHECKING:
     from ..baselines import GaussianPosterior
 
-__all__ = ["run_workload", "gaussian_base", "stage_prior", "stage_measurements", "check_flow_base", "new_flow", "stage_flow", "build_baselines",
-           "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "prior_record", "flow_record",
+__all__ = ["run_workload", "gaussian_base", "stage_prior", "stage_measurements", "check_flow_base", "new_flow",
+           "stage_flow", "build_baselines", "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "prior_record", "flow_record",
            "stage_gaussian", "stage_tuning", "validation_measurements", "Measured", "CALIBRATION_FIGURE"]
 
 
