@@ -197,6 +197,36 @@ class GaussianPrior(ScorePrior):
         centered = x.flatten(1) - alpha * self.mean.flatten()
         return (self.mean.flatten() + self._spectral(wiener, centered)).reshape(x.shape)
 
+    def denoising_variance(self, t: Tensor) -> Tensor:
+        """Mean posterior variance per channel, the expected squared error of :meth:`denoise`.
+
+        ``mean_i [S (I + alpha^2 / sigma^2 S)^{-1}]_ii`` over each channel's vertices: the error per
+        coordinate of the Wiener denoiser on any data with this mean and covariance.
+
+        Shapes:
+            t: ``(B,)``; returns ``(B, C)`` in the prior's dtype.
+
+        Example:
+            >>> p = GaussianPrior(torch.zeros(1, 3, dtype=torch.float64), 4 * torch.eye(3, dtype=torch.float64))
+            >>> t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+            >>> v = p.denoising_variance(t)  # 0 without noise; about 4 (the prior's) at t = 1
+            >>> round(float(v[0, 0]), 6), round(float(v[1, 0]), 2)
+            (0.0, 4.0)
+        """
+        dtype = self.eigvals.dtype
+        t = t.to(dtype)
+        alpha = self.sde.alpha(t)[:, None]
+        var = self.sde.std(t)[:, None] ** 2
+
+        def post_var(lam: Tensor) -> Tensor:  # variance left along a direction of variance lam
+            den = alpha**2 * lam + var
+            return torch.where(den > 0, lam * var / den.clamp_min(torch.finfo(dtype).tiny), lam)
+
+        # diag(g(S))_i = g(floor) + sum_k Q_ik^2 (g(lam_k) - g(floor)), averaged over each channel
+        weights = self.eigvecs.square().reshape(self.channels, self.num_vertices, -1).mean(1)  # (C, r)
+        off = post_var(self.floor.reshape(1, 1))  # (B, 1)
+        return (off + (post_var(self.eigvals[None]) - off) @ weights.T).clamp_min(0.0)
+
     def marginal_log_prob(self, x: Tensor, t: Tensor) -> Tensor:
         """Exact ``log p_t(x)``: ``(B, C, V), (B,) -> (B,)``; ``t = 0`` gives the data density."""
         check_signal(x, self.num_vertices, "x", channels=self.channels)
