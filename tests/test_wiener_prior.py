@@ -195,7 +195,7 @@ def test_build_prior_wiener_on_a_mesh(tmp_path: Path) -> None:
     torch.testing.assert_close(loaded.denoise(x, t), g.denoise(x, t))
     with pytest.raises(ValueError, match="Icosphere|vertices"):
         DiffusionPrior.load(tmp_path / "p.pt", geometry=Icosphere(2))
-    with pytest.raises(ValueError, match="needs a fitted gaussian"):
+    with pytest.raises(ValueError, match="need a fitted gaussian"):
         build_prior(sphere, preset="tiny", network="mlp", parameterization="wiener")
 
 
@@ -203,9 +203,9 @@ def test_validation_errors() -> None:
     g = _gaussian("low_rank")
     layout = VertexLayout(V)
     net = MLPDenoiser(C, C, V, hidden=8, depth=1)
-    with pytest.raises(ValueError, match="needs a fitted gaussian"):
+    with pytest.raises(ValueError, match="need a fitted gaussian"):
         DiffusionPrior(net, layout, channels=C, parameterization="wiener")
-    with pytest.raises(ValueError, match="only it takes one"):
+    with pytest.raises(ValueError, match="only they take one"):
         DiffusionPrior(net, layout, channels=C, parameterization="edm", gaussian=g)
     with pytest.raises(ValueError, match="channels x"):
         DiffusionPrior(MLPDenoiser(1, 1, V, hidden=8, depth=1), layout, channels=1, parameterization="wiener",
@@ -213,10 +213,10 @@ def test_validation_errors() -> None:
     with pytest.raises(ValueError, match="SDE"):
         DiffusionPrior(net, layout, channels=C, parameterization="wiener", gaussian=g,
                        sde=VPSDE(beta_max=10.0))
-    with pytest.raises(ValueError, match=f"{2 * C} signal .* Wiener estimate"):  # a network without the W input
+    with pytest.raises(ValueError, match=f"{2 * C} signal .* skip's estimate"):  # a network without the W input
         DiffusionPrior(net, layout, channels=C, parameterization="wiener", gaussian=g)
-    with pytest.raises(ValueError, match="no Gaussian part"):
-        DiffusionPrior(net, layout, channels=C)._wiener(torch.zeros(1, C, V), torch.ones(1))
+    with pytest.raises(ValueError, match="no exact skip"):
+        DiffusionPrior(net, layout, channels=C).skip(torch.zeros(1, C, V), torch.ones(1))
 
 
 def _two_mode_data(n: int = 256, v: int = 16) -> Tensor:

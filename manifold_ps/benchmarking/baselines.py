@@ -21,14 +21,14 @@ from torch import Tensor
 
 from ..metrics import project, psnr
 from ..operators import Operator
-from ..priors import DiffusionPrior, GaussianPrior
+from ..priors import DiffusionPrior, GaussianMixture, GaussianPrior
 from ..sampling import PosteriorSampler
 from ..training import state_digest
 from .evaluate import run_sampler
 from ..config import Config
 from .workloads import Task, Workload
 
-__all__ = ["stage_gaussian", "stage_tuning", "build_baselines", "tune_smoothing", "SLOW_BASELINES"]
+__all__ = ["stage_gaussian", "fit_mixture", "stage_tuning", "build_baselines", "tune_smoothing", "SLOW_BASELINES"]
 
 SLOW_BASELINES = ("dps", "mcg", "reddiff")
 """Iterative baselines (hundreds of network evaluations per sample)."""
@@ -84,6 +84,41 @@ def stage_gaussian(workload: Workload, config: Config, out: Path, *, device: tor
     _log(f"gaussian: fitted to {signals.shape[0]} signals in {time.perf_counter() - tic:.0f} s "
          f"(rank {prior.rank}, ridge {ridge:g} chosen on {n_val} held-out training signals)")
     return prior.to(device)
+
+
+def fit_mixture(signals: Tensor, config: Config, *, components: int | None = None, covariance: str | None = None,
+                shrinkage: tuple[float, ...] | None = None) -> GaussianMixture:
+    """Fit the Gaussian mixture of the prior's training signals ``(N, C, V)`` the way :func:`stage_gaussian` fits the Gaussian.
+
+    The ridge among ``config.eval.gaussian_ridges`` (and, for per-component covariances, the
+    shrinkage among the candidates) is chosen by the log-likelihood of the last
+    ``gaussian_validation_fraction`` of the signals under a fit to the rest; the mixture is then
+    refitted on all of them with those values and the same k-means seed (``config.seed``).
+    ``components``, ``covariance`` and ``shrinkage`` default to ``config.prior.mixture_*``.
+
+    Returns:
+        The mixture in float64; ``fit_info`` records the probe fit's choices and the seconds taken.
+    """
+    tic = time.perf_counter()
+    k = config.prior.mixture_components if components is None else components
+    cov = config.prior.mixture_covariance if covariance is None else covariance
+    weights = tuple(config.prior.mixture_shrinkage if shrinkage is None else shrinkage)
+    n_val = max(1, int(round(config.eval.gaussian_validation_fraction * signals.shape[0])))
+    dims = signals.shape[1] * signals.shape[2]
+    rank = None if config.eval.gaussian_rank is None else min(config.eval.gaussian_rank, dims)
+    probe = GaussianMixture.fit(signals[:-n_val], k, generator=torch.Generator().manual_seed(config.seed), rank=rank,
+                                ridge=config.eval.gaussian_ridges, validation=signals[-n_val:],
+                                covariance=cov, shrinkage=weights)  # type: ignore[arg-type]
+    ridge = float(probe.fit_info["ridge"])
+    chosen = float(probe.fit_info.get("shrinkage", 1.0))
+    mixture = GaussianMixture.fit(signals, k, generator=torch.Generator().manual_seed(config.seed), rank=rank,
+                                  ridge=ridge, covariance=cov, shrinkage=chosen)  # type: ignore[arg-type]
+    mixture.fit_info.update(probe={key: v for key, v in probe.fit_info.items() if key != "within"},
+                            validation_signals=n_val, seconds=time.perf_counter() - tic)
+    _log(f"mixture: {k} components ({cov}) fitted to {signals.shape[0]} signals in {time.perf_counter() - tic:.0f} s "
+         f"(clusters of {min(mixture.fit_info['cluster_sizes'])}-{max(mixture.fit_info['cluster_sizes'])}, "
+         f"ridge {ridge:g}" + (f", shrinkage {chosen:g}" if cov != "shared" else "") + ")")
+    return mixture
 
 
 # -- validation tuning --------------------------------------------------------------------------------------

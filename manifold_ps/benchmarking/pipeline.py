@@ -32,7 +32,7 @@ from ..operators import Denoising, Inpainting, LinearOperator, Operator, operato
 from ..priors import DiffusionPrior, GaussianPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
 from ..training import load_checkpoint
-from .baselines import SLOW_BASELINES, build_baselines, stage_gaussian, stage_tuning, tune_smoothing
+from .baselines import SLOW_BASELINES, build_baselines, fit_mixture, stage_gaussian, stage_tuning, tune_smoothing
 from .evaluate import SamplerOutput, add_paired_differences, run_sampler, score_estimate
 from .reproduce import steps_done, training_record
 from .results import BenchmarkResults, MethodResult, calibration_curves, environment_versions, write_results
@@ -122,10 +122,12 @@ def stage_prior(workload: Workload, config: Config, out: Path, *, device: torch.
     # An MLP narrower than the signal cannot pass the identity through with eps-prediction; the
     # EDM skip connection of DiffusionPrior does that, so the preset width (2048) also serves the
     # 4140-vertex sphere.
-    gaussian = None
-    if config.prior.parameterization == "wiener":  # the exact Gaussian denoiser plus a learned correction
+    gaussian = mixture = None
+    if config.prior.parameterization in ("wiener", "mixture"):  # an exact denoiser plus a learned correction
         gaussian = stage_gaussian(workload, config, out, device=torch.device("cpu"))
-    prior = build_prior(workload.geometry, channels=workload.channels, gaussian=gaussian,
+    if config.prior.parameterization == "mixture":  # its skip, saved in the prior's file (seeded: a resumed run refits the same)
+        mixture = fit_mixture(workload.prior_train, config)
+    prior = build_prior(workload.geometry, channels=workload.channels, gaussian=gaussian, mixture=mixture,
                         **config.prior.network_kwargs())
     _log(f"prior: training {sum(p.numel() for p in prior.parameters()) / 1e6:.1f}M parameters on "
          f"{workload.prior_train.shape[0]} signals for {config.prior.train_steps} steps"
@@ -601,7 +603,7 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
         return result
 
     gaussian = None
-    if any("gaussian" in t.baselines for t in workload.tasks) or config.prior.parameterization == "wiener":
+    if any("gaussian" in t.baselines for t in workload.tasks) or config.prior.parameterization in ("wiener", "mixture"):
         gaussian = timed_stage("gaussian", lambda: stage_gaussian(workload, config, out, device=dev))
     prior = timed_stage("prior", lambda: stage_prior(workload, config, out, device=dev, progress=progress))
     evaluations: list[BenchmarkResults] = []

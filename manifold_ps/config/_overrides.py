@@ -190,7 +190,8 @@ def describe_settings(config: Config, width: int = 100) -> str:
              textwrap.fill(" ".join(f"{k}={config.to_dict()[k]!r}" for k in ("seed",)), width, initial_indent="  ")]
     for section in SECTIONS:
         items = " ".join(f"{section}.{k}={v!r}" for k, v in config.to_dict()[section].items())
-        lines.append(textwrap.fill(items, width, initial_indent="  ", subsequent_indent="    "))
+        lines.append(textwrap.fill(items, width, initial_indent="  ", subsequent_indent="    ",
+                                   break_on_hyphens=False))  # a value like 'per-component' stays whole
     return "\n".join(lines)
 
 

@@ -78,6 +78,16 @@ class PriorConfig(_Training):
             training signals (with the ``eval.gaussian_*`` settings), so the untrained prior is
             that Gaussian; ``"x0"`` was the MLP's (it does not learn the eps-prediction regime of
             EDM's small noise levels on a CPU budget); ``"edm"`` is the paper profile's.
+            ``"mixture"`` learns a correction to the exact denoiser of a Gaussian mixture fitted to
+            the training signals (the ``mixture_*`` settings below, ridge and rank from
+            ``eval.gaussian_*``), so the untrained prior is that mixture.
+        mixture_components: Components ``K`` of the ``"mixture"`` skip (k-means clusters, seeded
+            by ``seed``).
+        mixture_covariance: ``"shared"`` (one pooled within-cluster covariance) or
+            ``"per-component"`` (each cluster's covariance shrunk toward the pooled one); see
+            :meth:`~manifold_ps.priors.GaussianMixture.fit`.
+        mixture_shrinkage: Candidate weights of the pooled covariance in each component's
+            (``"per-component"``), chosen by the likelihood of the held-out training signals.
         geometry_channels: Laplacian eigenvectors fed to the denoiser as extra input channels.
         train_steps: Optimizer steps (the length of the learning-rate schedule).
         stop_step: Stop after this many optimizer steps although the learning-rate schedule
@@ -99,7 +109,10 @@ class PriorConfig(_Training):
 
     network: Literal["mlp", "unet", "graph"] = "graph"
     preset: Literal["tiny", "cpu", "paper"] = "cpu"
-    parameterization: Literal["edm", "x0", "eps", "wiener"] = "wiener"
+    parameterization: Literal["edm", "x0", "eps", "wiener", "mixture"] = "wiener"
+    mixture_components: int = 12
+    mixture_covariance: Literal["shared", "per-component"] = "per-component"
+    mixture_shrinkage: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
     geometry_channels: int = 0
     train_steps: int = 2400
     stop_step: int | None = None
@@ -112,6 +125,13 @@ class PriorConfig(_Training):
     def __post_init__(self) -> None:
         if self.stop_step is not None and self.stop_step < 1:
             raise ValueError(f"prior.stop_step must be >= 1 or none, got {self.stop_step}")
+        if self.mixture_components < 1:
+            raise ValueError(f"prior.mixture_components must be >= 1, got {self.mixture_components}")
+        if self.mixture_covariance not in ("shared", "per-component"):
+            raise ValueError(f"prior.mixture_covariance must be 'shared' or 'per-component', "
+                             f"got {self.mixture_covariance!r}")
+        if not self.mixture_shrinkage or any(not 0.0 < s <= 1.0 for s in self.mixture_shrinkage):
+            raise ValueError(f"prior.mixture_shrinkage must be weights in (0, 1], got {self.mixture_shrinkage}")
         if self.time_sampling not in ("log_snr", "uniform", "edm"):
             raise ValueError(f"prior.time_sampling must be 'log_snr', 'uniform' or 'edm', got {self.time_sampling!r}")
         if self.loss_weighting not in ("edm", "elbo"):

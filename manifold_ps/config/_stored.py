@@ -23,7 +23,9 @@ MAY_GROW = {"prior.train_steps": ("prior.warmup_steps", "prior.ema_decay"),
 
 
 ADDED = {"flow.prior_term": "elbo", "flow.entropy_gradient": "total", "flow.likelihood": "denoised",
-         "flow.base_precision": "float64", "prior.time_sampling": "log_snr", "prior.loss_weighting": "edm"}
+         "flow.base_precision": "float64", "prior.time_sampling": "log_snr", "prior.loss_weighting": "edm",
+         "prior.mixture_components": 12, "prior.mixture_covariance": "per-component",
+         "prior.mixture_shrinkage": [0.25, 0.5, 0.75, 1.0]}
 """Fields added after runs were recorded, with the value that does what the code did before them:
 a stored configuration without the field matches a request holding that value."""
 
@@ -59,7 +61,8 @@ def check_same_run(stored: Mapping[str, Any], requested: Mapping[str, Any], fold
         ...
         ValueError: the run in runs/x was made with other settings (flow.t_min 0.02 -> 0.03); ...
     """
-    had, want = flatten(stored), flatten(requested)
+    # compared as JSON stores them: a tuple setting reads back from config.json as a list
+    had, want = (json.loads(json.dumps(flatten(d), default=str)) for d in (stored, requested))
     had.update({k: v for k, v in ADDED.items() if k not in had and k in want and k.split(".")[0] in stored})
     raw = flatten(unresolved or {})
     free = set(OBSERVE_ONLY)

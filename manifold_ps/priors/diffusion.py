@@ -15,14 +15,19 @@
   ``"edm"`` is the special case ``m = mu``, ``S = sigma_d^2 I``. The network learns only what the
   Gaussian misses; with a network whose output is zero at initialisation (every network of this
   package zero-initialises its last layer) the untrained prior *is* the Gaussian.
+* ``"mixture"``: the same with the exact posterior mean of a fitted
+  :class:`~manifold_ps.priors.GaussianMixture` as the skip ``W`` and its
+  :meth:`~manifold_ps.priors.GaussianMixture.denoising_variance` as ``c_out^2``: the untrained
+  prior is the mixture. The prior also carries the single Gaussian (``gaussian``), which the
+  flow's Gaussian base and the reports use.
 
 The network always sees the unit-variance input ``(x_t - alpha mu) / sqrt(den)`` in sequence
-order -- for ``"wiener"`` beside the standardised Wiener estimate ``(W - mu) / sigma_d`` --
+order -- for ``"wiener"`` and ``"mixture"`` beside the standardised skip ``(W - mu) / sigma_d`` --
 optionally with geometry features as extra channels, and the time ``t``. Its output is
 zeroed on the padding before returning to natural vertex order.
 
 Training minimises :meth:`DiffusionPrior.dsm_loss`, the denoising error weighted by
-``1 / c_out^2`` (``den / (sigma^2 sigma_d^2)`` but for ``"wiener"``: the EDM weighting, unit-scale
+``1 / c_out^2`` (``den / (sigma^2 sigma_d^2)`` but for ``"wiener"`` and ``"mixture"``: the EDM weighting, unit-scale
 targets at every noise level), with times drawn uniformly in ``log(sigma / alpha)`` (the
 distribution the importance-sampled ELBO uses) and stratified over the batch. The likelihood
 weighting ``"elbo"`` weights the error by ``alpha^2 / sigma^2`` instead, which under those times
@@ -50,6 +55,7 @@ from .unet import UNet1d
 if TYPE_CHECKING:
     from ..geometry import Geometry
     from .gaussian import GaussianPrior
+    from .gaussian_mixture import GaussianMixture
 
 __all__ = ["DiffusionPrior", "build_prior", "network_signal_channels", "PRIOR_FORMAT", "PRESETS", "MLP_PRESETS",
            "GRAPH_PRESETS", "TimeSampling", "Weighting", "check_weighting"]
@@ -57,8 +63,9 @@ __all__ = ["DiffusionPrior", "build_prior", "network_signal_channels", "PRIOR_FO
 PRIOR_FORMAT = "manifold_ps.prior/1"
 """Value of the ``"format"`` key of a saved prior."""
 
-Parameterization = Literal["edm", "x0", "eps", "wiener"]
-_PARAMETERIZATIONS = ("edm", "x0", "eps", "wiener")
+Parameterization = Literal["edm", "x0", "eps", "wiener", "mixture"]
+_PARAMETERIZATIONS = ("edm", "x0", "eps", "wiener", "mixture")
+_SKIPPED = ("wiener", "mixture")  # the parameterisations with an exact skip and a network on top
 TimeSampling = Literal["log_snr", "uniform", "edm"]
 """Distribution of the training times (see :meth:`DiffusionPrior.sample_times`)."""
 Weighting = Literal["edm", "elbo"]
@@ -101,24 +108,29 @@ class DiffusionPrior(ScorePrior):
     Args:
         network: Module ``F(seq, t) -> seq`` over ``(B, C_in + k, L)`` inputs and ``(B, C, L)``
             outputs, where ``k`` is the number of geometry features and ``C_in`` is
-            :func:`network_signal_channels` (``C``; ``2 C`` for ``"wiener"``); e.g. :class:`UNet1d`,
+            :func:`network_signal_channels` (``C``; ``2 C`` for ``"wiener"`` and ``"mixture"``); e.g. :class:`UNet1d`,
             :class:`MLPDenoiser` or :class:`~manifold_ps.priors.GraphDenoiser`. To be saved and
             loaded it needs a ``config()`` method returning its keyword arguments. With
-            ``"wiener"`` its output must be zero at initialisation for the untrained prior to be
-            the Gaussian (the last layer of each of these three is zero-initialised).
+            ``"wiener"`` (``"mixture"``) its output must be zero at initialisation for the untrained
+            prior to be the Gaussian (the mixture); the last layer of each of these three is
+            zero-initialised.
         layout: Vertex ordering and padding (length ``L`` must suit the network).
         channels: Number of signal channels ``C``.
         sde: The VP-SDE (default ``VPSDE()``).
-        parameterization: ``"edm"``, ``"x0"``, ``"eps"`` or ``"wiener"`` (see the module docstring).
+        parameterization: ``"edm"``, ``"x0"``, ``"eps"``, ``"wiener"`` or ``"mixture"`` (see the module docstring).
         geometry_features: Optional ``(V, k)`` per-vertex features (e.g. Laplacian eigenvectors),
             standardised to unit RMS per column and fed as extra input channels.
         fingerprint: Fingerprint of the geometry the prior is made for (checked on load).
         data_mean: Per-channel data mean ``mu`` (float or ``(C,)``); see :meth:`set_data_statistics`.
         data_std: Per-channel data scale ``sigma_d`` (float or ``(C,)``).
-        gaussian: The fitted Gaussian whose Wiener denoiser is the skip of ``"wiener"`` (required
-            there, refused otherwise). It becomes the submodule ``gaussian``: its buffers are part
-            of the prior's state and file, and it keeps its own dtype (float64 is recommended;
-            the denoiser evaluates it in that dtype). Its SDE must equal ``sde``.
+        gaussian: The Gaussian fitted to the training signals, whose Wiener denoiser is the skip of
+            ``"wiener"`` (required for ``"wiener"`` and ``"mixture"``, refused otherwise). It
+            becomes the submodule ``gaussian``: its buffers are part of the prior's state and file,
+            and it keeps its own dtype (float64 is recommended; the denoiser evaluates it in that
+            dtype). Its SDE must equal ``sde``.
+        mixture: The fitted :class:`~manifold_ps.priors.GaussianMixture` whose posterior mean is
+            the skip of ``"mixture"`` (required there, refused otherwise); the submodule
+            ``mixture``, kept like ``gaussian``.
 
     Example:
         >>> layout = VertexLayout(10, multiple=2)
@@ -147,21 +159,27 @@ class DiffusionPrior(ScorePrior):
         data_mean: float | Tensor = 0.5,
         data_std: float | Tensor = 0.5,
         gaussian: GaussianPrior | None = None,
+        mixture: GaussianMixture | None = None,
     ) -> None:
         super().__init__(sde or (gaussian.sde if gaussian is not None else VPSDE()), channels, layout.num_vertices)
         if parameterization not in _PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be 'edm', 'x0', 'eps' or 'wiener', got {parameterization!r}")
-        if (parameterization == "wiener") != (gaussian is not None):
-            raise ValueError("parameterization 'wiener' needs a fitted gaussian (GaussianPrior), and only it takes one")
-        if gaussian is not None:
-            if (gaussian.channels, gaussian.num_vertices) != (self.channels, self.num_vertices):
-                raise ValueError(f"gaussian is over {gaussian.channels} channels x {gaussian.num_vertices} vertices, "
+            raise ValueError(f"parameterization must be 'edm', 'x0', 'eps', 'wiener' or 'mixture', "
+                             f"got {parameterization!r}")
+        if (parameterization in _SKIPPED) != (gaussian is not None):
+            raise ValueError("parameterizations 'wiener' and 'mixture' need a fitted gaussian (GaussianPrior), "
+                             "and only they take one")
+        if (parameterization == "mixture") != (mixture is not None):
+            raise ValueError("parameterization 'mixture' needs a fitted mixture (GaussianMixture), and only it takes one")
+        for name, part in (("gaussian", gaussian), ("mixture", mixture)):
+            if part is None:
+                continue
+            if (part.channels, part.num_vertices) != (self.channels, self.num_vertices):
+                raise ValueError(f"{name} is over {part.channels} channels x {part.num_vertices} vertices, "
                                  f"the prior over {self.channels} x {self.num_vertices}")
-            if gaussian.sde.config() != self.sde.config():
-                raise ValueError(f"gaussian has SDE {gaussian.sde}, the prior {self.sde}: they must be equal")
-            self.gaussian: GaussianPrior | None = gaussian
-        else:
-            self.gaussian = None
+            if part.sde.config() != self.sde.config():
+                raise ValueError(f"{name} has SDE {part.sde}, the prior {self.sde}: they must be equal")
+        self.gaussian: GaussianPrior | None = gaussian
+        self.mixture: GaussianMixture | None = mixture
         self.network = network
         self.layout = layout
         self.parameterization: Parameterization = parameterization
@@ -185,7 +203,7 @@ class DiffusionPrior(ScorePrior):
         if in_channels is not None and in_channels + cond_channels != signal_inputs + k:
             raise ValueError(f"network takes {in_channels} + {cond_channels} input channels, but the prior feeds "
                              f"{signal_inputs} signal + {k} geometry-feature channels"
-                             + (" (the noisy signal and its Wiener estimate)" if parameterization == "wiener" else ""))
+                             + (" (the noisy signal and its skip's estimate)" if parameterization in _SKIPPED else ""))
         self.register_buffer("data_mean", self._per_channel(data_mean, "data_mean"))
         self.register_buffer("data_std", self._per_channel(data_std, "data_std"))
         if bool((self.data_std <= 0).any()):
@@ -212,7 +230,7 @@ class DiffusionPrior(ScorePrior):
 
         Args:
             x_in: Preconditioned network input in natural order ``(B, C_in, V)`` (``C_in = C``;
-                ``2 C`` for ``"wiener"``, see :func:`network_signal_channels`).
+                ``2 C`` for ``"wiener"`` and ``"mixture"``, see :func:`network_signal_channels`).
             t: Times ``(B,)``.
 
         Returns:
@@ -241,11 +259,11 @@ class DiffusionPrior(ScorePrior):
         t = self._check_t(x, t)
         alpha, sigma, mu, sd, den = self._coefficients(x, t)
         centered = x - alpha * mu
-        if self.parameterization == "wiener":
-            wiener = self._wiener(x, t)
-            x_in = torch.cat([centered / den.sqrt(), (wiener - mu) / sd], dim=1)
+        if self.parameterization in _SKIPPED:
+            skip = self.skip(x, t)
+            x_in = torch.cat([centered / den.sqrt(), (skip - mu) / sd], dim=1)
             out = self.layout.from_sequence(self.network_output(x_in, t))
-            return wiener + self.output_scale(x, t) * out
+            return skip + self.output_scale(x, t) * out
         out = self.layout.from_sequence(self.network_output(centered / den.sqrt(), t))
         if self.parameterization == "edm":
             return mu + (alpha * sd**2 / den) * centered + (sigma * sd / den.sqrt()) * out
@@ -253,14 +271,27 @@ class DiffusionPrior(ScorePrior):
             return mu + sd * out
         return (x - sigma * out) / alpha
 
-    def _gaussian_part(self) -> GaussianPrior:
-        if self.gaussian is None:
-            raise ValueError("this prior has no Gaussian part (parameterization 'wiener' only)")
-        return self.gaussian
+    def _skip_part(self) -> GaussianPrior | GaussianMixture:
+        part = self.mixture if self.parameterization == "mixture" else self.gaussian
+        if part is None or self.parameterization not in _SKIPPED:
+            raise ValueError(f"this {self.parameterization!r} prior has no exact skip (parameterizations 'wiener' "
+                             "and 'mixture' only)")
+        return part
 
-    def _wiener(self, x: Tensor, t: Tensor) -> Tensor:
-        g = self._gaussian_part()
-        return g.denoise(x.to(g.mean.dtype), t.to(g.mean.dtype)).to(x.dtype)
+    def skip(self, x: Tensor, t: Tensor) -> Tensor:
+        """The exact denoiser the network corrects: the Gaussian's (``"wiener"``) or the mixture's (``"mixture"``).
+
+        Evaluated in its own dtype and returned in ``x``'s; it is :meth:`denoise` at training step 0.
+
+        Shapes:
+            x: ``(B, C, V)``; t: ``(B,)``; returns ``(B, C, V)``.
+
+        Raises:
+            ValueError: for a prior without a skip (``"edm"``, ``"x0"``, ``"eps"``).
+        """
+        part = self._skip_part()
+        dtype = part.log_weights.dtype if self.parameterization == "mixture" else part.mean.dtype
+        return part.denoise(x.to(dtype), t.to(dtype)).to(x.dtype)
 
     def output_scale(self, x: Tensor, t: Tensor) -> Tensor:
         """The scale ``c_out(t)`` of the network output in the denoiser, per sample and channel.
@@ -277,7 +308,8 @@ class DiffusionPrior(ScorePrior):
         every noise level and reads directly as the error relative to the Gaussian; the
         correction is scaled to what the Gaussian misses (it vanishes like ``sigma / alpha`` as
         the noise does), where EDM's isotropic scale would be too large at small noise whenever
-        the spectrum of ``S`` decays.
+        the spectrum of ``S`` decays. For ``"mixture"`` it is the root of the mixture's
+        :meth:`~manifold_ps.priors.GaussianMixture.denoising_variance`.
 
         Args:
             x: Signals (for the shape, dtype and device) ``(B, C, V)``.
@@ -296,23 +328,12 @@ class DiffusionPrior(ScorePrior):
             True
         """
         t = self._check_t(x, t)
-        if self.parameterization != "wiener":
+        if self.parameterization not in _SKIPPED:
             alpha, sigma, _, sd, den = self._coefficients(x, t)
             return sigma * sd / den.sqrt()
-        g = self._gaussian_part()
-        dtype = g.eigvals.dtype
-        alpha = self.sde.alpha(t.to(dtype))[:, None]
-        var = self.sde.std(t.to(dtype))[:, None] ** 2
-
-        def post_var(lam: Tensor) -> Tensor:  # variance left along a direction of variance lam
-            den = alpha**2 * lam + var
-            return torch.where(den > 0, lam * var / den.clamp_min(torch.finfo(dtype).tiny), lam)
-
-        # diag(g(S))_i = g(floor) + sum_k Q_ik^2 (g(lam_k) - g(floor)), averaged over each channel
-        weights = g.eigvecs.square().reshape(self.channels, self.num_vertices, -1).mean(1)  # (C, r)
-        off = post_var(g.floor.reshape(1, 1))  # (B, 1)
-        mean_var = off + (post_var(g.eigvals[None]) - off) @ weights.T  # (B, C)
-        return mean_var.clamp_min(0.0).sqrt().to(x.dtype)[..., None]
+        part = self._skip_part()
+        dtype = part.log_weights.dtype if self.parameterization == "mixture" else part.eigvals.dtype
+        return part.denoising_variance(t.to(dtype)).sqrt().to(x.dtype)[..., None]
 
     # -- training objective ------------------------------------------------------------------------
     def sample_times(self, batch: int, *, t_min: float = 1e-3, t_max: float | None = None,
@@ -365,7 +386,7 @@ class DiffusionPrior(ScorePrior):
         """Denoising score-matching loss per sample (mean over channels and valid vertices).
 
         ``weighting="edm"`` divides the error by ``c_out(t)^2`` (:meth:`output_scale`): unit-scale
-        targets at every noise level. Outside ``"wiener"`` that weight is
+        targets at every noise level. Outside ``"wiener"`` and ``"mixture"`` that weight is
         ``alpha^2 / sigma^2 + 1 / sigma_d^2``.
 
         ``weighting="elbo"`` is the likelihood weighting ``alpha^2 / sigma^2``. The error term of
@@ -420,7 +441,7 @@ class DiffusionPrior(ScorePrior):
         error = self.denoise(xt, t) - x0
         if weighting == "elbo":  # alpha (D - x0) / sigma = eps_hat - eps, as in the ELBO
             return (alpha * error / sigma).square().flatten(1).mean(-1)
-        if self.parameterization == "wiener":
+        if self.parameterization in _SKIPPED:
             c_out = self.output_scale(x0, t).clamp_min(torch.finfo(x0.dtype).tiny)
         else:
             c_out = sigma * sd / den.sqrt()
@@ -447,6 +468,7 @@ class DiffusionPrior(ScorePrior):
             "num_features": self.num_features,
             "fingerprint": self.fingerprint,
             **({"gaussian_fit_info": self.gaussian.fit_info} if self.gaussian is not None else {}),
+            **({"mixture_fit_info": self.mixture.fit_info} if self.mixture is not None else {}),
         }
 
     def saved_state(self) -> dict[str, Any]:
@@ -549,19 +571,27 @@ class DiffusionPrior(ScorePrior):
         if sde_cfg.pop("type", "VPSDE") != "VPSDE":
             raise ValueError(f"prior {path} uses an unknown SDE {state['sde']}")
         features = torch.zeros(stored_v, int(state["num_features"])) if state["num_features"] else None
-        gaussian = None
-        if state["parameterization"] == "wiener":
+        gaussian = mixture = None
+        if state["parameterization"] in _SKIPPED:
             from .gaussian import GaussianPrior
+            from .gaussian_mixture import GaussianMixture
 
             missing = [k for k in ("mean", "eigvecs", "eigvals", "floor") if f"gaussian.{k}" not in sd]
             if missing:
-                raise ValueError(f"prior {path} uses the 'wiener' parameterization but lacks its Gaussian {missing}")
+                raise ValueError(f"prior {path} uses the {state['parameterization']!r} parameterization but lacks "
+                                 f"its Gaussian {missing}")
             gaussian = GaussianPrior.from_factors(sd["gaussian.mean"], sd["gaussian.eigvecs"], sd["gaussian.eigvals"],
                                                   sd["gaussian.floor"], VPSDE(**sde_cfg),
                                                   fit_info=state.get("gaussian_fit_info"))
+            if state["parameterization"] == "mixture":
+                try:
+                    mixture = GaussianMixture.from_state(sd, VPSDE(**sde_cfg), prefix="mixture.",
+                                                         fit_info=state.get("mixture_fit_info"))
+                except ValueError as err:
+                    raise ValueError(f"prior {path} uses the 'mixture' parameterization but {err}") from None
         prior = cls(network, layout, channels=int(state["channels"]), sde=VPSDE(**sde_cfg),
                     parameterization=state["parameterization"], geometry_features=features,
-                    fingerprint=stored_fp, gaussian=gaussian)
+                    fingerprint=stored_fp, gaussian=gaussian, mixture=mixture)
         prior.load_state_dict(sd)
         if map_location is not None:
             prior.to(map_location)
@@ -579,6 +609,7 @@ def build_prior(
     ordering: str = "auto",
     sde: VPSDE | None = None,
     gaussian: GaussianPrior | None = None,
+    mixture: GaussianMixture | None = None,
     **network_overrides: Any,
 ) -> DiffusionPrior:
     """A :class:`DiffusionPrior` with a :class:`UNet1d`, :class:`MLPDenoiser` or graph network sized for ``geometry``.
@@ -595,15 +626,18 @@ def build_prior(
             ``"graph"`` (:class:`~manifold_ps.priors.GraphDenoiser`: Chebyshev filters of the
             geometry's Laplacian, on the surface graph itself).
         geometry_channels: Number of eigenvector features ``k`` (0: none).
-        parameterization: Denoiser parameterisation; ``"wiener"`` needs ``gaussian``.
+        parameterization: Denoiser parameterisation; ``"wiener"`` needs ``gaussian``, ``"mixture"``
+            ``gaussian`` and ``mixture``.
         ordering: Vertex ordering method passed to ``geometry.ordering``.
         sde: The VP-SDE (default: the Gaussian's with ``"wiener"``, else ``VPSDE()``).
         gaussian: The fitted Gaussian of ``"wiener"`` (e.g. ``GaussianPrior.fit(train_signals)``);
             the prior's data mean and scale (the network's input scaling) are set from it.
+        mixture: The fitted :class:`~manifold_ps.priors.GaussianMixture` of ``"mixture"``.
         **network_overrides: Replace preset entries of the network's keyword arguments.
 
     Returns:
-        An untrained prior; with ``"wiener"`` its denoiser is exactly the Gaussian's.
+        An untrained prior; with ``"wiener"`` its denoiser is exactly the Gaussian's, with
+        ``"mixture"`` the mixture's.
 
     Example:
         >>> from manifold_ps.geometry import ImageGrid
@@ -643,7 +677,8 @@ def build_prior(
         net = UNet1d(in_channels, channels, **kwargs)
     stats: dict[str, Tensor] = _gaussian_statistics(gaussian) if gaussian is not None else {}
     return DiffusionPrior(net, layout, channels=channels, sde=sde, parameterization=parameterization,
-                          geometry_features=features, fingerprint=geometry.fingerprint(), gaussian=gaussian, **stats)
+                          geometry_features=features, fingerprint=geometry.fingerprint(), gaussian=gaussian,
+                          mixture=mixture, **stats)
 
 
 def check_weighting(weighting: str, time_sampling: str) -> None:
@@ -658,15 +693,16 @@ def check_weighting(weighting: str, time_sampling: str) -> None:
 def network_signal_channels(channels: int, parameterization: Parameterization) -> int:
     """Signal channels the network of a :class:`DiffusionPrior` takes (before geometry features).
 
-    ``channels`` (the preconditioned noisy signal), or ``2 * channels`` for ``"wiener"``, whose
-    network also sees the Wiener estimate ``(W(x_t, t) - mu) / sigma_d``: at large noise it holds
-    nearly everything known about ``x_0``, which a local network could not gather itself.
+    ``channels`` (the preconditioned noisy signal), or ``2 * channels`` for ``"wiener"`` and
+    ``"mixture"``, whose network also sees the skip's estimate ``(W(x_t, t) - mu) / sigma_d``: at
+    large noise it holds nearly everything known about ``x_0``, which a local network could not
+    gather itself.
 
     Example:
         >>> network_signal_channels(1, "edm"), network_signal_channels(1, "wiener")
         (1, 2)
     """
-    return 2 * channels if parameterization == "wiener" else channels
+    return 2 * channels if parameterization in _SKIPPED else channels
 
 
 def _gaussian_statistics(gaussian: GaussianPrior) -> dict[str, Tensor]:
