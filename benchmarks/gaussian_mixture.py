@@ -3,9 +3,10 @@
 The learned prior starts from the Wiener denoiser of the Gaussian fitted to its training signals
 and learns a correction (``prior.parameterization = "wiener"``). Where that correction learns
 nothing, is there nothing to learn, or does the network fail to learn it? This script answers
-without training anything: it fits mixtures of ``K`` Gaussians with one shared covariance
-(:class:`~manifold_ps.priors.GaussianMixture`: k-means clusters, their fractions and means, the
-pooled within-cluster covariance) to the same training signals, and scores their exact
+without training anything: it fits mixtures of ``K`` Gaussians
+(:class:`~manifold_ps.priors.GaussianMixture`: k-means clusters, their fractions and means, and
+one pooled within-cluster covariance or, with ``--covariance per-component``, each cluster's
+covariance shrunk toward the pooled one) to the same training signals, and scores their exact
 posterior-mean denoisers on the prior-quality report's held-out signals and grid of ``t``, paired
 with the Wiener denoiser of the benchmark's Gaussian (same signals, same noise), beside the exact
 held-out NLL of each density at ``t_min``. Any ratio below 1 is structure between clusters that a
@@ -16,7 +17,8 @@ denoiser can learn from the training signals alone.
 
 Reads the benchmark's Gaussian from ``--out`` (default ``runs/<script>``; fitted there with the
 benchmark's settings when missing) and writes ``gaussian_mixture.{json,md}`` there; ``--commit``
-copies them to ``benchmarks/results/gaussian_mixture-<script>-<profile>.*``.
+copies them to ``benchmarks/results/gaussian_mixture-<script>-<profile>.*`` (``-<tag>`` appended with
+``--tag``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the prior-quality report's held-out sets and grid
 from prior_quality import GOAL_T_MAX, TIMES, denoising_errors, denoising_table, heldout_signals  # noqa: E402
 
-from manifold_ps.benchmarking.baselines import stage_gaussian  # noqa: E402
+from manifold_ps.benchmarking.baselines import fit_mixture, stage_gaussian  # noqa: E402
 from manifold_ps.benchmarking.results import environment_versions  # noqa: E402
 from manifold_ps.benchmarking.workloads import WORKLOADS, profile_defaults  # noqa: E402
 from manifold_ps.config import add_config_arguments, config_from_args  # noqa: E402
@@ -53,21 +55,6 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def fit_mixture(signals: torch.Tensor, components: int, *, ridges: tuple[float, ...], validation_fraction: float,
-                rank: int | None, seed: int) -> GaussianMixture:
-    """The mixture fitted the way the benchmark fits its Gaussian: the ridge chosen on the last
-    ``validation_fraction`` of the training signals under a fit to the rest, then refitted on all
-    of them (the same k-means seed for both fits)."""
-    n_val = max(1, int(round(validation_fraction * signals.shape[0])))
-    probe = GaussianMixture.fit(signals[:-n_val], components, generator=torch.Generator().manual_seed(seed),
-                                rank=rank, ridge=ridges, validation=signals[-n_val:])
-    ridge = float(probe.within.fit_info["ridge"])
-    mixture = GaussianMixture.fit(signals, components, generator=torch.Generator().manual_seed(seed), rank=rank,
-                                  ridge=ridge)
-    mixture.fit_info["ridge"] = ridge
-    return mixture
-
-
 def nll_bits(density: GaussianPrior | GaussianMixture, x: torch.Tensor, t_min: float) -> torch.Tensor:
     """Exact ``-log p_{t_min}(x)`` in bits per dimension: ``(N,)``."""
     t = torch.full((x.shape[0],), t_min, dtype=torch.float64)
@@ -79,9 +66,13 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Closed-form Gaussian mixtures against the Wiener denoiser: {report['workload']} "
              f"({report['profile']} profile)", "",
              f"Training signals: {report['train_signals']}. Gaussian: the benchmark's (rank {report['gaussian']['rank']}, "
-             f"ridge {report['gaussian']['ridge']:g}). Mixtures: K components with one shared covariance, "
-             "fitted by k-means (seed 0) and the pooled within-cluster covariance, its ridge chosen like the "
-             "Gaussian's on the last training signals; nothing is trained by gradient. "
+             f"ridge {report['gaussian']['ridge']:g}). Mixtures: K components fitted by k-means (seed "
+             f"{report['seed']}) and "
+             + ("the pooled within-cluster covariance" if report.get("covariance", "shared") == "shared" else
+                "each cluster's covariance shrunk toward the pooled one (weight "
+                + ", ".join(f"K={k} {m['shrinkage']:g}" for k, m in report["mixtures"].items()) + ")")
+             + ", the ridge" + ("" if report.get("covariance", "shared") == "shared" else " and the shrinkage")
+             + " chosen like the Gaussian's on the last training signals; nothing is trained by gradient. "
              f"Fit times: {', '.join(f'K={k} {s:.0f} s' for k, s in report['fit_seconds'].items())}.", ""]
     for name, entry in report["sets"].items():
         lines += [f"## {name}: {entry['signals']} held-out signals ({entry['dataset']})", "",
@@ -119,6 +110,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--workload", choices=MEASURED, default="era5-imputation")
     add_config_arguments(p)
     p.add_argument("--components", type=int, nargs="+", default=[4, 12, 24, 48], help="mixture sizes K")
+    p.add_argument("--covariance", choices=("shared", "per-component"), default="shared",
+                   help="one covariance for every component, or one per component shrunk toward the pooled one")
+    p.add_argument("--shrinkage", type=float, nargs="+", default=None,
+                   help="candidate weights of the pooled covariance (per-component; chosen on validation; "
+                        "default prior.mixture_shrinkage)")
+    p.add_argument("--tag", default=None, help="append -TAG to the committed report's name (a report of its own)")
     p.add_argument("--n-heldout", type=int, default=256, help="held-out signals per set (as the prior-quality report)")
     p.add_argument("--nll-t-min", type=float, default=1e-3, help="the time of the densities' NLL")
     p.add_argument("--out", type=Path, default=None, help="the benchmark's folder (default runs/<script>)")
@@ -137,15 +134,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     signals = workload.prior_train
     fit_seconds: dict[str, float] = {}
     mixtures: dict[str, GaussianMixture] = {}
-    rank = None if config.eval.gaussian_rank is None else min(config.eval.gaussian_rank, signals[0].numel())
     for k in args.components:
         tic = time.perf_counter()
-        mixtures[str(k)] = fit_mixture(signals, k, ridges=tuple(config.eval.gaussian_ridges), rank=rank,
-                                       validation_fraction=config.eval.gaussian_validation_fraction,
-                                       seed=config.seed).eval()
+        mixtures[str(k)] = fit_mixture(signals, config, components=k, covariance=args.covariance,
+                                       shrinkage=None if args.shrinkage is None else tuple(args.shrinkage)).eval()
         fit_seconds[str(k)] = time.perf_counter() - tic
-        _log(f"K={k}: fitted in {fit_seconds[str(k)]:.0f} s (clusters of {min(mixtures[str(k)].fit_info['cluster_sizes'])}"
-             f"-{max(mixtures[str(k)].fit_info['cluster_sizes'])} signals, ridge {mixtures[str(k)].fit_info['ridge']:g})")
     sets: dict[str, Any] = {}
     for name, (dataset, x) in heldout_signals(workload, args.n_heldout).items():
         x = x.double()
@@ -177,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              + ", ".join(f"K={k} {v:.3f}" for k, v in summary["mean_ratio"].items()))
     report = {
         "workload": workload.name, "profile": config.profile, "train_signals": int(signals.shape[0]),
-        "components": args.components, "seed": config.seed, "nll_t_min": args.nll_t_min,
+        "components": args.components, "covariance": args.covariance, "seed": config.seed, "nll_t_min": args.nll_t_min,
         "gaussian": {"rank": gaussian.rank, "ridge": float(gaussian.fit_info.get("ridge", 0.0))},
         "mixtures": {k: m.fit_info for k, m in mixtures.items()}, "fit_seconds": fit_seconds,
         "times": TIMES.tolist(), "sets": sets, "seconds": time.perf_counter() - started,
@@ -192,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.commit is not None:
         args.commit.mkdir(parents=True, exist_ok=True)
         for ext in ("json", "md"):
-            target = args.commit / f"gaussian_mixture-{script}-{config.profile}.{ext}"
+            target = args.commit / (f"gaussian_mixture-{script}-{config.profile}" + (f"-{args.tag}" if args.tag else "")
+                                    + f".{ext}")
             shutil.copyfile(out / f"gaussian_mixture.{ext}", target)
             _log(f"committed {target}")
     return report

@@ -15,7 +15,8 @@ fields and the 24 real ERA5 snapshots):
    and the paired difference prior - Gaussian (same ODE) cancels most of it.
 3. **Samples** of the prior beside exact samples of the Gaussian and real held-out signals, on
    one colour scale.
-4. **DPS** with the learned prior against the same DPS with the step-0 prior (the Gaussian alone),
+4. **DPS** with the learned prior against the same DPS with the step-0 prior (the Gaussian alone;
+   for a ``"mixture"`` prior the mixture alone, and DPS with the Gaussian alone beside them),
    each with its step size and ``clip_denoised`` chosen on validation measurements by the
    benchmark's own tuning (:func:`~manifold_ps.benchmarking.baselines.stage_tuning`), and the
    exact Gaussian posterior (one draw and the mean), on the held-out measurements of the
@@ -23,17 +24,21 @@ fields and the 24 real ERA5 snapshots):
 
 The Gaussian is the step-0 prior: a ``"wiener"`` prior's own (``prior.gaussian``, its exact
 skip), otherwise the Gaussian the benchmark fits to the prior's training signals
-(``out/gaussian``). The prior is the benchmark's, loaded from the same ``--out`` folder (trained
+(``out/gaussian``). A ``"mixture"`` prior's step 0 is its :class:`~manifold_ps.priors.GaussianMixture`:
+the report adds its denoising ratio, its exact NLL and its DPS, and keeps the prior's own Gaussian
+as the yardstick. The prior is the benchmark's, loaded from the same ``--out`` folder (trained
 there first when missing), with the same configuration options.
 
     python benchmarks/prior_quality.py --workload bunny-mnist             # cpu profile, runs/bunny_mnist
     python benchmarks/prior_quality.py --workload era5-imputation --commit
     python benchmarks/prior_quality.py --profile smoke --set prior.parameterization=wiener --out runs/pq
+    python benchmarks/prior_quality.py --workload era5-imputation --set prior.parameterization=mixture --tag mixture
 
 Writes ``prior_quality.json``, ``prior_quality.md`` and
 ``figures/prior_quality-<script>-<profile>-{denoising,samples}.png`` into ``--out``. ``--commit``
 copies them to ``benchmarks/results/prior_quality-<script>-<profile>.{json,md}`` and
-``benchmarks/results/figures/`` (the documentation's prior-quality page shows those).
+``benchmarks/results/figures/`` (the documentation's prior-quality page shows those); ``--tag T``
+names them ``prior_quality-<script>-<profile>-T`` instead.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ from manifold_ps.benchmarking.results import environment_versions
 from manifold_ps.benchmarking.workloads import WORKLOADS, Workload, profile_defaults
 from manifold_ps.config import Config, add_config_arguments, add_shortcuts, config_from_args
 from manifold_ps.metrics import bootstrap_interval, paired_difference, paired_ratio
-from manifold_ps.priors import GaussianPrior, ScorePrior, bits_per_dim
+from manifold_ps.priors import GaussianMixture, GaussianPrior, ScorePrior, bits_per_dim
 from manifold_ps.training import load_checkpoint, state_digest
 
 MEASURED = ("bunny-mnist", "era5-imputation")
@@ -91,19 +96,19 @@ def _log(msg: str) -> None:
 
 
 class Step0Prior(ScorePrior):
-    """The prior at training step 0: the Gaussian's exact denoiser alone.
+    """A closed-form prior's exact denoiser alone: the Gaussian, or the mixture of a ``"mixture"`` prior.
 
-    Evaluated in the Gaussian's dtype (float64) and returned in the caller's, as a ``"wiener"``
-    prior evaluates its skip, so that DPS runs it exactly as it runs the learned prior.
+    Evaluated in the density's dtype (float64) and returned in the caller's, as a ``"wiener"`` or
+    ``"mixture"`` prior evaluates its skip, so that DPS runs it exactly as it runs the learned prior.
     """
 
-    def __init__(self, gaussian: GaussianPrior) -> None:
-        super().__init__(gaussian.sde, gaussian.channels, gaussian.num_vertices)
-        self.gaussian = gaussian
+    def __init__(self, density: GaussianPrior | GaussianMixture) -> None:
+        super().__init__(density.sde, density.channels, density.num_vertices)
+        self.density = density
+        self.dtype = density.log_weights.dtype if isinstance(density, GaussianMixture) else density.mean.dtype
 
     def denoise(self, x: Tensor, t: Tensor) -> Tensor:
-        dtype = self.gaussian.mean.dtype
-        return self.gaussian.denoise(x.to(dtype), self._check_t(x, t).to(dtype)).to(x.dtype)
+        return self.density.denoise(x.to(self.dtype), self._check_t(x, t).to(self.dtype)).to(x.dtype)
 
 
 # -- the held-out signals --------------------------------------------------------------------------------
@@ -131,19 +136,21 @@ def heldout_signals(workload: Workload, n: int) -> dict[str, tuple[str, Tensor]]
 # -- 1. denoising --------------------------------------------------------------------------------------
 @torch.no_grad()
 def denoising_errors(prior: ScorePrior, gaussian: GaussianPrior, x: Tensor, times: Tensor, *, seed: int,
-                     batch: int = 64) -> dict[str, Tensor]:
+                     batch: int = 64, step0: ScorePrior | None = None) -> dict[str, Tensor]:
     """Per-signal MSE of the prior's and the Gaussian's denoisers, and of the noisy input / alpha.
 
     ``x_t = alpha x + sigma eps`` with one noise ``eps`` per signal and time, drawn from a
-    generator seeded with ``seed`` (CPU, so the draw does not depend on the device); both
-    denoisers see the same ``x_t`` (the Gaussian's in float64).
+    generator seeded with ``seed`` (CPU, so the draw does not depend on the device); all
+    denoisers see the same ``x_t`` (the Gaussian's in float64). ``step0`` (e.g. the mixture of a
+    ``"mixture"`` prior, as a :class:`Step0Prior`) is scored too.
 
     Returns:
-        ``{"prior", "wiener", "noisy"}`` each ``(T, N)`` float64 on the CPU.
+        ``{"prior", "wiener", "noisy"[, "step0"]}`` each ``(T, N)`` float64 on the CPU.
     """
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn((times.shape[0], *x.shape), generator=g, dtype=x.dtype)
-    errors = {k: torch.empty(times.shape[0], x.shape[0], dtype=torch.float64) for k in ("prior", "wiener", "noisy")}
+    keys = ("prior", "wiener", "noisy") + (("step0",) if step0 is not None else ())
+    errors = {k: torch.empty(times.shape[0], x.shape[0], dtype=torch.float64) for k in keys}
 
     def mse(estimate: Tensor, truth: Tensor) -> Tensor:
         return (estimate.double() - truth.double()).square().flatten(1).mean(-1).cpu()
@@ -159,6 +166,8 @@ def denoising_errors(prior: ScorePrior, gaussian: GaussianPrior, x: Tensor, time
             errors["prior"][i, rows] = mse(prior.denoise(xt, tb), x0)
             errors["wiener"][i, rows] = mse(gaussian.denoise(xt.to(gaussian.mean.dtype), tb.to(gaussian.mean.dtype)), x0)
             errors["noisy"][i, rows] = mse(xt.double() / alpha, x0)
+            if step0 is not None:
+                errors["step0"][i, rows] = mse(step0.denoise(xt, tb), x0)
     return errors
 
 
@@ -178,6 +187,10 @@ def denoising_table(errors: dict[str, Tensor], times: Tensor, prior: ScorePrior)
                      **_interval(errors["prior"][i], "prior_mse"), **_interval(errors["wiener"][i], "wiener_mse"),
                      "ratio": ratio, "ratio_low": low, "ratio_high": high,
                      **_interval(errors["noisy"][i], "noisy_mse")})
+        if "step0" in errors:
+            ratio, low, high = paired_ratio(errors["step0"][i], errors["wiener"][i])
+            rows[-1].update(**_interval(errors["step0"][i], "step0_mse"), step0_ratio=ratio, step0_ratio_low=low,
+                            step0_ratio_high=high)
     low_t = [r for r in rows if r["t"] <= GOAL_T_MAX + 1e-12]
     summary = {
         "mean_ratio_t_le_0.3": sum(r["ratio"] for r in low_t) / len(low_t), "points_t_le_0.3": len(low_t),
@@ -185,12 +198,15 @@ def denoising_table(errors: dict[str, Tensor], times: Tensor, prior: ScorePrior)
         "points_ratio_at_most_1": sum(r["ratio"] <= 1.0 for r in rows),
         "points_within_wiener_interval_or_below": sum(r["prior_mse"] <= r["wiener_mse_high"] for r in rows),
     }
+    if "step0" in errors:
+        summary["step0_mean_ratio_t_le_0.3"] = sum(r["step0_ratio"] for r in low_t) / len(low_t)
     return {"rows": rows, "summary": summary}
 
 
 # -- 2. likelihood ---------------------------------------------------------------------------------------
 def heldout_nll(prior: ScorePrior, gaussian: GaussianPrior, x: Tensor, *, ode: dict[str, Any], seed: int,
-                batch: int = 32, gaussian_ode: bool = True) -> dict[str, Tensor]:
+                batch: int = 32, gaussian_ode: bool = True,
+                mixture: GaussianMixture | None = None) -> dict[str, Tensor]:
     """Per-signal NLL in bits per dimension: the prior's by the ODE, the Gaussian's exactly (its
     marginal at the ODE's ``t_min``, at the signal itself, as the ODE starts there) and, with
     ``gaussian_ode``, the Gaussian's by the same ODE.
@@ -203,14 +219,17 @@ def heldout_nll(prior: ScorePrior, gaussian: GaussianPrior, x: Tensor, *, ode: d
         seed: Seeds the trace probes (one generator per prior).
         batch: Signals per solve.
         gaussian_ode: Also run the ODE on the Gaussian.
+        mixture: A ``"mixture"`` prior's step 0, whose exact NLL is added like the Gaussian's.
 
     Returns:
-        ``{"prior_ode", "gaussian_exact"[, "gaussian_ode"]}`` each ``(N,)`` float64 on the CPU.
+        ``{"prior_ode", "gaussian_exact"[, "gaussian_ode"][, "step0_exact"]}`` each ``(N,)``
+        float64 on the CPU.
     """
     d = prior.num_dims
     dtype = gaussian.mean.dtype
     gens = {k: torch.Generator(x.device).manual_seed(seed) for k in ("prior", "gaussian")}
-    out: dict[str, list[Tensor]] = {"prior_ode": [], "gaussian_exact": [], **({"gaussian_ode": []} if gaussian_ode else {})}
+    out: dict[str, list[Tensor]] = {"prior_ode": [], "gaussian_exact": [], **({"gaussian_ode": []} if gaussian_ode else {}),
+                                    **({"step0_exact": []} if mixture is not None else {})}
     for chunk in x.split(batch):
         out["prior_ode"].append(prior.ode_log_likelihood(chunk, generator=gens["prior"], **ode).double())
         c64 = chunk.to(dtype)
@@ -218,6 +237,8 @@ def heldout_nll(prior: ScorePrior, gaussian: GaussianPrior, x: Tensor, *, ode: d
         out["gaussian_exact"].append(gaussian.marginal_log_prob(c64, t))
         if gaussian_ode:
             out["gaussian_ode"].append(gaussian.ode_log_likelihood(c64, generator=gens["gaussian"], **ode))
+        if mixture is not None:
+            out["step0_exact"].append(mixture.marginal_log_prob(c64, t))
     return {k: bits_per_dim(torch.cat(v).detach(), d).cpu() for k, v in out.items()}
 
 
@@ -230,6 +251,8 @@ def nll_table(bpd: dict[str, Tensor]) -> dict[str, Any]:
     pairs = [("prior_ode", "gaussian_exact")]
     if "gaussian_ode" in bpd:
         pairs += [("prior_ode", "gaussian_ode"), ("gaussian_ode", "gaussian_exact")]
+    if "step0_exact" in bpd:
+        pairs += [("step0_exact", "gaussian_exact"), ("prior_ode", "step0_exact")]
     for a, b in pairs:
         mean, low, high = paired_difference(bpd[a], bpd[b])
         table[f"{a}_minus_{b}"] = {"mean": mean, "low": low, "high": high}
@@ -293,7 +316,8 @@ def dps_comparison(workload: Workload, config: Config, out: Path, priors: dict[s
             seconds += exact.last_seconds
         methods["gaussian_mean"] = score_estimate(torch.cat(means), x, seconds_per_sample=seconds / y.shape[0], nfe=0,
                                                   **score)
-        add_paired_differences(methods, references=("dps_step0", "gaussian_draw"), groups=m.groups)
+        refs = ("dps_step0", "gaussian_draw") + (("dps_gaussian",) if "dps_gaussian" in methods else ())
+        add_paired_differences(methods, references=refs, groups=m.groups)
         sets[set_name] = {"dataset": descriptions.get(set_name, set_name), "measurements": int(x.shape[0]),
                           **({"fields": int(m.groups.unique().numel())} if m.groups is not None else {}),
                           "methods": {k: v.to_dict() for k, v in methods.items()}}
@@ -315,8 +339,11 @@ def denoising_figure(curves: dict[str, Any], title: str, path: Path) -> None:
         rows = c["rows"]
         t = [r["t"] for r in rows]
         top = fig.add_subplot(2, len(curves), j + 1)
-        for key, label, color in (("prior_mse", "prior's denoiser", "C3"), ("wiener_mse", "Wiener (Gaussian)", "C0"),
-                                  ("noisy_mse", "noisy input / alpha", "0.5")):
+        curves_drawn = [("prior_mse", "prior's denoiser", "C3"), ("wiener_mse", "Wiener (Gaussian)", "C0"),
+                        ("noisy_mse", "noisy input / alpha", "0.5")]
+        if "step0_mse" in rows[0]:
+            curves_drawn.insert(1, ("step0_mse", "step 0 (the mixture)", "C1"))
+        for key, label, color in curves_drawn:
             top.plot(t, [r[key] for r in rows], "o-" if key != "noisy_mse" else "--", color=color, ms=3, label=label)
             top.fill_between(t, [r[f"{key}_low"] for r in rows], [r[f"{key}_high"] for r in rows], color=color,
                              alpha=0.25, lw=0)
@@ -327,9 +354,12 @@ def denoising_figure(curves: dict[str, Any], title: str, path: Path) -> None:
         top.grid(alpha=0.3, which="both")
         top.legend(fontsize=7)
         bottom = fig.add_subplot(2, len(curves), len(curves) + j + 1, sharex=top)
-        bottom.plot(t, [r["ratio"] for r in rows], "o-", color="C3", ms=3, label="prior / Wiener")
-        bottom.fill_between(t, [r["ratio_low"] for r in rows], [r["ratio_high"] for r in rows], color="C3", alpha=0.25,
-                            lw=0)
+        ratios = [("ratio", "prior / Wiener", "C3")] + ([("step0_ratio", "mixture / Wiener", "C1")]
+                                                        if "step0_ratio" in rows[0] else [])
+        for key, label, color in ratios:
+            bottom.plot(t, [r[key] for r in rows], "o-", color=color, ms=3, label=label)
+            bottom.fill_between(t, [r[f"{key}_low"] for r in rows], [r[f"{key}_high"] for r in rows], color=color,
+                                alpha=0.25, lw=0)
         bottom.axhline(1.0, color="k", lw=1)
         bottom.axhline(GOAL_RATIO, color="C2", ls="--", lw=1, label=f"goal {GOAL_RATIO}")
         bottom.set_yscale("log")
@@ -401,8 +431,10 @@ def _seconds(s: float) -> str:
 
 
 DPS_LABELS = {"dps": "DPS, learned prior", "dps_step0": "DPS, step-0 prior (the Gaussian alone)",
+              "dps_gaussian": "DPS, the Gaussian alone",
               "gaussian_draw": "Gaussian posterior, one exact draw", "gaussian_mean": "Gaussian posterior mean"}
-"""Row names of the DPS table (``dps_step0`` is called the fitted Gaussian when the prior is not ``"wiener"``)."""
+"""Row names of the DPS table (``dps_step0`` is the mixture of a ``"mixture"`` prior, and the fitted
+Gaussian when the prior has no skip)."""
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -421,15 +453,20 @@ def to_markdown(report: dict[str, Any]) -> str:
               "ratio is the ratio of the mean errors with a paired interval.", ""]
     for name, c in report["denoising"].items():
         s = c["summary"]
+        mixed = "step0_mse" in c["rows"][0]
         lines += [f"**{name}**: {c['signals']} signals of {c['dataset']}. Mean ratio over the "
                   f"{s['points_t_le_0.3']} grid points with t <= {GOAL_T_MAX}: **{s['mean_ratio_t_le_0.3']:.3f}** "
-                  f"(goal <= {s['goal_mean_ratio']}); prior at or below the Wiener denoiser's interval at "
+                  f"(goal <= {s['goal_mean_ratio']})"
+                  + (f", its step 0 (the mixture) {s['step0_mean_ratio_t_le_0.3']:.3f}" if mixed else "")
+                  + f"; prior at or below the Wiener denoiser's interval at "
                   f"{s['points_within_wiener_interval_or_below']} of {s['grid_points']} points, ratio <= 1 at "
                   f"{s['points_ratio_at_most_1']}.", "",
-                  "| t | sigma/alpha | MSE, prior | MSE, Wiener | ratio prior / Wiener | MSE, noisy input / alpha |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+                  "| t | sigma/alpha | MSE, prior | MSE, Wiener | ratio prior / Wiener | "
+                  + ("ratio mixture / Wiener | " if mixed else "") + "MSE, noisy input / alpha |",
+                  "|---:|---:|---:|---:|---:|" + ("---:|" if mixed else "") + "---:|"]
         lines += [f"| {r['t']:.4g} | {r['sigma_over_alpha']:.3g} | {_ci(r, 'prior_mse')} | {_ci(r, 'wiener_mse')} "
-                  f"| {_ci(r, 'ratio', '{:.3f}')} | {r['noisy_mse']:.3g} |" for r in c["rows"]]
+                  f"| {_ci(r, 'ratio', '{:.3f}')} | " + (f"{_ci(r, 'step0_ratio', '{:.3f}')} | " if mixed else "")
+                  + f"{r['noisy_mse']:.3g} |" for r in c["rows"]]
         lines.append("")
     lines += [f"![denoising error against t]({report['figures']['denoising']})", ""]
 
@@ -443,13 +480,22 @@ def to_markdown(report: dict[str, Any]) -> str:
               "is the solver's error. Lower is better; 95% bootstrap intervals, paired for the differences.", "",
               "| set | signals | prior (ODE) | Gaussian, exact | Gaussian (same ODE) | prior - Gaussian exact "
               "| prior - Gaussian (same ODE) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    mixtures = []
     for name, n in report["nll"].items():
         t = n["bits_per_dim"]
         ode_g = t.get("gaussian_ode")
         lines.append(f"| {name} | {n['signals']} | {_ci_dict(t['prior_ode'])} | {_ci_dict(t['gaussian_exact'])} "
                      f"| {_ci_dict(ode_g) if ode_g else '–'} | {_ci_dict(t['prior_ode_minus_gaussian_exact'], '{:+.3f}')} "
                      f"| {_ci_dict(t['prior_ode_minus_gaussian_ode'], '{:+.3f}') if ode_g else '–'} |")
+        if "step0_exact" in t:
+            mixtures.append(f"| {name} | {_ci_dict(t['step0_exact'])} | "
+                            f"{_ci_dict(t['step0_exact_minus_gaussian_exact'], '{:+.4f}')} | "
+                            f"{_ci_dict(t['prior_ode_minus_step0_exact'], '{:+.3f}')} |")
     lines.append("")
+    if mixtures:
+        lines += ["The step-0 prior (the mixture), exactly at t_min like the Gaussian:", "",
+                  "| set | mixture, exact | mixture - Gaussian exact | prior (ODE) - mixture exact |",
+                  "|---|---:|---:|---:|", *mixtures, ""]
 
     smp = report["samples"]
     lines += ["## Samples", "",
@@ -459,7 +505,9 @@ def to_markdown(report: dict[str, Any]) -> str:
 
     dps = report["dps"]
     labels = dict(DPS_LABELS)
-    if not gs["is_step0"]:
+    if p["parameterization"] == "mixture":
+        labels["dps_step0"] = "DPS, step-0 prior (the mixture alone)"
+    elif not gs["is_step0"]:
         labels["dps_step0"] = "DPS, the fitted Gaussian as prior (not this prior's step 0)"
     lines += ["## DPS: learned prior against the step-0 prior", "",
               f"Task `{dps['task']}` ({dps.get('operator', '')}, missing fraction {dps.get('missing_fraction', '–')}, "
@@ -468,17 +516,19 @@ def to_markdown(report: dict[str, Any]) -> str:
               + (dps["validation"] or "none: no tuning, the samplers' defaults")
               + f"); {dps['scoring']}.", ""]
     for set_name, s in dps["sets"].items():
+        refs = ["dps_step0", "gaussian_draw"] + (["dps_gaussian"] if "dps_gaussian" in s["methods"] else [])
         lines += [f"**{set_name}**: {s['measurements']} measurements of {s['dataset']}"
                   + (f" ({s['fields']} fields)" if "fields" in s else "") + ".", "",
                   "| method | PSNR (dB) [95% CI] | raw PSNR | Δ vs DPS step-0 [95% CI] | Δ vs one Gaussian draw [95% CI] "
-                  "| settings | s / sample | NFE |", "|---|---:|---:|---:|---:|---|---:|---:|"]
+                  + ("| Δ vs DPS, Gaussian alone [95% CI] " if len(refs) > 2 else "")
+                  + "| settings | s / sample | NFE |", "|---|---:|---:|---:|---:|" + ("---:|" if len(refs) > 2 else "")
+                  + "---|---:|---:|"]
         for name, r in s["methods"].items():
             tuned = dps["tuning"].get(name)
             setting = "" if not tuned else f"zeta {tuned['zeta']:.3g}" + (", clip_denoised" if tuned["clip_denoised"] else "")
-            diffs = [_ci(r, f"diff_{ref}", "{:+.2f}") if f"diff_{ref}" in r else "–"
-                     for ref in ("dps_step0", "gaussian_draw")]
-            lines.append(f"| {labels.get(name, name)} | {_ci(r, 'psnr', '{:.2f}')} | {r['psnr_raw']:.2f} | {diffs[0]} "
-                         f"| {diffs[1]} | {setting} | {_seconds(r['seconds_per_sample'])} | {r['nfe']} |")
+            diffs = [_ci(r, f"diff_{ref}", "{:+.2f}") if f"diff_{ref}" in r else "–" for ref in refs]
+            lines.append(f"| {labels.get(name, name)} | {_ci(r, 'psnr', '{:.2f}')} | {r['psnr_raw']:.2f} | "
+                         + " | ".join(diffs) + f" | {setting} | {_seconds(r['seconds_per_sample'])} | {r['nfe']} |")
         lines.append("")
     tm = report["timings_s"]
     lines += ["Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in tm.items()) + "."]
@@ -537,6 +587,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed-offset", type=int, default=0, help="added to the noise seeds of the denoising curves and NLL")
     p.add_argument("--commit", type=Path, nargs="?", const=RESULTS, default=None, metavar="DIR",
                    help=f"also copy the report to DIR (default {RESULTS}) as prior_quality-<script>-<profile>.*")
+    p.add_argument("--tag", default=None,
+                   help="append -TAG to the report's name (a report of its own, e.g. for another parameterisation)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -544,13 +596,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = config_from_args(args, flags, defaults=profile_defaults(args.workload, args.profile))
     out = args.out or Path("runs") / script
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    stem = f"prior_quality-{script}-{config.profile}"
+    stem = f"prior_quality-{script}-{config.profile}" + (f"-{args.tag}" if args.tag else "")
     workload = WORKLOADS[args.workload](config)
     timings: dict[str, float] = {}
 
     tic = time.perf_counter()
     prior = stage_prior(workload, config, out, device=device, progress=not args.no_progress).eval()
-    if prior.gaussian is not None:
+    mixture = prior.mixture if prior.parameterization == "mixture" else None
+    step0 = Step0Prior(mixture).eval() if mixture is not None else None
+    if mixture is not None:
+        assert prior.gaussian is not None
+        info = mixture.fit_info
+        gaussian = prior.gaussian
+        role = (f"the mixture prior's own Gaussian (fitted to its training signals); its step 0 is the mixture's "
+                f"exact denoiser ({info.get('components')} components, {info.get('covariance')} covariance"
+                + (f", shrinkage {info['shrinkage']:g}" if "shrinkage" in info else "") + ")")
+    elif prior.gaussian is not None:
         gaussian, role = prior.gaussian, "the wiener prior's own skip, i.e. the prior at training step 0"
     else:
         gaussian = stage_gaussian(workload, config, out, device=device)
@@ -564,7 +625,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tic = time.perf_counter()
     denoising = {}
     for name, (dataset, x) in sets.items():
-        errors = denoising_errors(prior, gaussian, x.to(device), TIMES, seed=seed)
+        errors = denoising_errors(prior, gaussian, x.to(device), TIMES, seed=seed, step0=step0)
         denoising[name] = {"dataset": dataset, "signals": int(x.shape[0]), **denoising_table(errors, TIMES, prior)}
         s = denoising[name]["summary"]
         _log(f"denoising '{name}': mean MSE ratio prior / Wiener over t <= {GOAL_T_MAX}: "
@@ -578,7 +639,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     nll = {}
     for name, (dataset, x) in sets.items():
         x = x[: args.nll_signals].to(device)
-        bpd = heldout_nll(prior, gaussian, x, ode=ode, seed=seed + 1, gaussian_ode=not args.no_gaussian_ode)
+        bpd = heldout_nll(prior, gaussian, x, ode=ode, seed=seed + 1, gaussian_ode=not args.no_gaussian_ode,
+                          mixture=mixture)
         nll[name] = {"dataset": dataset, "signals": int(x.shape[0]), "bits_per_dim": nll_table(bpd)}
         t = nll[name]["bits_per_dim"]
         _log(f"NLL '{name}': prior {t['prior_ode']['mean']:.4f}, Gaussian {t['gaussian_exact']['mean']:.4f} bits/dim")
@@ -595,8 +657,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gauss_samples = gaussian.sample_data(args.samples,
                                          generator=torch.Generator(gaussian.mean.device).manual_seed(seed + 3))
     figures = {"denoising": f"figures/{stem}-denoising.png", "samples": f"figures/{stem}-samples.png"}
-    samples_figure(workload, [(f"held-out ({first_name})", real), ("Gaussian, exact samples", gauss_samples),
-                              (f"prior, {args.sample_steps} ancestral steps", prior_samples)],
+    rows = [(f"held-out ({first_name})", real), ("Gaussian, exact samples", gauss_samples)]
+    if mixture is not None:
+        rows.append(("mixture (step 0), exact samples",
+                     mixture.sample_data(args.samples, generator=torch.Generator(device).manual_seed(seed + 4))))
+    samples_figure(workload, rows + [(f"prior, {args.sample_steps} ancestral steps", prior_samples)],
                    f"{workload.name}: held-out signals, Gaussian samples, prior samples", out / figures["samples"])
     denoising_figure(denoising, f"{workload.name} ({config.profile}): denoising error on held-out signals",
                      out / figures["denoising"])
@@ -604,7 +669,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _log(f"part 3 (samples and figures): {timings['samples']:.0f} s")
 
     tic = time.perf_counter()
-    priors: dict[str, ScorePrior] = {"dps": prior, "dps_step0": Step0Prior(gaussian)}
+    priors: dict[str, ScorePrior] = {"dps": prior, "dps_step0": step0 if step0 is not None else Step0Prior(gaussian)}
+    if step0 is not None:
+        priors["dps_gaussian"] = Step0Prior(gaussian)
     dps = dps_comparison(workload, config, out, priors, gaussian,
                          n_measurements=args.n_measurements or config.eval.n_eval, device=device)
     timings["dps"] = time.perf_counter() - tic
@@ -615,7 +682,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "prior": {"network": type(prior.network).__name__, "parameterization": prior.parameterization,
                   "parameters": sum(q.numel() for q in prior.parameters()), "train_steps": config.prior.train_steps,
                   "folder": str(out / "prior"), **_training_record(out / "prior")},
-        "gaussian": {"role": role, "is_step0": prior.gaussian is not None, "rank": gaussian.rank,
+        **({"mixture": mixture.fit_info} if mixture is not None else {}),
+        "gaussian": {"role": role, "is_step0": prior.parameterization == "wiener", "rank": gaussian.rank,
                      "ridge": float(gaussian.fit_info.get("ridge", 0.0)), "fit_info": gaussian.fit_info},
         "times": TIMES.tolist(), "denoising_seed": seed, "denoising": denoising,
         "nll_settings": ode, "nll_seed": seed + 1, "nll": nll,

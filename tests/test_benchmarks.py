@@ -663,7 +663,7 @@ def test_amortization_compares_at_equal_compute_from_the_same_start(tmp_path: Pa
 
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.parametrize("parameterization", ["wiener", "x0"])
+@pytest.mark.parametrize("parameterization", ["wiener", "mixture", "x0"])
 def test_prior_quality_report_at_smoke_size(parameterization: str, tmp_path: Path, data_dir: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     from manifold_ps.benchmarking.workloads import bunny_mnist
@@ -693,8 +693,8 @@ def test_prior_quality_report_at_smoke_size(parameterization: str, tmp_path: Pat
         assert r["ratio"] == pytest.approx(r["prior_mse"] / r["wiener_mse"], rel=1e-9)
 
     # the Gaussian's NLL is its exact marginal density at t_min, here computed independently
-    gaussian = (DiffusionPrior.load(out / "prior" / "prior.pt").gaussian if parameterization == "wiener"
-                else GaussianPrior.load(out / "gaussian" / "gaussian.pt"))
+    saved = DiffusionPrior.load(out / "prior" / "prior.pt")
+    gaussian = saved.gaussian if parameterization != "x0" else GaussianPrior.load(out / "gaussian" / "gaussian.pt")
     config = apply_overrides(get_profile("smoke"), {"prior.parameterization": parameterization})
     x = bunny_mnist(config).flow_train[:8]
     nll = report["nll"]["test-digits"]
@@ -703,22 +703,42 @@ def test_prior_quality_report_at_smoke_size(parameterization: str, tmp_path: Pat
     assert nll["bits_per_dim"]["gaussian_exact"]["mean"] == pytest.approx(float(expected.mean()), rel=1e-6)
     assert nll["bits_per_dim"]["gaussian_exact"]["se"] == pytest.approx(float(expected.std() / 8**0.5), rel=1e-6)
     assert math.isfinite(nll["bits_per_dim"]["prior_ode"]["mean"])
+    if parameterization == "mixture":  # the step-0 mixture: its exact density, a dense logsumexp of normals here
+        import torch
+
+        mixture = saved.mixture
+        assert mixture is not None and report["mixture"]["components"] == mixture.components == 12
+        assert report["mixture"]["covariance"] == "per-component"
+        t64 = torch.tensor(1e-3, dtype=torch.float64)
+        a, s2 = mixture.sde.alpha(t64), mixture.sde.std(t64) ** 2
+        eye = torch.eye(mixture.num_dims, dtype=torch.float64)
+        logs = torch.stack([torch.distributions.MultivariateNormal(
+            a * mixture.means[k].flatten(), a**2 * mixture.covariances[k].covariance() + s2 * eye).log_prob(
+                x.flatten(1).double()) for k in range(mixture.components)], 1) + mixture.log_weights
+        bits = -torch.logsumexp(logs, 1) / (mixture.num_dims * math.log(2.0))
+        assert nll["bits_per_dim"]["step0_exact"]["mean"] == pytest.approx(float(bits.mean()), rel=1e-6)
+        for r in curves["rows"]:
+            assert r["step0_ratio_low"] <= r["step0_ratio"] <= r["step0_ratio_high"]
+            assert r["step0_ratio"] == pytest.approx(r["step0_mse"] / r["wiener_mse"], rel=1e-9)
+    else:
+        assert "step0_exact" not in nll["bits_per_dim"] and "step0_ratio" not in curves["rows"][0]
 
     dps = report["dps"]
     assert dps["task"] == "inpainting" and dps["dps_nfe"] == 10
     assert "disjoint from every evaluation set" in dps["validation"]
     methods = dps["sets"]["heldout"]["methods"]
-    assert set(methods) == {"dps", "dps_step0", "gaussian_draw", "gaussian_mean"}
+    extra = {"dps_gaussian"} if parameterization == "mixture" else set()
+    assert set(methods) == {"dps", "dps_step0", "gaussian_draw", "gaussian_mean"} | extra
     for name, r in methods.items():
         assert r["psnr_low"] <= r["psnr"] <= r["psnr_high"] and r["psnr"] >= r["psnr_raw"] - 1e-9, name
         assert r["nfe"] == (10 if name.startswith("dps") else 0), name
     assert methods["dps"]["diff_dps_step0_low"] <= methods["dps"]["diff_dps_step0"] <= methods["dps"]["diff_dps_step0_high"]
-    for name in ("dps", "dps_step0"):
+    for name in ("dps", "dps_step0", *extra):
         grid = dps["tuning"][name]["grid"]
         best = max(grid, key=lambda r: r["psnr"])
         assert (dps["tuning"][name]["zeta"], dps["tuning"][name]["clip_denoised"]) == (best["zeta"], best["clip_denoised"])
     # each prior has its own tuning, stored under the hash of its state
-    assert len(list((out / "prior_quality" / "tuning").glob("*/inpainting/tuning.json"))) == 2
+    assert len(list((out / "prior_quality" / "tuning").glob("*/inpainting/tuning.json"))) == 2 + len(extra)
 
     # the Markdown report, its figures and the committed copies
     md = (out / "prior_quality.md").read_text()
@@ -764,9 +784,12 @@ def test_amortization_break_even_names_what_each_training_bought(amortized: floa
     assert result["measurements"] == (None if measurements is None else pytest.approx(measurements))
 
 
-def test_gaussian_mixture_report_pairs_each_mixture_with_the_benchmarks_gaussian(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("covariance", ["shared", "per-component"])
+def test_gaussian_mixture_report_pairs_each_mixture_with_the_benchmarks_gaussian(covariance: str, tmp_path: Path,
+                                                                                monkeypatch) -> None:
     """On two well-separated clusters: K = 1 is the benchmark's Gaussian exactly (ratio 1, NLL
-    difference 0 at every point), K = 2 the true law, whose denoiser beats the Wiener denoiser."""
+    difference 0 at every point; with per-component covariances too, the one cluster's covariance
+    being the pooled one), K = 2 the true law, whose denoiser beats the Wiener denoiser."""
     import torch
 
     from manifold_ps.benchmarking.workloads import EvalSet, Task, Workload
@@ -785,13 +808,16 @@ def test_gaussian_mixture_report_pairs_each_mixture_with_the_benchmarks_gaussian
         EvalSet("heldout", "fresh draws", draw(40))], [task], data_range=None)
     monkeypatch.setattr(gm, "WORKLOADS", {"era5-imputation": lambda config: toy})
     report = gm.main(["--profile", "smoke", "--components", "1", "2", "--n-heldout", "40", "--out", str(tmp_path / "run"),
-                      "--commit", str(tmp_path / "results")])
+                      "--covariance", covariance, "--tag", covariance, "--commit", str(tmp_path / "results")])
+    assert report["covariance"] == covariance
+    assert all(m["covariance"] == covariance for m in report["mixtures"].values())
     entry = report["sets"]["heldout"]
     assert entry["signals"] == 40 and len(entry["rows"]) == len(gm.TIMES)
     for row in entry["rows"]:
         assert row["ratio"]["1"] == pytest.approx(1.0, abs=1e-9)
     assert entry["nll"]["1"]["diff"] == pytest.approx(0.0, abs=1e-9)
     assert entry["summary"]["mean_ratio"]["2"] < 0.97 and entry["nll"]["2"]["diff_high"] < 0
-    md = (tmp_path / "results" / "gaussian_mixture-era5_imputation-smoke.md").read_text()
-    assert "K=2 / Wiener" in md and json.loads((tmp_path / "results" / "gaussian_mixture-era5_imputation-smoke.json")
-                                                .read_text())["components"] == [1, 2]
+    stem = tmp_path / "results" / f"gaussian_mixture-era5_imputation-smoke-{covariance}"
+    md = stem.with_suffix(".md").read_text()
+    assert "K=2 / Wiener" in md and json.loads(stem.with_suffix(".json").read_text())["components"] == [1, 2]
+    assert ("shrunk toward the pooled one" in md) == (covariance == "per-component")
