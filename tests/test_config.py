@@ -161,6 +161,27 @@ def test_prior_training_choices_reach_the_trainer_and_older_records_resume_at_th
         check_same_run(older, record(elbo), "runs/x")
 
 
+def test_stored_run_matches_as_its_json_reads_back_and_mixture_settings_are_checked() -> None:
+    import json
+
+    cpu = get_profile("cpu")
+    record = lambda c: {"seed": c.seed, "prior": asdict(c.prior.resolved())}  # noqa: E731
+    stored = json.loads(json.dumps(record(cpu)))  # config.json: the tuple of shrinkage weights is a list there
+    assert isinstance(stored["prior"]["mixture_shrinkage"], list)
+    check_same_run(stored, record(cpu), "runs/x")  # no error
+    older = json.loads(json.dumps(record(cpu)))
+    for key in ("mixture_components", "mixture_covariance", "mixture_shrinkage"):
+        del older["prior"][key]  # written before the fields existed
+    check_same_run(older, record(cpu), "runs/x")  # no error
+    other = apply_overrides(cpu, {"prior.mixture_shrinkage": (0.5, 1.0)})
+    with pytest.raises(ValueError, match=r"prior.mixture_shrinkage \[0.25, 0.5, 0.75, 1.0\] -> \[0.5, 1.0\]"):
+        check_same_run(stored, record(other), "runs/x")
+    with pytest.raises(ValueError, match="prior.mixture_components must be >= 1"):
+        apply_overrides(cpu, {"prior.mixture_components": 0})
+    with pytest.raises(ValueError, match=r"prior.mixture_shrinkage must be weights in \(0, 1\]"):
+        apply_overrides(cpu, {"prior.mixture_shrinkage": (0.0, 1.0)})
+
+
 def test_rerun_may_extend_or_observe() -> None:
     cpu = get_profile("cpu")
     more = apply_overrides(cpu, {"flow.minutes": 30, "flow.log_every": 5, "flow.train_steps": 2000})

@@ -326,15 +326,17 @@ class GaussianMixture(ScorePrior):
         return out
 
     def denoising_variance(self, t: Tensor) -> Tensor:
-        """Expected squared error per coordinate of a component-aware bound on :meth:`denoise`, per channel.
+        """A scale of :meth:`denoise`'s squared error per coordinate, per channel: the output scale of a ``"mixture"`` prior.
 
         ``sum_k w_k (v_k(t) + mean_i [sigma^2 (alpha^2 S_k + sigma^2 I)^{-1} (mu_k - mbar)]_i^2)``
-        with ``v_k`` the posterior variance of component ``k``
-        (:meth:`GaussianPrior.denoising_variance`) and ``mbar = sum_k w_k mu_k``: the error of
-        the component's Wiener denoiser with the component unknown (responsibilities equal to the
-        weights), which the mixture's own error approaches at large noise, plus the error with
-        the component known, which it approaches at small noise. With one component it is the
-        Gaussian's posterior variance.
+        with ``v_k`` component ``k``'s posterior variance (:meth:`GaussianPrior.denoising_variance`)
+        and ``mbar = sum_k w_k mu_k``: each component's error when the component is known, plus
+        what not knowing it costs when the responsibilities stay at the weights. The mixture's
+        error meets the first term at small noise (the component is plain) and the sum at full
+        noise (nothing tells the components apart). With a shared covariance the sum is the error
+        of one estimator, the shared Wiener filter around ``mbar``, so the posterior mean (the
+        least-squares optimum) never exceeds it. With one component it is the Gaussian's
+        posterior variance.
 
         Shapes:
             t: ``(B,)``; returns ``(B, C)``.
