@@ -248,6 +248,32 @@ class GaussianPrior(ScorePrior):
             logdet = logdet + rest * torch.log(lam_off)
         return -0.5 * (quad + logdet + self.num_dims * math.log(2 * math.pi))
 
+    def _log_prob_and_denoise(self, centered: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``log p_t`` and ``E[x_0 | x_t] - mean`` from ``c = x_t - alpha mean`` ``(B, d)``, sharing ``c Q``.
+
+        The same numbers as :meth:`marginal_log_prob` and :meth:`denoise` (minus the mean), with
+        one projection onto the eigenvectors instead of two: ``(B,)`` and ``(B, d)``.
+        """
+        alpha = self.sde.alpha(t)[:, None]
+        var = self.sde.std(t)[:, None] ** 2
+        proj = centered @ self.eigvecs
+        lam = alpha**2 * self.eigvals + var  # (B, r)
+        gain = torch.where(lam > 0, alpha * self.eigvals / lam.clamp_min(torch.finfo(lam.dtype).tiny), 0.0)
+        quad = (proj**2 / lam).sum(-1)
+        logdet = torch.log(lam).sum(-1)
+        rest = self.num_dims - self.rank
+        if rest:
+            lam_off = alpha**2 * self.floor + var  # (B, 1)
+            if bool((lam_off <= 0).any()):
+                raise ValueError("the covariance is singular: its density at t = 0 does not exist (fit with a ridge)")
+            gain_off = alpha * self.floor / lam_off
+            quad = quad + (centered.square().sum(-1) - proj.square().sum(-1)).clamp_min(0.0) / lam_off[:, 0]
+            logdet = logdet + rest * torch.log(lam_off[:, 0])
+            out = gain_off * centered + (proj * (gain - gain_off)) @ self.eigvecs.T
+        else:
+            out = (proj * gain) @ self.eigvecs.T
+        return -0.5 * (quad + logdet + self.num_dims * math.log(2 * math.pi)), out
+
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact data log-density ``log N(x; mean, S)``: ``(B, C, V) -> (B,)``."""
         return self.marginal_log_prob(x, x.new_zeros(x.shape[0]))

@@ -315,15 +315,18 @@ class GaussianMixture(ScorePrior):
         """The posterior mean ``E[x_0 | x_t = x]``: ``(B, C, V), (B,) -> (B, C, V)``."""
         check_signal(x, self.num_vertices, "x", channels=self.channels)
         t = self._check_t(x, t)
-        resp = torch.softmax(self._component_log_probs(x, t), dim=1)
         alpha = self.sde.alpha(t)[:, None, None]
         if self.shared:
+            resp = torch.softmax(self._component_log_probs(x, t), dim=1)
             mbar = torch.einsum("bk,kcv->bcv", resp, self.means)
             return mbar + self.within.denoise(x - alpha * mbar, t)
-        out = torch.zeros_like(x)
-        for k in range(self.components):
-            out = out + resp[:, k, None, None] * (self.means[k] + self._covariance(k).denoise(x - alpha * self.means[k], t))
-        return out
+        logs, outs = [], []
+        for k in range(self.components):  # one projection per component serves its density and its filter
+            log_p, out = self._covariance(k)._log_prob_and_denoise((x - alpha * self.means[k]).flatten(1), t)
+            logs.append(log_p)
+            outs.append(self.means[k].flatten() + out)
+        resp = torch.softmax(torch.stack(logs, 1) + self.log_weights, dim=1)
+        return torch.einsum("bk,kbd->bd", resp, torch.stack(outs)).reshape(x.shape)
 
     def denoising_variance(self, t: Tensor) -> Tensor:
         """A scale of :meth:`denoise`'s squared error per coordinate, per channel: the output scale of a ``"mixture"`` prior.
@@ -346,15 +349,24 @@ class GaussianMixture(ScorePrior):
         w = self.log_weights.exp()
         mbar = torch.einsum("k,kcv->cv", w, self.means)
         out = torch.zeros(t.shape[0], self.channels, dtype=self.means.dtype, device=self.means.device)
+
+        def resolvent(lam: Tensor) -> Tensor:  # sigma^2 / (alpha^2 lam + sigma^2)
+            den = alpha**2 * lam + var
+            return torch.where(den > 0, var / den.clamp_min(torch.finfo(den.dtype).tiny), 1.0)
+
         for k in range(self.components):
             cov = self._covariance(k)
-
-            def resolvent(lam: Tensor) -> Tensor:  # sigma^2 / (alpha^2 lam + sigma^2)
-                den = alpha**2 * lam + var
-                return torch.where(den > 0, var / den.clamp_min(torch.finfo(den.dtype).tiny), 1.0)
-
-            off = cov._spectral(resolvent, (self.means[k] - mbar).flatten()[None].expand(t.shape[0], -1))
-            between = off.reshape(t.shape[0], self.channels, self.num_vertices).square().mean(-1)
+            v = (self.means[k] - mbar).flatten()
+            if self.channels == 1:  # |P v|^2 = r_f^2 |v|^2 + sum_j (r_j^2 - r_f^2) (q_j . v)^2, P = r(S)
+                proj = v @ cov.eigvecs
+                on, off = resolvent(cov.eigvals[None]), resolvent(cov.floor.reshape(1, 1))
+                if cov.rank == cov.num_dims:
+                    off = torch.zeros_like(off)
+                between = off.square() * v.square().sum() + ((on.square() - off.square()) @ proj.square())[:, None]
+                between = (between / self.num_vertices).clamp_min(0.0)
+            else:
+                p_v = cov._spectral(resolvent, v[None].expand(t.shape[0], -1))
+                between = p_v.reshape(t.shape[0], self.channels, self.num_vertices).square().mean(-1)
             out = out + w[k] * (cov.denoising_variance(t) + between)
         return out
 
