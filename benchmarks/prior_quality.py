@@ -440,7 +440,8 @@ Gaussian when the prior has no skip)."""
 def to_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown (the subset ``docs/_results.py`` renders)."""
     p, gs = report["prior"], report["gaussian"]
-    lines = [f"# Prior quality: {report['workload']} ({report['profile']} profile)", "",
+    tag = report.get("options", {}).get("tag")
+    lines = [f"# Prior quality: {report['workload']} ({report['profile']} profile" + (f", {tag}" if tag else "") + ")", "",
              f"Prior: {p['network']} with `{p['parameterization']}` parameterisation, {p['parameters'] / 1e6:.2f}M "
              f"parameters, trained for {p.get('trained_steps', p['train_steps'])} of {p['train_steps']} steps"
              + (f" in {p['seconds_last_invocation'] / 60:.1f} min" if "seconds_last_invocation" in p else "")
