@@ -170,7 +170,7 @@ def test_stored_run_matches_as_its_json_reads_back_and_mixture_settings_are_chec
     assert isinstance(stored["prior"]["mixture_shrinkage"], list)
     check_same_run(stored, record(cpu), "runs/x")  # no error
     older = json.loads(json.dumps(record(cpu)))
-    for key in ("mixture_components", "mixture_covariance", "mixture_shrinkage"):
+    for key in ("mixture_components", "mixture_covariance", "mixture_shrinkage", "mixture_rank"):
         del older["prior"][key]  # written before the fields existed
     check_same_run(older, record(cpu), "runs/x")  # no error
     other = apply_overrides(cpu, {"prior.mixture_shrinkage": (0.5, 1.0)})
@@ -178,6 +178,8 @@ def test_stored_run_matches_as_its_json_reads_back_and_mixture_settings_are_chec
         check_same_run(stored, record(other), "runs/x")
     with pytest.raises(ValueError, match="prior.mixture_components must be >= 1"):
         apply_overrides(cpu, {"prior.mixture_components": 0})
+    with pytest.raises(ValueError, match="prior.mixture_rank must be >= 1 or none"):
+        apply_overrides(cpu, {"prior.mixture_rank": 0})
     with pytest.raises(ValueError, match=r"prior.mixture_shrinkage must be weights in \(0, 1\]"):
         apply_overrides(cpu, {"prior.mixture_shrinkage": (0.0, 1.0)})
 

@@ -154,3 +154,22 @@ def test_validation_errors() -> None:
     other = GaussianMixture.fit(_signals(50)[:, :1], 2, generator=torch.Generator().manual_seed(0), ridge=1e-4)
     with pytest.raises(ValueError, match="mixture is over 1 channels"):
         DiffusionPrior(net, layout, channels=C, parameterization="mixture", gaussian=gaussian, mixture=other)
+
+
+def test_fit_mixture_follows_the_configuration() -> None:
+    """The benchmark's fit: the configured components, covariance and rank (mixture_rank over eval.gaussian_rank),
+    the shrinkage chosen among the configured candidates, the same mixture for the same seed."""
+    from manifold_ps.benchmarking.baselines import fit_mixture
+    from manifold_ps.config import apply_overrides, get_profile
+
+    data = _signals(300, seed=3)
+    config = apply_overrides(get_profile("smoke"), {"prior.mixture_components": 3, "prior.mixture_rank": 4,
+                                                    "prior.mixture_shrinkage": (0.5, 1.0), "eval.gaussian_rank": 8})
+    mixture = fit_mixture(data, config)
+    assert mixture.components == 3 and not mixture.shared
+    assert all(c.rank == 4 for c in mixture.covariances)
+    assert mixture.fit_info["shrinkage"] in (0.5, 1.0) and mixture.fit_info["probe"]["shrinkage_candidates"] == [0.5, 1.0]
+    again = fit_mixture(data, config)
+    torch.testing.assert_close(again.means, mixture.means, rtol=0, atol=0)
+    wide = fit_mixture(data, apply_overrides(config, {"prior.mixture_rank": None}))
+    assert all(c.rank == 8 for c in wide.covariances)  # eval.gaussian_rank

@@ -94,7 +94,8 @@ def fit_mixture(signals: Tensor, config: Config, *, components: int | None = Non
     shrinkage among the candidates) is chosen by the log-likelihood of the last
     ``gaussian_validation_fraction`` of the signals under a fit to the rest; the mixture is then
     refitted on all of them with those values and the same k-means seed (``config.seed``).
-    ``components``, ``covariance`` and ``shrinkage`` default to ``config.prior.mixture_*``.
+    ``components``, ``covariance`` and ``shrinkage`` default to ``config.prior.mixture_*``; the
+    rank is ``config.prior.mixture_rank`` or else ``config.eval.gaussian_rank``.
 
     Returns:
         The mixture in float64; ``fit_info`` records the probe fit's choices and the seconds taken.
@@ -105,7 +106,8 @@ def fit_mixture(signals: Tensor, config: Config, *, components: int | None = Non
     weights = tuple(config.prior.mixture_shrinkage if shrinkage is None else shrinkage)
     n_val = max(1, int(round(config.eval.gaussian_validation_fraction * signals.shape[0])))
     dims = signals.shape[1] * signals.shape[2]
-    rank = None if config.eval.gaussian_rank is None else min(config.eval.gaussian_rank, dims)
+    rank = config.prior.mixture_rank if config.prior.mixture_rank is not None else config.eval.gaussian_rank
+    rank = None if rank is None else min(rank, dims)
     probe = GaussianMixture.fit(signals[:-n_val], k, generator=torch.Generator().manual_seed(config.seed), rank=rank,
                                 ridge=config.eval.gaussian_ridges, validation=signals[-n_val:],
                                 covariance=cov, shrinkage=weights)  # type: ignore[arg-type]

@@ -88,6 +88,8 @@ class PriorConfig(_Training):
             :meth:`~manifold_ps.priors.GaussianMixture.fit`.
         mixture_shrinkage: Candidate weights of the pooled covariance in each component's
             (``"per-component"``), chosen by the likelihood of the held-out training signals.
+        mixture_rank: Directions kept per component covariance (``None``: ``eval.gaussian_rank``);
+            the mixture's share of the prior's file grows with components x rank x vertices.
         geometry_channels: Laplacian eigenvectors fed to the denoiser as extra input channels.
         train_steps: Optimizer steps (the length of the learning-rate schedule).
         stop_step: Stop after this many optimizer steps although the learning-rate schedule
@@ -113,6 +115,7 @@ class PriorConfig(_Training):
     mixture_components: int = 12
     mixture_covariance: Literal["shared", "per-component"] = "per-component"
     mixture_shrinkage: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    mixture_rank: int | None = None
     geometry_channels: int = 0
     train_steps: int = 2400
     stop_step: int | None = None
@@ -130,6 +133,8 @@ class PriorConfig(_Training):
         if self.mixture_covariance not in ("shared", "per-component"):
             raise ValueError(f"prior.mixture_covariance must be 'shared' or 'per-component', "
                              f"got {self.mixture_covariance!r}")
+        if self.mixture_rank is not None and self.mixture_rank < 1:
+            raise ValueError(f"prior.mixture_rank must be >= 1 or none, got {self.mixture_rank}")
         if not self.mixture_shrinkage or any(not 0.0 < s <= 1.0 for s in self.mixture_shrinkage):
             raise ValueError(f"prior.mixture_shrinkage must be weights in (0, 1], got {self.mixture_shrinkage}")
         if self.time_sampling not in ("log_snr", "uniform", "edm"):

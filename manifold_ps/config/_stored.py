@@ -25,7 +25,7 @@ MAY_GROW = {"prior.train_steps": ("prior.warmup_steps", "prior.ema_decay"),
 ADDED = {"flow.prior_term": "elbo", "flow.entropy_gradient": "total", "flow.likelihood": "denoised",
          "flow.base_precision": "float64", "prior.time_sampling": "log_snr", "prior.loss_weighting": "edm",
          "prior.mixture_components": 12, "prior.mixture_covariance": "per-component",
-         "prior.mixture_shrinkage": [0.25, 0.5, 0.75, 1.0]}
+         "prior.mixture_shrinkage": [0.25, 0.5, 0.75, 1.0], "prior.mixture_rank": None}
 """Fields added after runs were recorded, with the value that does what the code did before them:
 a stored configuration without the field matches a request holding that value."""
 
