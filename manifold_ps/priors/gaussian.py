@@ -174,9 +174,10 @@ class GaussianPrior(ScorePrior):
             out = out + (self.num_dims - self.rank) * torch.log(self.floor)
         return out
 
-    def _spectral(self, f: Any, x: Tensor) -> Tensor:
-        """Apply ``g(S)`` to rows ``x (B, d)``, with ``f(lam)`` giving ``g`` per batch row ``(B, k)``."""
-        proj = x @ self.eigvecs
+    def _spectral(self, f: Any, x: Tensor, proj: Tensor | None = None) -> Tensor:
+        """Apply ``g(S)`` to rows ``x (B, d)``, with ``f(lam)`` giving ``g`` per batch row ``(B, k)``
+        (``proj``: ``x Q`` when the caller has it already)."""
+        proj = x @ self.eigvecs if proj is None else proj
         on = f(self.eigvals[None])  # (B or 1, r)
         if self.rank == self.num_dims:
             return (proj * on) @ self.eigvecs.T
@@ -188,14 +189,19 @@ class GaussianPrior(ScorePrior):
         check_signal(x, self.num_vertices, "x", channels=self.channels)
         t = self._check_t(x, t)
         alpha = self.sde.alpha(t)[:, None]
+        centered = x.flatten(1) - alpha * self.mean.flatten()
+        return (self.mean.flatten() + self._spectral(self._wiener_gain(t), centered)).reshape(x.shape)
+
+    def _wiener_gain(self, t: Tensor) -> Any:
+        """``lam -> alpha lam / (alpha^2 lam + sigma^2)`` at times ``t (B,)``, for :meth:`_spectral`."""
+        alpha = self.sde.alpha(t)[:, None]
         var = self.sde.std(t)[:, None] ** 2
 
         def wiener(lam: Tensor) -> Tensor:
             den = alpha**2 * lam + var
             return torch.where(den > 0, alpha * lam / den.clamp_min(torch.finfo(den.dtype).tiny), 0.0)
 
-        centered = x.flatten(1) - alpha * self.mean.flatten()
-        return (self.mean.flatten() + self._spectral(wiener, centered)).reshape(x.shape)
+        return wiener
 
     def denoising_variance(self, t: Tensor) -> Tensor:
         """Mean posterior variance per channel, the expected squared error of :meth:`denoise`.
@@ -231,11 +237,14 @@ class GaussianPrior(ScorePrior):
         """Exact ``log p_t(x)``: ``(B, C, V), (B,) -> (B,)``; ``t = 0`` gives the data density."""
         check_signal(x, self.num_vertices, "x", channels=self.channels)
         t = self._check_t(x, t)
+        c = x.flatten(1) - self.sde.alpha(t)[:, None] * self.mean.flatten()
+        return self._log_density(c, c @ self.eigvecs, t)
+
+    def _log_density(self, c: Tensor, proj: Tensor, t: Tensor) -> Tensor:
+        """``log p_t`` from ``c = x_t - alpha mean`` ``(B, d)`` and its projection ``c Q`` ``(B, r)``: ``(B,)``."""
         alpha = self.sde.alpha(t)[:, None]
         var = self.sde.std(t)[:, None] ** 2
-        c = x.flatten(1) - alpha * self.mean.flatten()
         lam = alpha**2 * self.eigvals + var  # (B, r)
-        proj = c @ self.eigvecs
         quad = (proj**2 / lam).sum(-1)
         logdet = torch.log(lam).sum(-1)
         rest = self.num_dims - self.rank
@@ -254,25 +263,8 @@ class GaussianPrior(ScorePrior):
         The same numbers as :meth:`marginal_log_prob` and :meth:`denoise` (minus the mean), with
         one projection onto the eigenvectors instead of two: ``(B,)`` and ``(B, d)``.
         """
-        alpha = self.sde.alpha(t)[:, None]
-        var = self.sde.std(t)[:, None] ** 2
         proj = centered @ self.eigvecs
-        lam = alpha**2 * self.eigvals + var  # (B, r)
-        gain = torch.where(lam > 0, alpha * self.eigvals / lam.clamp_min(torch.finfo(lam.dtype).tiny), 0.0)
-        quad = (proj**2 / lam).sum(-1)
-        logdet = torch.log(lam).sum(-1)
-        rest = self.num_dims - self.rank
-        if rest:
-            lam_off = alpha**2 * self.floor + var  # (B, 1)
-            if bool((lam_off <= 0).any()):
-                raise ValueError("the covariance is singular: its density at t = 0 does not exist (fit with a ridge)")
-            gain_off = alpha * self.floor / lam_off
-            quad = quad + (centered.square().sum(-1) - proj.square().sum(-1)).clamp_min(0.0) / lam_off[:, 0]
-            logdet = logdet + rest * torch.log(lam_off[:, 0])
-            out = gain_off * centered + (proj * (gain - gain_off)) @ self.eigvecs.T
-        else:
-            out = (proj * gain) @ self.eigvecs.T
-        return -0.5 * (quad + logdet + self.num_dims * math.log(2 * math.pi)), out
+        return self._log_density(centered, proj, t), self._spectral(self._wiener_gain(t), centered, proj)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact data log-density ``log N(x; mean, S)``: ``(B, C, V) -> (B,)``."""
