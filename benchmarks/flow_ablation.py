@@ -77,7 +77,7 @@ import torch
 
 from manifold_ps.benchmarking import calibration_curves
 from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
-from manifold_ps.benchmarking.pipeline import (Measured, build_baselines, flow_record, new_flow, score_arguments,
+from manifold_ps.benchmarking.pipeline import (CLOSED_FORM, Measured, build_baselines, flow_record, new_flow, score_arguments,
                                                score_gaussian, score_posterior, stage_flow, stage_gaussian,
                                                stage_measurements, stage_prior, tune_smoothing,
                                                validation_measurements)
@@ -95,7 +95,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 ABLATED = ("bunny-mnist", "era5-imputation")
 """The workloads this script runs on (their first task is ablated)."""
 
-REFERENCES_VERSION = 2
+REFERENCES_VERSION = 3
 """Bumped when the cached ``references.json`` no longer fits the table."""
 
 
@@ -337,7 +337,8 @@ def _benchmark_dps(s: Setting) -> tuple[dict[str, float], int, str] | None:
 
 def references(s: Setting, out: Path, n_dps: int) -> dict[str, Any]:
     """The reference methods on the held-out measurements, scored as the benchmark scores them:
-    the exact Gaussian posterior (``gaussian_draw``, ``gaussian_mean``), harmonic interpolation,
+    the exact Gaussian posterior (``gaussian_draw``, ``gaussian_mean``; for a ``"mixture"`` prior also
+    its mixture's, ``mixture_draw``, ``mixture_mean``), harmonic interpolation,
     Tikhonov (weight chosen on validation measurements) and DPS (the benchmark's when it ran on
     these measurements, else run here on the first ``n_dps``). Cached in ``out/references.json``."""
     stored = _benchmark_dps(s)
@@ -361,9 +362,11 @@ def references(s: Setting, out: Path, n_dps: int) -> dict[str, Any]:
     g = torch.Generator(s.device).manual_seed(s.config.seed + c.seed_offset)
     methods: dict[str, dict[str, float]] = {}
     notes: dict[str, str] = {}
-    found, _ = score_gaussian(samplers["gaussian"], x, y, op, n_posterior=c.n_posterior, batch_size=c.batch_size,
-                              generator=g, **score)
-    methods.update({k: v.to_dict() for k, v in found.items()})
+    for name in CLOSED_FORM:  # the Gaussian posterior, and a mixture prior's own
+        if name in samplers:
+            found, _ = score_gaussian(samplers[name], x, y, op, n_posterior=c.n_posterior, batch_size=c.batch_size,
+                                      generator=g, name=name, **score)
+            methods.update({k: v.to_dict() for k, v in found.items()})
     for name in ("harmonic", "harmonic_tikhonov"):
         if name in samplers:
             o = run_sampler(samplers[name], y, op, n=1, batch_size=c.batch_size, generator=g)
@@ -562,6 +565,11 @@ def write_report(results: list[dict[str, Any]], ref: dict[str, Any], bench: dict
                                 "training signals: one exact draw, the closed-form mean and std", "–",
                                 [m["gaussian_draw"]], [g], "–", "–",
                                 _pair([g], "coverage90", "coverage90_missing", 2) + exact))
+    if "mixture_mean" in m:
+        g = m["mixture_mean"]
+        lines.append(_table_row("ref: mixture posterior", "exact posterior of the prior's Gaussian mixture (its "
+                                "step 0): one exact draw, the closed-form mean and std", "–",
+                                [m["mixture_draw"]], [g], "–", "–", _pair([g], "coverage90", "coverage90_missing", 2)))
     if "harmonic" in m:
         lines.append(_table_row("ref: harmonic", "harmonic interpolation (one deterministic estimate)", "–",
                                 [m["harmonic"]], None, "–", "–"))
@@ -604,6 +612,8 @@ def _plot_calibration(by_row: dict[str, list[dict[str, Any]]], ref: dict[str, An
         entries["benchmark run"] = bench["methods"]["aps_n128"]
     if "gaussian_mean" in ref["methods"]:
         entries["Gaussian posterior"] = ref["methods"]["gaussian_mean"]
+    if "mixture_mean" in ref["methods"]:
+        entries["mixture posterior"] = ref["methods"]["mixture_mean"]
     panels = {"all vertices": calibration_curves(entries)}
     missing = calibration_curves(entries, missing=True)
     if missing:

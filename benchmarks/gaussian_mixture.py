@@ -61,6 +61,17 @@ def nll_bits(density: GaussianPrior | GaussianMixture, x: torch.Tensor, t_min: f
     return bits_per_dim(density.marginal_log_prob(x.double(), t), x[0].numel())
 
 
+def _ranks_sentence(mixtures: dict[str, Any]) -> str:
+    """The directions kept per component covariance (absent from reports written before they were recorded)."""
+    parts = []
+    for k, info in mixtures.items():
+        ranks = info.get("component_ranks")
+        if ranks:
+            lo, hi = min(ranks), max(ranks)
+            parts.append(f"K={k} " + (f"{hi}" if lo == hi else f"{lo}-{hi}"))
+    return ("Directions kept per component covariance: " + ", ".join(parts) + ". ") if parts else ""
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     ks = [str(k) for k in report["components"]]
     lines = [f"# Closed-form Gaussian mixtures against the Wiener denoiser: {report['workload']} "
@@ -73,7 +84,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                 + ", ".join(f"K={k} {m['shrinkage']:g}" for k, m in report["mixtures"].items()) + ")")
              + ", the ridge" + ("" if report.get("covariance", "shared") == "shared" else " and the shrinkage")
              + " chosen like the Gaussian's on the last training signals; nothing is trained by gradient. "
-             f"Fit times: {', '.join(f'K={k} {s:.0f} s' for k, s in report['fit_seconds'].items())}.", ""]
+             + _ranks_sentence(report["mixtures"])
+             + f"Fit times: {', '.join(f'K={k} {s:.0f} s' for k, s in report['fit_seconds'].items())}.", ""]
     for name, entry in report["sets"].items():
         lines += [f"## {name}: {entry['signals']} held-out signals ({entry['dataset']})", "",
                   "MSE of each posterior-mean denoiser over the Wiener denoiser's, paired (same signals, "
@@ -172,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workload": workload.name, "profile": config.profile, "train_signals": int(signals.shape[0]),
         "components": args.components, "covariance": args.covariance, "seed": config.seed, "nll_t_min": args.nll_t_min,
         "gaussian": {"rank": gaussian.rank, "ridge": float(gaussian.fit_info.get("ridge", 0.0))},
-        "mixtures": {k: m.fit_info for k, m in mixtures.items()}, "fit_seconds": fit_seconds,
+        "mixtures": {k: {**m.fit_info, "component_ranks": [c.rank for c in m.covariances]}
+                     for k, m in mixtures.items()}, "fit_seconds": fit_seconds,
         "times": TIMES.tolist(), "sets": sets, "seconds": time.perf_counter() - started,
         "command": "python benchmarks/gaussian_mixture.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "versions": environment_versions(),

@@ -105,10 +105,10 @@ class Step0Prior(ScorePrior):
     def __init__(self, density: GaussianPrior | GaussianMixture) -> None:
         super().__init__(density.sde, density.channels, density.num_vertices)
         self.density = density
-        self.dtype = density.log_weights.dtype if isinstance(density, GaussianMixture) else density.mean.dtype
 
     def denoise(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.density.denoise(x.to(self.dtype), self._check_t(x, t).to(self.dtype)).to(x.dtype)
+        dtype = self.density.dtype
+        return self.density.denoise(x.to(dtype), self._check_t(x, t).to(dtype)).to(x.dtype)
 
 
 # -- the held-out signals --------------------------------------------------------------------------------
@@ -663,7 +663,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(("mixture (step 0), exact samples",
                      mixture.sample_data(args.samples, generator=torch.Generator(device).manual_seed(seed + 4))))
     samples_figure(workload, rows + [(f"prior, {args.sample_steps} ancestral steps", prior_samples)],
-                   f"{workload.name}: held-out signals, Gaussian samples, prior samples", out / figures["samples"])
+                   f"{workload.name}: held-out signals, Gaussian samples, "
+                   + ("mixture samples, " if mixture is not None else "") + "prior samples", out / figures["samples"])
     denoising_figure(denoising, f"{workload.name} ({config.profile}): denoising error on held-out signals",
                      out / figures["denoising"])
     timings["samples"] = time.perf_counter() - tic

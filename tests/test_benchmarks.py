@@ -821,3 +821,6 @@ def test_gaussian_mixture_report_pairs_each_mixture_with_the_benchmarks_gaussian
     md = stem.with_suffix(".md").read_text()
     assert "K=2 / Wiener" in md and json.loads(stem.with_suffix(".json").read_text())["components"] == [1, 2]
     assert ("shrunk toward the pooled one" in md) == (covariance == "per-component")
+    ranks = report["mixtures"]["2"]["component_ranks"]
+    assert len(ranks) == (2 if covariance == "per-component" else 1) and all(0 < r <= 16 for r in ranks)
+    assert f"Directions kept per component covariance: K=1 {report['mixtures']['1']['component_ranks'][0]}" in md

@@ -10,6 +10,8 @@ evaluations per sample, counted by :class:`NFECounter`) and ``last_seconds`` /
 - :class:`HarmonicInterpolation` -- Laplacian interpolation, the non-learned floor, masking.
 - :class:`GaussianPosterior` -- the exact posterior of a Gaussian fitted to the clean training
   signals, any linear operator: the floor every learned prior must beat.
+- :class:`MixturePosterior` -- the exact posterior of a Gaussian mixture (a ``"mixture"`` prior's
+  step 0), any linear operator.
 """
 
 from ._common import NFECounter as NFECounter
@@ -22,6 +24,7 @@ from .dps import DPS as DPS
 from .dps import MCG as MCG
 from .dps import StepConvention as StepConvention
 from .gaussian import GaussianPosterior as GaussianPosterior
+from .gaussian import MixturePosterior as MixturePosterior
 from .reddiff import REDDiff as REDDiff
 from .reddiff import REDDiffInit as REDDiffInit
 from .simple import HarmonicInterpolation as HarmonicInterpolation
@@ -34,6 +37,7 @@ __all__ = [
     "HarmonicInterpolation",
     "TweedieDenoiser",
     "GaussianPosterior",
+    "MixturePosterior",
     "NFECounter",
     "SamplerStats",
     "Stopwatch",

@@ -224,9 +224,11 @@ def build_baselines(workload: Workload, task: Task, config: Config, prior: Diffu
     """The baselines that apply to the task, with the validation-tuned settings where given.
 
     Without ``tuned`` the samplers keep their defaults and no Tikhonov variant is built; the
-    Gaussian posterior needs ``gaussian``.
+    Gaussian posterior needs ``gaussian``. With the Gaussian posterior comes, for a ``"mixture"``
+    prior, the exact posterior of its mixture (``"mixture"``): the prior's own step 0, the
+    strongest closed-form baseline of such a prior.
     """
-    from ..baselines import DPS, MCG, GaussianPosterior, HarmonicInterpolation, REDDiff, TweedieDenoiser
+    from ..baselines import DPS, MCG, GaussianPosterior, HarmonicInterpolation, MixturePosterior, REDDiff, TweedieDenoiser
 
     tuned = tuned or {}
 
@@ -239,6 +241,8 @@ def build_baselines(workload: Workload, task: Task, config: Config, prior: Diffu
         if name == "gaussian":
             if gaussian is not None:
                 out["gaussian"] = GaussianPosterior(gaussian)
+            if prior.parameterization == "mixture" and prior.mixture is not None:
+                out["mixture"] = MixturePosterior(prior.mixture)
         elif name in ("dps", "mcg"):
             cls = DPS if name == "dps" else MCG
             out[name] = cls(prior, steps=config.eval.dps_nfe, data_range=dr,

@@ -39,10 +39,10 @@ from .results import BenchmarkResults, MethodResult, calibration_curves, environ
 from .workloads import Task, Workload
 
 if TYPE_CHECKING:
-    from ..baselines import GaussianPosterior
+    from ..baselines import GaussianPosterior, MixturePosterior
 
 __all__ = ["run_workload", "gaussian_base", "stage_prior", "stage_measurements", "check_flow_base", "new_flow",
-           "stage_flow", "build_baselines", "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "prior_record", "flow_record",
+           "stage_flow", "build_baselines", "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "CLOSED_FORM", "prior_record", "flow_record",
            "stage_gaussian", "stage_tuning", "validation_measurements", "Measured", "CALIBRATION_FIGURE"]
 
 
@@ -406,9 +406,10 @@ def _evaluate_set(workload: Workload, config: Config, posterior: AmortizedPoster
     for name, sampler in baselines.items():
         if name in SLOW_BASELINES and not slow:
             continue
-        if name == "gaussian":
+        if name in CLOSED_FORM:
             scores, outputs[name] = score_gaussian(sampler, x, y, op, n_posterior=config.eval.n_posterior,
-                                                   batch_size=config.eval.batch_size, generator=g, **score)
+                                                   batch_size=config.eval.batch_size, generator=g, name=name,
+                                                   **score)
             results.update(scores)
             continue
         n = n_base if name in SLOW_BASELINES else x.shape[0]
@@ -426,17 +427,22 @@ def _evaluate_set(workload: Workload, config: Config, posterior: AmortizedPoster
     return results
 
 
-def score_gaussian(sampler: GaussianPosterior, x: Tensor, y: Tensor, operator: Operator, *, n_posterior: int,
-                   batch_size: int, generator: torch.Generator, image_shape: tuple[int, int] | None = None,
-                   data_range: tuple[float, float] | None = None, groups: Tensor | None = None,
-                   observed: Tensor | None = None) -> tuple[dict[str, MethodResult], SamplerOutput]:
-    """Score the exact Gaussian posterior as the benchmarks report it: ``"gaussian_draw"`` (one
-    exact draw per measurement) and ``"gaussian_mean"`` (the closed-form mean, with the exact std;
-    its calibration curve from ``n_posterior`` draws, like every sampler's, and from the exact
-    normal intervals of the closed-form mean and std, ``coverage<P>_exact``).
+CLOSED_FORM = ("gaussian", "mixture")
+"""Baselines with a closed-form posterior (:func:`score_gaussian` scores their draws and exact mean)."""
+
+
+def score_gaussian(sampler: GaussianPosterior | MixturePosterior, x: Tensor, y: Tensor, operator: Operator, *,
+                   n_posterior: int, batch_size: int, generator: torch.Generator, name: str = "gaussian",
+                   image_shape: tuple[int, int] | None = None, data_range: tuple[float, float] | None = None,
+                   groups: Tensor | None = None, observed: Tensor | None = None
+                   ) -> tuple[dict[str, MethodResult], SamplerOutput]:
+    """Score an exact closed-form posterior as the benchmarks report it: ``"<name>_draw"`` (one
+    exact draw per measurement) and ``"<name>_mean"`` (the closed-form mean, with the exact std;
+    its calibration curve from ``n_posterior`` draws, like every sampler's, and, for the Gaussian,
+    from the exact normal intervals of the closed-form mean and std, ``coverage<P>_exact``).
 
     Args:
-        sampler: The Gaussian posterior.
+        sampler: The Gaussian posterior (``name = "gaussian"``) or a mixture's (``"mixture"``).
         x, y, operator: Clean signals ``(B, C, V)``, their measurements and operator.
         n_posterior: Draws for the calibration curve (the first is the one-draw estimate).
         batch_size: Measurements per call.
@@ -444,9 +450,9 @@ def score_gaussian(sampler: GaussianPosterior, x: Tensor, y: Tensor, operator: O
         image_shape, data_range, groups, observed: As for :func:`score_posterior`.
 
     Returns:
-        ``({"gaussian_draw": ..., "gaussian_mean": ...}, output of the draws with the exact mean and std)``.
+        ``({"<name>_draw": ..., "<name>_mean": ...}, output of the draws with the exact mean and std)``.
     """
-    _log(f"  gaussian posterior on {x.shape[0]} measurements")
+    _log(f"  {name} posterior on {x.shape[0]} measurements")
     score = dict(image_shape=image_shape, data_range=data_range, groups=groups, observed=observed)
     many = run_sampler(sampler, y, operator, n=n_posterior, batch_size=batch_size, keep=n_posterior,
                        generator=generator)
@@ -459,9 +465,10 @@ def score_gaussian(sampler: GaussianPosterior, x: Tensor, y: Tensor, operator: O
         seconds += sampler.last_seconds
     many.mean, many.std = torch.cat(means), torch.cat(stds)
     scores = {
-        "gaussian_draw": score_estimate(many.first, x, seconds_per_sample=many.seconds_per_sample, nfe=0, **score),
-        "gaussian_mean": score_estimate(many.mean, x, seconds_per_sample=seconds / y.shape[0], nfe=0,
-                                        samples=many.kept, std=many.std, exact_normal=True, **score),
+        f"{name}_draw": score_estimate(many.first, x, seconds_per_sample=many.seconds_per_sample, nfe=0, **score),
+        f"{name}_mean": score_estimate(many.mean, x, seconds_per_sample=seconds / y.shape[0], nfe=0,
+                                       samples=many.kept, std=many.std,
+                                       exact_normal=name == "gaussian", **score),
     }
     return scores, many
 

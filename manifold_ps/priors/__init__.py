@@ -9,6 +9,7 @@ from .gaussian import GAUSSIAN_FORMAT as GAUSSIAN_FORMAT
 from .gaussian_posterior import LinearGaussianPosterior as LinearGaussianPosterior
 from .gaussian_mixture import GaussianMixture as GaussianMixture
 from .gaussian_mixture import kmeans as kmeans
+from .mixture_posterior import LinearMixturePosterior as LinearMixturePosterior
 from .sde import SDE as SDE
 from .sde import VPSDE as VPSDE
 from .sde import append_dims as append_dims
@@ -47,6 +48,7 @@ __all__ = [
     "operator_matrix",
     "GAUSSIAN_FORMAT",
     "LinearGaussianPosterior",
+    "LinearMixturePosterior",
     "UNet1d",
     "MLPDenoiser",
     "GraphDenoiser",

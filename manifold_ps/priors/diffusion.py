@@ -290,8 +290,7 @@ class DiffusionPrior(ScorePrior):
             ValueError: for a prior without a skip (``"edm"``, ``"x0"``, ``"eps"``).
         """
         part = self._skip_part()
-        dtype = part.log_weights.dtype if self.parameterization == "mixture" else part.mean.dtype
-        return part.denoise(x.to(dtype), t.to(dtype)).to(x.dtype)
+        return part.denoise(x.to(part.dtype), t.to(part.dtype)).to(x.dtype)
 
     def output_scale(self, x: Tensor, t: Tensor) -> Tensor:
         """The scale ``c_out(t)`` of the network output in the denoiser, per sample and channel.
@@ -332,8 +331,7 @@ class DiffusionPrior(ScorePrior):
             alpha, sigma, _, sd, den = self._coefficients(x, t)
             return sigma * sd / den.sqrt()
         part = self._skip_part()
-        dtype = part.log_weights.dtype if self.parameterization == "mixture" else part.eigvals.dtype
-        return part.denoising_variance(t.to(dtype)).sqrt().to(x.dtype)[..., None]
+        return part.denoising_variance(t.to(part.dtype)).sqrt().to(x.dtype)[..., None]
 
     # -- training objective ------------------------------------------------------------------------
     def sample_times(self, batch: int, *, t_min: float = 1e-3, t_max: float | None = None,

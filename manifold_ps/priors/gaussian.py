@@ -149,6 +149,11 @@ class GaussianPrior(ScorePrior):
         return int(self.eigvals.shape[0])
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the density is stored and evaluated in (that of its mean)."""
+        return self.mean.dtype
+
+    @property
     def factor(self) -> Tensor:
         """``U = Q diag(sqrt(eigvals - floor))``, so that ``S = floor I + U U^T``: ``(d, r)``."""
         return self.eigvecs * (self.eigvals - self.floor).clamp_min(0.0).sqrt()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,9 @@ from .._checks import check_finite, check_signal
 from .base import ScorePrior
 from .gaussian import GaussianPrior
 from .sde import VPSDE
+
+if TYPE_CHECKING:
+    from .mixture_posterior import LinearMixturePosterior
 
 __all__ = ["GaussianMixture", "kmeans"]
 
@@ -137,6 +140,11 @@ class GaussianMixture(ScorePrior):
     def components(self) -> int:
         """Number ``K`` of components."""
         return int(self.means.shape[0])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the density is stored and evaluated in (that of its weights)."""
+        return self.log_weights.dtype
 
     @property
     def shared(self) -> bool:
@@ -369,6 +377,15 @@ class GaussianMixture(ScorePrior):
                 between = p_v.reshape(t.shape[0], self.channels, self.num_vertices).square().mean(-1)
             out = out + w[k] * (cov.denoising_variance(t) + between)
         return out
+
+    def posterior(self, operator: torch.nn.Module) -> LinearMixturePosterior:
+        """The exact posterior ``p(x | y)`` under a linear operator with Gaussian noise (a mixture again).
+
+        See :class:`~manifold_ps.priors.LinearMixturePosterior`.
+        """
+        from .mixture_posterior import LinearMixturePosterior
+
+        return LinearMixturePosterior(self, operator)
 
     def sample_data(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Exact samples of the data distribution: ``(n, C, V)``."""
