@@ -87,6 +87,22 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
     assert prior_file.stat().st_mtime_ns == stamp
     assert all(p.stat().st_mtime_ns == t for p, t in flow_files.items())
     assert again["methods"].keys() == doc["methods"].keys()
+    # ... and so are the scores of every evaluated set, exactly as first written
+    assert log.count("scores on '") == len(evaluations) and "  gaussian posterior on" not in log
+    assert [e["methods"] for e in again["evaluations"]] == [e["methods"] for e in evaluations]
+
+    if script == "bunny_mnist":
+        # scores stored for another sampler are not reused: that set is evaluated again, the log says why
+        record = next(out.glob("*/evaluation/heldout.json"))
+        stored = json.loads(record.read_text())
+        json_request = dict(stored["request"])
+        record.write_text(json.dumps({**stored, "request": {**json_request, "sampler": "0" * 12}}))
+        capsys.readouterr()
+        third = _run(script, out, monkeypatch, "--no-figures")
+        log = capsys.readouterr().out
+        assert "was evaluated for other sampler: evaluating again" in log and log.count("scores on '") == len(evaluations) - 1
+        assert json.loads(record.read_text())["request"] == json_request
+        assert _without_timing(third) == _without_timing(doc)  # the same seeds: the same scores
 
     if script == "bunny_mnist":
         # a stored prior made for another profile is refused, naming both, instead of being reused

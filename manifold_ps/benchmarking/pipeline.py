@@ -31,7 +31,7 @@ from ..flows import prepare_data, train_amortized
 from ..operators import Denoising, Inpainting, LinearOperator, Operator, operator_from_config
 from ..priors import DiffusionPrior, GaussianPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
-from ..training import load_checkpoint
+from ..training import load_checkpoint, state_digest
 from .baselines import SLOW_BASELINES, build_baselines, fit_mixture, stage_gaussian, stage_tuning, tune_smoothing
 from .evaluate import SamplerOutput, add_paired_differences, run_sampler, score_estimate
 from .reproduce import steps_done, training_record
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from ..baselines import GaussianPosterior, MixturePosterior
 
 __all__ = ["run_workload", "gaussian_base", "stage_prior", "stage_measurements", "check_flow_base", "new_flow",
-           "stage_flow", "build_baselines", "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "CLOSED_FORM", "prior_record", "flow_record",
+           "stage_flow", "build_baselines", "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "CLOSED_FORM", "evaluation_request", "load_evaluation",
+           "save_evaluation", "prior_record", "flow_record",
            "stage_gaussian", "stage_tuning", "validation_measurements", "Measured", "CALIBRATION_FIGURE"]
 
 
@@ -374,6 +375,84 @@ def stage_flow(workload: Workload, task: Task, config: Config, prior: DiffusionP
 
 
 # -- stage 4: evaluation ---------------------------------------------------------------------------------
+EVALUATION_VERSION = 1
+"""Bumped when a stored ``<task>/evaluation/<set>.json`` no longer means what a new evaluation would."""
+
+
+def _data_digest(m: Measured) -> str:
+    """A short hash of an evaluation set: its signals, measurements, operator and fields."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (m.x, m.y, m.groups, *m.operator.state_dict().values()):
+        if t is not None:
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def evaluation_request(config: Config, set_name: str, m: Measured, posterior: torch.nn.Module,
+                       baselines: dict[str, PosteriorSampler], tuned: dict[str, Any], *, slow: bool,
+                       prior: torch.nn.Module, gaussian: torch.nn.Module | None) -> dict[str, Any]:
+    """What an evaluation of one set depends on, as stored beside its scores: the set's data, the
+    evaluation settings and seed, the sampler's, the prior's and the Gaussian's weights (by their
+    state digests), the baselines and their validation-tuned settings.
+
+    Returns:
+        A JSON-normalised dictionary (tuples as lists).
+    """
+    chosen = {k: v.get("chosen") for k, v in tuned.items() if isinstance(v, dict) and "chosen" in v}
+    request = {"version": EVALUATION_VERSION, "set": set_name, "measurements": int(m.x.shape[0]),
+               "data": _data_digest(m), "eval": asdict(config.eval), "seed": config.seed,
+               "sampler": state_digest(posterior), "prior": state_digest(prior),
+               "gaussian": None if gaussian is None else state_digest(gaussian),
+               "baselines": sorted(baselines), "iterative_baselines": slow, "tuned": chosen}
+    return json.loads(json.dumps(request))
+
+
+def load_evaluation(path: Path, request: dict[str, Any]) -> tuple[dict[str, MethodResult], float] | None:
+    """The stored scores of an evaluation set, if ``path`` holds them for exactly ``request``.
+
+    A stored evaluation made for anything else (another sampler, prior, setting or data) is not
+    reused: the set is evaluated again (and its file replaced), and the log names what differs.
+
+    Returns:
+        ``(methods, seconds the evaluation took)``, or ``None``.
+    """
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        stored = doc["request"]
+        methods = {name: _method_from_dict(entry) for name, entry in doc["methods"].items()}
+        seconds = float(doc["seconds"])
+    except (ValueError, KeyError, TypeError) as err:
+        _log(f"  {path} is unreadable ({err}): evaluating again")
+        return None
+    if stored != request:
+        diff = [k for k in sorted(set(stored) | set(request)) if stored.get(k) != request.get(k)]
+        _log(f"  {path} was evaluated for other {', '.join(diff)}: evaluating again")
+        return None
+    return methods, seconds
+
+
+def save_evaluation(path: Path, request: dict[str, Any], methods: dict[str, MethodResult], seconds: float) -> None:
+    """Store an evaluation set's scores (with each measurement's PSNR) for :func:`load_evaluation`."""
+    doc = {"request": request, "seconds": seconds,
+           "methods": {name: {**r.to_dict(), **({"per_measurement": r.per_measurement.tolist()}
+                                                if r.per_measurement is not None else {})}
+                       for name, r in methods.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w") as fh:
+        fh.write(json.dumps(doc, indent=1))
+
+
+def _method_from_dict(entry: dict[str, Any]) -> MethodResult:
+    rest = dict(entry)
+    fixed = {k: rest.pop(k) for k in ("psnr", "ssim", "mse", "seconds_per_sample", "nfe")}
+    per = rest.pop("per_measurement", None)
+    return MethodResult(**fixed, extra=rest, per_measurement=None if per is None else torch.tensor(per))
+
+
 def score_arguments(workload: Workload, m: Measured, operator: Operator | None = None) -> dict[str, Any]:
     """The keywords of :func:`score_posterior` / :func:`score_gaussian` / ``score_estimate`` with
     which the benchmark scores every method on the measurements ``m``: the grid shape, the
@@ -640,9 +719,19 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
             # the iterative baselines never see measurements while training: the paper protocol
             # (the flow's own training measurements) tells nothing new about them
             slow = set_name != "paper"
-            methods = timed_stage(f"{task.name}/evaluate {set_name}", lambda: _evaluate_set(
-                workload, config, posterior, baselines, m, device=dev, slow=slow,
-                figures=(out / "figures" / task.name / set_name) if figures else None))
+            stage = f"{task.name}/evaluate {set_name}"
+            record = out / task.name / "evaluation" / f"{set_name}.json"
+            request = evaluation_request(config, set_name, m, posterior, baselines, tuned, slow=slow, prior=prior,
+                                         gaussian=gaussian)
+            stored = load_evaluation(record, request)
+            if stored is not None:  # scored before (a rerun, or a run stopped in a later set)
+                methods, stages[stage] = stored
+                _log(f"{task.name}: scores on '{set_name}' from {record} (evaluated in {stages[stage]:.0f} s)")
+            else:
+                methods = timed_stage(stage, lambda: _evaluate_set(
+                    workload, config, posterior, baselines, m, device=dev, slow=slow,
+                    figures=(out / "figures" / task.name / set_name) if figures else None))
+                save_evaluation(record, request, methods, stages[stage])
             task_methods[set_name] = methods
             ev = set_info.get(set_name)
             protocol = {
