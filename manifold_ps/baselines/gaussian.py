@@ -51,9 +51,12 @@ class GaussianPosterior(SamplerStats):
     def __repr__(self) -> str:
         return f"GaussianPosterior(rank={self.prior.rank})"
 
+    def _device(self) -> torch.device:
+        return self.prior.mean.device
+
     def _inputs(self, y: Tensor, operator: Operator) -> tuple[Tensor, Operator]:
-        dev = self.prior.mean.device
-        return y.to(device=dev, dtype=self.prior.mean.dtype), operator.to(dev)
+        dev = self._device()
+        return y.to(device=dev, dtype=self.prior.dtype), operator.to(dev)
 
     def sample(
         self,
@@ -96,11 +99,12 @@ class GaussianPosterior(SamplerStats):
         return mean.to(device=y.device, dtype=y.dtype), std.to(device=y.device, dtype=y.dtype)
 
 
-class MixturePosterior(SamplerStats):
+class MixturePosterior(GaussianPosterior):
     """Exact posterior draws, mean and std of a Gaussian mixture prior (the shared sampler protocol, NFE 0).
 
     Computation happens in the mixture's dtype (float64 when fitted) and on its device; outputs
-    come back in ``y``'s dtype and device.
+    come back in ``y``'s dtype and device. Draws are :class:`GaussianPosterior`'s, from the
+    mixture's posterior; the std depends on ``y`` here.
 
     Args:
         mixture: The mixture (e.g. a ``"mixture"`` diffusion prior's ``prior.mixture``).
@@ -121,30 +125,18 @@ class MixturePosterior(SamplerStats):
     def __init__(self, mixture: GaussianMixture) -> None:
         if not isinstance(mixture, GaussianMixture):
             raise ValueError(f"MixturePosterior needs a GaussianMixture, got {type(mixture).__name__}")
-        self.mixture = mixture
+        self.prior = mixture  # type: ignore[assignment]
+
+    @property
+    def mixture(self) -> GaussianMixture:
+        """The mixture (also ``prior``)."""
+        return self.prior  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"MixturePosterior(components={self.mixture.components})"
 
-    def _inputs(self, y: Tensor, operator: Operator) -> tuple[Tensor, Operator]:
-        dev = self.mixture.means.device
-        return y.to(device=dev, dtype=self.mixture.dtype), operator.to(dev)
-
-    def sample(
-        self,
-        y: Tensor,
-        operator: Operator,
-        n: int = 1,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Exact posterior draws ``(B, n, C, V)`` in ``y``'s dtype and device (``generator`` on the mixture's device)."""
-        check_request(y, n)
-        with self._timed(y, n, None):
-            yy, op = self._inputs(y, operator)
-            out = self.mixture.posterior(op).sample(yy, n, generator=generator)
-        self.nfe = 0
-        return out.to(device=y.device, dtype=y.dtype)
+    def _device(self) -> torch.device:
+        return self.mixture.means.device
 
     def posterior_mean_std(self, y: Tensor, operator: Operator) -> tuple[Tensor, Tensor]:
         """The closed-form posterior mean and per-entry standard deviation (which depends on ``y``).
