@@ -30,7 +30,11 @@ flow. The rows (:data:`ROWS`; ``--rows`` picks some):
 - ``marginal-step0`` / ``marginal-noise-step0`` / ``marginal`` / ``marginal-noise`` /
   ``marginal-score``: the decoder's error integrated out of the likelihood under the Gaussian's
   law (``flow.likelihood = "marginal"``), on the exact posterior over ``u`` of that model, draws
-  ``E[x | u, y]`` or (``-noise``) ``x`` drawn given ``u`` and ``y``; untrained and trained.
+  ``E[x | u, y]`` or (``-noise``) ``x`` drawn given ``u`` and ``y``; untrained and trained;
+  ``marginal-noise-tmin0.005``: the sphere benchmark's flow, trained;
+- ``mixture-noise-tmin0.005-step0`` / ``mixture-noise-tmin0.005``: that flow with its input drawn
+  from the exact posterior over ``u`` of the prior's Gaussian mixture (``flow.base = "mixture"``,
+  :class:`~manifold_ps.flows.MixtureBase`; a ``"mixture"`` prior only), untrained and trained.
 
 A trained row is also paired with the untrained row it starts from (:attr:`Row.start`, same
 seed): the table gives its PSNR gain, measurement by measurement with the same draws of the
@@ -116,6 +120,8 @@ _PAPER = {"flow.base": "fill", "flow.decode": False, "flow.decoder_noise": False
           "flow.n_time": 1, "flow.prior_term": "elbo", "flow.entropy_gradient": "total", "flow.likelihood": "denoised"}
 _GAUSSIAN = {**_PAPER, "flow.base": "gaussian", "flow.decode": True}
 _MARGINAL = {**_GAUSSIAN, "flow.likelihood": "marginal"}
+_SPHERE = {**_MARGINAL, "flow.t_min": 0.005, "flow.decoder_noise": True}  # the sphere benchmark's flow
+_MIXTURE = {**_SPHERE, "flow.base": "mixture"}
 
 ROWS: dict[str, Row] = {
     "paper": Row("the paper's method: the flow's output is the sample, around the task's fill; ELBO of a clean "
@@ -165,6 +171,13 @@ ROWS: dict[str, Row] = {
                           {**_MARGINAL, "flow.decoder_noise": True}, start="marginal-noise-step0"),
     "marginal-score": Row("marginal, trained with the prior's score at t_min in place of the ELBO",
                           {**_MARGINAL, "flow.prior_term": "score"}, start="marginal-step0"),
+    "marginal-noise-tmin0.005": Row("marginal-noise at t_min 0.005, trained: the sphere benchmark's flow",
+                                    _SPHERE, start="marginal-noise-tmin0.005-step0"),
+    "mixture-noise-tmin0.005-step0": Row("marginal-noise-tmin0.005-step0 with the flow's input drawn from the exact "
+                                         "posterior over `u` of the prior's Gaussian mixture (`flow.base = mixture`; "
+                                         "a mixture prior only); **untrained**", _MIXTURE, trained=False),
+    "mixture-noise-tmin0.005": Row("mixture-noise-tmin0.005-step0, trained", _MIXTURE,
+                                   start="mixture-noise-tmin0.005-step0"),
 }
 """Row name -> :class:`Row`. Every row sets each lever, so a change of the profile's flow defaults
 changes no row."""

@@ -544,7 +544,7 @@ def test_pipeline_builds_trains_and_reloads_the_configured_flow(tmp_path, overri
 @pytest.mark.parametrize("fields, message", [
     ({"base": "gaussian", "decode": False}, "needs flow.decode"),
     ({"decode": True, "base": "fill", "decoder_noise": True}, "needs flow.base='gaussian'"),
-    ({"base": "harmonic"}, "'fill' or 'gaussian'"),
+    ({"base": "harmonic"}, "'fill', 'gaussian' or 'mixture'"),
     ({"decode": True, "base": "gaussian", "base_rank": 0}, "base_rank"),
     ({"decode": True, "base": "gaussian", "base_precision": "float16"}, "base_precision"),
     ({"decode": False, "base": "fill", "prior_term": "score"}, "prior_term='score'.*needs flow.decode"),

@@ -26,10 +26,10 @@ from .._files import atomic_open
 from ..config import Config, EvalConfig, FlowConfig, check_same_run, read_config, write_config
 from ..config._legacy import legacy_flow_settings
 from ..flows import AdjointFill, AmortizedPosterior, ConditionalRealNVP, GaussianBase, HarmonicFill, condition_channels
-from ..flows import DENSE_LIMIT, truncate_gaussian
+from ..flows import DENSE_LIMIT, MixtureBase, truncate_gaussian
 from ..flows import prepare_data, train_amortized
 from ..operators import Denoising, Inpainting, LinearOperator, Operator, operator_from_config
-from ..priors import DiffusionPrior, GaussianPrior, build_prior, train_prior
+from ..priors import DiffusionPrior, GaussianMixture, GaussianPrior, build_prior, train_prior
 from ..sampling import PosteriorSampler
 from ..training import load_checkpoint, state_digest
 from .baselines import SLOW_BASELINES, build_baselines, fit_mixture, stage_gaussian, stage_tuning, tune_smoothing
@@ -41,7 +41,7 @@ from .workloads import Task, Workload
 if TYPE_CHECKING:
     from ..baselines import GaussianPosterior, MixturePosterior
 
-__all__ = ["run_workload", "gaussian_base", "stage_prior", "stage_measurements", "check_flow_base", "new_flow",
+__all__ = ["run_workload", "gaussian_base", "mixture_base", "stage_prior", "stage_measurements", "check_flow_base", "new_flow",
            "stage_flow", "build_baselines", "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "CLOSED_FORM", "evaluation_request", "load_evaluation",
            "save_evaluation", "prior_record", "flow_record",
            "stage_gaussian", "stage_tuning", "validation_measurements", "Measured", "CALIBRATION_FIGURE"]
@@ -246,14 +246,26 @@ def gaussian_base(gaussian: GaussianPrior, flow: FlowConfig) -> GaussianBase:
     return base.to(getattr(torch, flow.base_precision))
 
 
+def mixture_base(mixture: GaussianMixture, flow: FlowConfig) -> MixtureBase:
+    """The flow's mixture source as ``flow`` sets it: the posterior over ``u`` of ``mixture`` with
+    ``flow.base_rank`` directions per component, at ``flow.t_min``, marginal for
+    ``flow.likelihood = "marginal"``, in ``flow.base_precision``."""
+    source = MixtureBase(mixture, flow.t_min, marginal=flow.likelihood == "marginal", rank=flow.base_rank)
+    return source.to(getattr(torch, flow.base_precision))
+
+
 def _new_posterior(workload: Workload, task: Task, config: Config, prior: DiffusionPrior, train: Measured,
                    record: dict[str, Any], gaussian: GaussianPrior | None = None) -> AmortizedPosterior:
     reconstruct: Any = None
-    base = None
-    if config.flow.base == "gaussian":  # the Gaussian posterior's mean takes the reconstruction's place
+    base = source = None
+    if config.flow.base in ("gaussian", "mixture"):  # the posterior's mean takes the reconstruction's place
         if gaussian is None:
-            raise ValueError("flow.base='gaussian' needs the workload's fitted Gaussian")
+            raise ValueError(f"flow.base={config.flow.base!r} needs the workload's fitted Gaussian")
         base = gaussian_base(gaussian, config.flow)
+        if config.flow.base == "mixture":
+            if prior.mixture is None:
+                raise ValueError("flow.base='mixture' starts from the prior's Gaussian mixture: this prior has none")
+            source = mixture_base(prior.mixture, config.flow)
     elif task.reconstruct == "harmonic":
         reconstruct = HarmonicFill.from_geometry(workload.geometry)
     elif task.reconstruct == "adjoint":
@@ -270,7 +282,8 @@ def _new_posterior(workload: Workload, task: Task, config: Config, prior: Diffus
                                    metadata={"workload": workload.name, "task": task.name, "profile": config.profile,
                                              "config": record},
                                    base=base, decode=config.flow.t_min if config.flow.decode else None,
-                                   decoder_noise=config.flow.decoder_noise, likelihood=config.flow.likelihood)
+                                   decoder_noise=config.flow.decoder_noise, likelihood=config.flow.likelihood,
+                                   source=source)
     return posterior.attach_prior(prior) if config.flow.decode else posterior
 
 
@@ -278,23 +291,28 @@ def check_flow_base(workload: Workload, task: Task, config: Config, prior: Diffu
     """Refuse a flow base that cannot be built, before anything of the run is written.
 
     Raises:
-        ValueError: ``flow.base = "gaussian"`` with a non-linear operator, or a linear one other
-            than masking or denoising on more than ``DENSE_LIMIT`` signal entries (its Gaussian
-            posterior is then factorised densely), or with a prior without a Gaussian part and no
-            clean signals to fit one (a user's flow on measurements only).
+        ValueError: ``flow.base = "gaussian"`` (or ``"mixture"``) with a non-linear operator, or a
+            linear one other than masking or denoising on more than ``DENSE_LIMIT`` signal entries
+            (its Gaussian posterior is then factorised densely), or with a prior without a
+            Gaussian part and no clean signals to fit one (a user's flow on measurements only);
+            ``flow.base = "mixture"`` with a prior without a Gaussian mixture.
     """
-    if config.flow.base != "gaussian":
+    if config.flow.base == "fill":
         return
+    if config.flow.base == "mixture" and getattr(prior, "mixture", None) is None:
+        raise ValueError(f"flow.base='mixture' starts from the exact posterior of the prior's Gaussian mixture, but "
+                         f"this prior ({prior.parameterization!r}) has none: train it with "
+                         "prior.parameterization='mixture' or set flow.base='gaussian'")
     op, d = train.operator, math.prod(workload.prior_train.shape[1:])
     dense = isinstance(op, LinearOperator) and not isinstance(op, (Inpainting, Denoising))
     if not isinstance(op, LinearOperator) or (dense and d > DENSE_LIMIT):
         why = "a non-linear" if not isinstance(op, LinearOperator) else f"a dense ({d} x {d})"
-        raise ValueError(f"flow.base='gaussian' is the closed-form Gaussian posterior of a linear operator; the "
+        raise ValueError(f"flow.base={config.flow.base!r} is the closed-form Gaussian posterior of a linear operator; the "
                          f"{task.name!r} measurements have {why} {type(op).__name__} posterior (at most "
                          f"DENSE_LIMIT = {DENSE_LIMIT} entries): set flow.base='fill' (the reconstruction base; "
                          "flow.decode may stay)")
     if prior.gaussian is None and workload.prior_train.shape[0] < 2:
-        raise ValueError(f"flow.base='gaussian' starts from the prior's Gaussian, but this prior "
+        raise ValueError(f"flow.base={config.flow.base!r} starts from the prior's Gaussian, but this prior "
                          f"({prior.parameterization!r}) has none: train it with prior.parameterization='wiener' "
                          "or set flow.base='fill'")
 
@@ -304,6 +322,7 @@ def new_flow(workload: Workload, task: Task, config: Config, prior: DiffusionPri
     """The task's sampler before its first training step, as :func:`stage_flow` starts from it.
 
     With ``flow.base = "gaussian"`` it draws the exact Gaussian posterior over ``u = x_{t_min}``
+    (with ``"mixture"`` the exact posterior of the prior's Gaussian mixture)
     decoded by ``prior``: the couplings start at the identity and the ActNorm layers are only
     initialised by training. The Gaussian is the prior's own (a ``"wiener"`` prior carries it in
     its file, so no clean signal is touched here); for another prior it is the Gaussian of
@@ -317,7 +336,7 @@ def new_flow(workload: Workload, task: Task, config: Config, prior: DiffusionPri
     """
     check_flow_base(workload, task, config, prior, train)
     gaussian = None
-    if config.flow.base == "gaussian":
+    if config.flow.base in ("gaussian", "mixture"):
         gaussian = prior.gaussian if prior.gaussian is not None else stage_gaussian(workload, config, out, device=device)
     torch.manual_seed(config.seed)
     record = flow_record(workload, task, config)

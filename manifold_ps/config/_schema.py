@@ -175,7 +175,8 @@ class FlowConfig(_Training):
         encoder_hidden: Condition-encoder width.
         geometry_features: Non-constant Laplacian eigenvectors given to the condition encoder.
         init_scale: Initial scale of the flow's base noise around the reconstruction (with
-            ``base="gaussian"`` the base sets the scale and the flow starts at 1, the identity).
+            ``base="gaussian"`` or ``"mixture"`` the base sets the scale and the flow starts at 1,
+            the identity).
         train_steps: Optimizer steps (the length of the learning-rate schedule).
         stop_step: As ``prior.stop_step``, for each flow: one step for every flow, or one per task
             of the workload, in its order (``--set flow.stop_step=812,790``); see
@@ -194,14 +195,18 @@ class FlowConfig(_Training):
             (:meth:`~manifold_ps.priors.ScorePrior.marginal_elbo`). ``False``: the flow's output
             is the sample, scored by the ELBO of a clean signal (the paper's method).
         decoder_noise: Add the Gaussian's denoising error at ``t_min`` to decoded draws (needs
-            ``base="gaussian"``).
+            ``base="gaussian"`` or ``"mixture"``).
         base: What the flow starts from: ``"fill"`` (the task's reconstruction plus
             ``init_scale`` times the flow) or ``"gaussian"`` (the exact posterior over ``u`` under the
             Gaussian fitted to the prior's training signals, :class:`~manifold_ps.flows.GaussianBase`;
             needs ``decode``, a linear operator (one shared by the batch, factorised densely, for
-            operators other than masking and denoising) and the ``eval.gaussian_*`` settings).
-        base_rank: Directions of that Gaussian kept by the base (the rest isotropic); the
-            per-measurement factorisation costs ``O(rank^3)``.
+            operators other than masking and denoising) and the ``eval.gaussian_*`` settings), or
+            ``"mixture"``: that Gaussian base, with the flow's input drawn from the exact posterior
+            over ``u`` of the prior's Gaussian mixture (:class:`~manifold_ps.flows.MixtureBase`;
+            needs a ``prior.parameterization = "mixture"`` prior), so that the untrained sampler
+            draws from the mixture's posterior.
+        base_rank: Directions of that Gaussian (of each mixture component) kept by the base (the
+            rest isotropic); the per-measurement factorisation costs ``O(rank^3)`` (per component).
         base_precision: The dtype the base factorises in, ``"float64"`` or ``"float32"`` (about
             twice as fast on a CPU; the base then also draws its noise in that dtype).
             Masking and denoising factorise ``rank x rank`` matrices whose conditioning float32
@@ -215,7 +220,7 @@ class FlowConfig(_Training):
             ``"path"``: only its part through the samples, with the flow's density held fixed
             (unbiased, and zero per draw where the sampler equals the target; one more inverse
             flow pass per step; see :func:`~manifold_ps.flows.reverse_kl_loss`).
-        likelihood: How the decoder's error enters (needs ``base="gaussian"`` for
+        likelihood: How the decoder's error enters (needs ``base="gaussian"`` or ``"mixture"`` for
             ``"marginal"``): ``"denoised"`` scores ``y`` by ``p(y | D(u))`` and returns ``D(u)``;
             ``"marginal"`` integrates the error out under the Gaussian's law in the loss
             (``p(y | u)``) and returns ``x`` given ``u`` and ``y`` (see
@@ -240,7 +245,7 @@ class FlowConfig(_Training):
     log_every: int | None = None
     decode: bool = True
     decoder_noise: bool = False
-    base: Literal["fill", "gaussian"] = "gaussian"
+    base: Literal["fill", "gaussian", "mixture"] = "gaussian"
     base_rank: int = 256
     base_precision: Literal["float64", "float32"] = "float64"
     prior_term: Literal["elbo", "score"] = "elbo"
@@ -248,12 +253,13 @@ class FlowConfig(_Training):
     likelihood: Literal["denoised", "marginal"] = "denoised"
 
     def __post_init__(self) -> None:
-        if self.base not in ("fill", "gaussian"):
-            raise ValueError(f"flow.base must be 'fill' or 'gaussian', got {self.base!r}")
-        if self.base == "gaussian" and not self.decode:
-            raise ValueError("flow.base='gaussian' is a posterior over x_{t_min}: it needs flow.decode=true")
-        if self.decoder_noise and self.base != "gaussian":
-            raise ValueError("flow.decoder_noise draws the Gaussian's denoising error: it needs flow.base='gaussian'")
+        if self.base not in ("fill", "gaussian", "mixture"):
+            raise ValueError(f"flow.base must be 'fill', 'gaussian' or 'mixture', got {self.base!r}")
+        if self.base != "fill" and not self.decode:
+            raise ValueError(f"flow.base={self.base!r} is a posterior over x_{{t_min}}: it needs flow.decode=true")
+        if self.decoder_noise and self.base == "fill":
+            raise ValueError("flow.decoder_noise draws the Gaussian's denoising error: it needs flow.base='gaussian' "
+                             "or 'mixture'")
         if self.base_rank < 1:
             raise ValueError(f"flow.base_rank must be >= 1, got {self.base_rank}")
         if self.base_precision not in ("float64", "float32"):
@@ -266,9 +272,9 @@ class FlowConfig(_Training):
             raise ValueError(f"flow.entropy_gradient must be 'total' or 'path', got {self.entropy_gradient!r}")
         if self.likelihood not in ("denoised", "marginal"):
             raise ValueError(f"flow.likelihood must be 'denoised' or 'marginal', got {self.likelihood!r}")
-        if self.likelihood == "marginal" and self.base != "gaussian":
+        if self.likelihood == "marginal" and self.base == "fill":
             raise ValueError("flow.likelihood='marginal' models the decoder's error by the Gaussian's: it needs "
-                             "flow.base='gaussian'")
+                             "flow.base='gaussian' or 'mixture'")
         if self.stop_step is not None and (not self.stop_step or min(self.stop_step) < 1):
             raise ValueError(f"flow.stop_step must be steps >= 1 (one, or one per task) or none, got {self.stop_step}")
 
@@ -302,7 +308,7 @@ class FlowConfig(_Training):
         geometry features themselves, which need the geometry)."""
         return {"steps": self.layers, "hidden": self.hidden, "blocks": self.blocks, "patch": self.patch,
                 "context_channels": self.context_channels, "encoder_hidden": self.encoder_hidden,
-                "init_scale": 1.0 if self.base == "gaussian" else self.init_scale}
+                "init_scale": 1.0 if self.base != "fill" else self.init_scale}
 
     def trainer_kwargs(self, num_measurements: int, *, task: int | None = 0, tasks: int = 1) -> dict[str, Any]:
         """Keyword arguments of :func:`~manifold_ps.flows.train_amortized` (resolved) for

@@ -17,6 +17,8 @@ from .gaussian_base import BaseState as BaseState
 from .gaussian_base import DENSE_LIMIT as DENSE_LIMIT
 from .gaussian_base import GaussianBase as GaussianBase
 from .gaussian_base import truncate_gaussian as truncate_gaussian
+from .mixture_base import MixtureBase as MixtureBase
+from .mixture_base import MixtureState as MixtureState
 from .conditioner import ConditionEncoder as ConditionEncoder
 from .conditioner import CouplingNet as CouplingNet
 from .conditioner import ResidualBlock as ResidualBlock
@@ -54,6 +56,8 @@ __all__ = [
     "GaussianBase",
     "BaseState",
     "truncate_gaussian",
+    "MixtureBase",
+    "MixtureState",
     "AmortizedPosterior",
     "POSTERIOR_FORMAT",
     "condition_channels",

@@ -7,7 +7,9 @@ For measurements ``y`` only, minimise over the flow parameters
               - log |det dG/dz| ]                       entropy   (-log q up to log N(z))
 
 which is ``KL(q(x | y) || p(x | y))`` up to terms constant in the flow (``log N(z)`` and
-``log p(y)`` are dropped). A decoded sampler (``AmortizedPosterior(decode=t_min)``) draws
+``log p(y)`` are dropped; for a sampler whose flow starts from a mixture's posterior,
+:class:`~manifold_ps.flows.MixtureBase`, the source's log-density of its draw takes the place of
+``log N(z)``, constant in the flow too). A decoded sampler (``AmortizedPosterior(decode=t_min)``) draws
 ``u ~ q(u | y)`` in the role of ``x_{t_min}`` and is trained with the bound of the model
 ``p(x) = int p_{t_min}(u) p(x | u) du`` with ``x = D(u, t_min)``:
 
@@ -71,7 +73,8 @@ class _LogDensity(nn.Module):
         if isinstance(net, AmortizedPosterior):
             if net.base is not None:
                 x, ladj = net.base.inverse_and_ladj(x, state)
-            net = net.flow
+            z, flow_ladj = net.flow.inverse_and_ladj(x, cond, loc=loc)
+            return net.source_log_prob(z, state) + flow_ladj + ladj
         z, flow_ladj = net.inverse_and_ladj(x, cond, loc=loc)
         return net.base_log_prob(z) + flow_ladj + ladj
 

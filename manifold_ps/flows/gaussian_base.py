@@ -48,6 +48,7 @@ is limited to ``d <= DENSE_LIMIT`` signal entries.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,8 +117,14 @@ class BaseState:
         chol: The dense path's lower-triangular factor ``L`` ``(d, d)``, shared by the batch (then
             ``std``, ``ratio``, ``chol_h`` and ``chol_j`` are ``None``); ``None`` on the
             masking / denoising path.
+        log_evidence: ``log p(y)`` of the measured entries under the Gaussian the posterior is
+            taken under (``S``, or ``S_c`` but for a marginal base) ``(B,)``: the weight of this
+            Gaussian among a mixture's components (:class:`~manifold_ps.flows.MixtureBase`).
+        source: The :class:`~manifold_ps.flows.MixtureState` of a sampler whose flow starts from
+            a mixture's posterior (set by :meth:`~manifold_ps.flows.AmortizedPosterior.prepare_base`),
+            else ``None``.
 
-    The fields after ``mean_u`` are ``None`` when only the means were computed.
+    The fields after ``mean_u`` but ``log_evidence`` are ``None`` when only the means were computed.
     """
 
     mean_x: Tensor
@@ -128,6 +135,17 @@ class BaseState:
     chol_j: Tensor | None = None
     logdet: Tensor | None = None
     chol: Tensor | None = None
+    log_evidence: Tensor | None = None
+    source: Any = None
+
+    def select(self, rows: Tensor) -> BaseState:
+        """The state of the measurements ``rows`` (indices into the batch); a shared dense factor
+        and the ``source`` are kept as they are."""
+        def pick(value: Tensor | None) -> Tensor | None:
+            return None if value is None else value.index_select(0, rows)
+
+        return BaseState(pick(self.mean_x), pick(self.mean_u), pick(self.std), pick(self.ratio), pick(self.chol_h),
+                         pick(self.chol_j), pick(self.logdet), self.chol, pick(self.log_evidence), self.source)
 
 
 class GaussianBase(nn.Module):
@@ -355,9 +373,16 @@ class GaussianBase(nn.Module):
         lk = torch.linalg.cholesky(eye + root[:, None] * qwq * root[None, :])
         # posterior mean under the contracted prior: mu + S_c (W r - W U K^{-1} U^T W r)
         wr = resid / c
-        inner = torch.cholesky_solve(((wr @ self.eigvecs) * root)[..., None], lk[inverse])[..., 0]
+        lk_rows = lk[inverse]
+        half = torch.linalg.solve_triangular(lk_rows, ((wr @ self.eigvecs) * root)[..., None], upper=False)
+        inner = torch.linalg.solve_triangular(lk_rows.mT, half, upper=True)[..., 0]
         g = wr - observed.to(dt) / c * ((inner * root) @ self.eigvecs.T)
         mean_x = self.mean + self._spectral(g, lam_c, f_c)
+        # log N(y; A mu, G), G = c I + (Q_o root)(Q_o root)^T on the observed entries (Woodbury)
+        count = observed.to(dt).sum(-1)
+        maha = (resid * wr).sum(-1) - half[..., 0].square().sum(-1)
+        logdet_g = count * torch.log(c) + 2 * torch.log(torch.diagonal(lk, dim1=-2, dim2=-1)).sum(-1)[inverse]
+        log_evidence = -0.5 * (maha + logdet_g + count * math.log(2 * math.pi))
         chol_h = chol_j = None
         if factor:
             lh = torch.linalg.cholesky(self._ratio_gram(gram_missing, sigma2) if self.marginal else eye / f_c - qwq)
@@ -367,17 +392,18 @@ class GaussianBase(nn.Module):
         on, off = self._decoder_gain()
         mean_u = self._location(mean_x)
         if not factor:
-            return BaseState(mean_x, mean_u)
+            return BaseState(mean_x, mean_u, log_evidence=log_evidence)
         std = torch.where(observed, (f_c * sigma2 / c).sqrt(), f_c.sqrt()).to(dt)
         beta = torch.where(observed, sigma2 / c, torch.ones_like(std))
         logdet_k = torch.log(on).sum() + (d - r) * torch.log(off)
         if self.marginal:  # the factor of a^2 C + s^2 I: diagonal a^2 s_x^2 + s^2, ratio a b / std
             std = (self.alpha**2 * std.square() + self.sigma**2).sqrt()
             logdet = torch.log(std).sum(-1) + torch.log(torch.diagonal(chol_j, dim1=-2, dim2=-1)).sum(-1)
-            return BaseState(mean_x, mean_u, std, self.alpha * beta / std, chol_h, chol_j, logdet)
+            return BaseState(mean_x, mean_u, std, self.alpha * beta / std, chol_h, chol_j, logdet,
+                             log_evidence=log_evidence)
         logdet = (torch.log(std).sum(-1) + torch.log(torch.diagonal(chol_j, dim1=-2, dim2=-1)).sum(-1)
                   - logdet_k)
-        return BaseState(mean_x, mean_u, std, beta / std, chol_h, chol_j, logdet)
+        return BaseState(mean_x, mean_u, std, beta / std, chol_h, chol_j, logdet, log_evidence=log_evidence)
 
     def _dense_posterior(self, operator: LinearOperator) -> tuple[LinearGaussianPosterior, Tensor]:
         """The posterior of ``x`` (under ``S_c``, or ``S`` for a marginal base) for ``operator`` and
@@ -413,15 +439,17 @@ class GaussianBase(nn.Module):
         if y.ndim != 3 or y.shape[1] != self.channels:
             raise ValueError(f"y must have shape (B, {self.channels}, M), got {tuple(y.shape)}")
         post, chol = self._dense_posterior(operator)
-        mean_x = post.mean(y.to(device=self.mean.device, dtype=self.mean.dtype)).flatten(1)
+        y = y.to(device=self.mean.device, dtype=self.mean.dtype)
+        mean_x = post.mean(y).flatten(1)
+        log_evidence = post.log_evidence(y)
         on, off = self._decoder_gain()
         mean_u = self._location(mean_x)
         if not factor:
-            return BaseState(mean_x, mean_u)
+            return BaseState(mean_x, mean_u, log_evidence=log_evidence)
         logdet = torch.log(torch.diagonal(chol)).sum()
         if not self.marginal:
             logdet = logdet - (torch.log(on).sum() + (mean_x.shape[1] - on.shape[0]) * torch.log(off))
-        return BaseState(mean_x, mean_u, logdet=logdet.expand(y.shape[0]), chol=chol)
+        return BaseState(mean_x, mean_u, logdet=logdet.expand(y.shape[0]), chol=chol, log_evidence=log_evidence)
 
     def _apply(self, fn: Any, recurse: bool = True) -> GaussianBase:  # .to(), .double(), ...: a new factor
         self._dense_cache = None

@@ -15,7 +15,12 @@ A *decoded* sampler (``decode=t_min``) reads the flow's output as a latent ``u``
 (:meth:`AmortizedPosterior.attach_prior`), optionally plus the Gaussian's denoising error
 (``decoder_noise``). With a :class:`~manifold_ps.flows.GaussianBase` the flow's output passes
 through the exact Gaussian posterior over ``u`` (its mean is also the reconstruction channel of
-the condition), so the untrained sampler draws from that posterior.
+the condition), so the untrained sampler draws from that posterior. With a
+:class:`~manifold_ps.flows.MixtureBase` as well (``source``), the flow starts from the exact
+posterior over ``u`` of a Gaussian mixture instead: each draw of it is pulled into the Gaussian
+base's whitened coordinates, moved there by the couplings and pushed back out, so the untrained
+sampler draws from the mixture's posterior (and the mixture's posterior mean is the condition's
+reconstruction channel).
 
 The decoder's error ``x - D(u)`` is modelled in one of two ways (``likelihood``). ``"denoised"``
 scores the measurement by ``p(y | D(u))`` and returns ``D(u)`` (plus, with ``decoder_noise``,
@@ -45,6 +50,7 @@ from ..operators.base import Operator
 from ..priors.gaussian_posterior import LinearGaussianPosterior
 from .bijections import ActNorm
 from .gaussian_base import BaseState, GaussianBase
+from .mixture_base import MixtureBase
 from .realnvp import ConditionalRealNVP
 from .reconstruct import Reconstruction, reconstruction_from_config
 
@@ -114,6 +120,9 @@ class AmortizedPosterior(nn.Module):
         likelihood: ``"denoised"`` or ``"marginal"`` (needs a ``base`` built with
             ``marginal=True``, the posterior over ``u`` of that likelihood): how the decoder's
             error enters (see the module docstring). The loss reads it from the sampler.
+        source: Optional :class:`~manifold_ps.flows.MixtureBase` the flow's input is drawn from
+            in place of ``N(0, I)``, through the inverse of ``base`` (needs ``base``, with the
+            same ``t_min`` and ``marginal``).
 
     Attributes:
         nfe: Network evaluations per sample of the last :meth:`sample` call (1; 2 when decoding).
@@ -142,6 +151,7 @@ class AmortizedPosterior(nn.Module):
         decode: float | None = None,
         decoder_noise: bool = False,
         likelihood: Likelihood = "denoised",
+        source: MixtureBase | None = None,
     ) -> None:
         super().__init__()
         if likelihood not in ("denoised", "marginal"):
@@ -159,6 +169,17 @@ class AmortizedPosterior(nn.Module):
                                  "condition='measurement' (blind) does not see it")
             if decode is None or abs(float(decode) - base.t_min) > 1e-12:
                 raise ValueError(f"the Gaussian base is over x_t at t_min={base.t_min}: pass decode={base.t_min}")
+        if source is not None:
+            if base is None:
+                raise ValueError("a mixture source is drawn through the inverse of the Gaussian base: pass base")
+            if abs(source.t_min - base.t_min) > 1e-12 or source.marginal != base.marginal:
+                raise ValueError(f"the mixture source (t_min={source.t_min}, marginal={source.marginal}) must be over "
+                                 f"the base's u (t_min={base.t_min}, marginal={base.marginal})")
+            if float(flow.config().get("init_scale", 1.0)) != 1.0:
+                raise ValueError("a mixture source passes through the untrained flow unchanged only with init_scale=1")
+            if (source.channels, source.num_vertices) != (base.channels, base.num_vertices):
+                raise ValueError(f"the mixture source is over {source.channels} x {source.num_vertices} entries, "
+                                 f"the base over {base.channels} x {base.num_vertices}")
         if decode is not None and not 0.0 < float(decode) < 1.0:
             raise ValueError(f"decode must be a time in (0, 1), got {decode}")
         if decoder_noise and base is None:
@@ -177,6 +198,7 @@ class AmortizedPosterior(nn.Module):
         self.fingerprint = str(fingerprint)
         self.metadata = dict(metadata or {})
         self.base = base
+        self.source = source
         self.decode = None if decode is None else float(decode)
         self.decoder_noise = bool(decoder_noise)
         self.likelihood: Likelihood = likelihood
@@ -254,11 +276,24 @@ class AmortizedPosterior(nn.Module):
         return cond, loc
 
     @torch.no_grad()
-    def prepare_base(self, y: Tensor, operator: Operator) -> BaseState | None:
-        """The Gaussian base's factorisation for ``y`` (``None`` without a base)."""
+    def prepare_base(self, y: Tensor, operator: Operator, *, factor: bool = True) -> BaseState | None:
+        """The Gaussian base's factorisation for ``y``, with the mixture source's in its ``source``
+        field (``None`` without a base; ``factor=False``: the means only)."""
         if self.base is None:
             return None
-        return self.base.prepare(y, operator)
+        state = self.base.prepare(y, operator, factor=factor)
+        if self.source is not None:
+            state.source = self.source.prepare(y, operator, factor=factor)
+        return state
+
+    def source_log_prob(self, z: Tensor, state: BaseState) -> Tensor:
+        """Log-density of the flow's input ``z`` ``(B, n, C, V) -> (B, n)``: ``N(0, I)``'s, or with a
+        mixture source ``log q_0(B(P z)) + log|det dB/dw|`` with ``P`` the flow's fixed
+        permutations (differentiable in ``z``)."""
+        if self.source is None:
+            return self.flow.base_log_prob(z)
+        u, ladj = self.base.call_and_ladj(self.flow.fixed_permutations(z), state)
+        return self.source.log_prob(u, state.source) + ladj
 
     def _prepare(self, y: Tensor, operator: Operator | None, *, factor: bool = True
                  ) -> tuple[Tensor | None, Tensor | None, BaseState | None]:
@@ -276,8 +311,9 @@ class AmortizedPosterior(nn.Module):
         if self.base is not None:
             if operator is None:
                 raise ValueError("this sampler starts from the Gaussian posterior of the operator: pass it")
-            state = self.base.prepare(y, operator, factor=factor)
-            recon = state.mean_x.reshape(y.shape[0], self.channels, self.num_vertices).to(y.dtype)
+            state = self.prepare_base(y, operator, factor=factor)
+            mean_x = state.mean_x if state.source is None else state.source.mean_x
+            recon = mean_x.reshape(y.shape[0], self.channels, self.num_vertices).to(y.dtype)
         if self.condition == "none":
             return None, loc, state
         if self.condition == "operator":
@@ -311,8 +347,17 @@ class AmortizedPosterior(nn.Module):
         """The flow's generative pass on prepared inputs: ``(x (B, n, C, V), log|det| (B, n))``.
 
         With a Gaussian base (``state`` from :meth:`prepare_base`) the output is the latent ``u``
-        and the log-determinant includes the base's; decoding is left to the caller.
+        and the log-determinant includes the base's; decoding is left to the caller. With a
+        mixture source, ``z`` defaults to a source draw in the base's coordinates (the
+        log-determinant is still the couplings' and the base's only; see :meth:`source_log_prob`).
         """
+        if self.source is not None and z is None:
+            if state is None or state.source is None:
+                raise ValueError("this sampler starts from a mixture's posterior: pass state=prepare_base(y, operator)")
+            w, _ = self.base.inverse_and_ladj(self.source.sample(state.source, n, generator=generator), state)
+            ref = cond if cond is not None else loc
+            z = self.flow.fixed_permutations(w.to(ref.dtype if ref is not None else self.flow._param_dtype()),
+                                             inverse=True)
         x, ladj = self.flow(cond, n, loc=loc, z=z, batch=batch, generator=generator)
         if self.base is not None:
             if state is None:
@@ -420,6 +465,7 @@ class AmortizedPosterior(nn.Module):
             "fingerprint": self.fingerprint,
             "metadata": self.metadata,
             "base": self.base.config() if self.base is not None else None,
+            "source": self.source.config() if self.source is not None else None,
             "decode": None if self.decode is None else {"t_min": self.decode, "noise": self.decoder_noise,
                                                         "likelihood": self.likelihood},
         }
@@ -486,6 +532,7 @@ class AmortizedPosterior(nn.Module):
             fingerprint=blob["fingerprint"],
             metadata=blob["metadata"],
             base=GaussianBase.from_config(blob.get("base")),
+            source=MixtureBase.from_config(blob.get("source")),
             decode=(blob.get("decode") or {}).get("t_min"),
             decoder_noise=bool((blob.get("decode") or {}).get("noise", False)),
             likelihood=(blob.get("decode") or {}).get("likelihood", "denoised"),

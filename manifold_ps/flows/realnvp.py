@@ -302,6 +302,21 @@ class ConditionalRealNVP(nn.Module):
         z = self.layout.from_sequence(zs).reshape(b, n, self.channels, self.num_vertices)
         return z, ladj.reshape(b, n)
 
+    def fixed_permutations(self, x: Tensor, *, inverse: bool = False) -> Tensor:
+        """The flow's fixed permutations alone, in order (or their inverse): what the flow does
+        while every learned layer is the identity (couplings and conditional affine at zero,
+        ActNorm unset, ``init_scale`` 1). ``(B, n, C, V) -> (B, n, C, V)``.
+
+        A sampler whose flow input is not isotropic (a mixture's draw ``w``) feeds the flow
+        ``fixed_permutations(w, inverse=True)``, so that its untrained flow returns ``w``.
+        """
+        b, n = x.shape[:2]
+        s = self.layout.to_sequence(x.reshape(b * n, self.channels, self.num_vertices))
+        perms = [layer for layer in self.transform.layers if isinstance(layer, FixedPermutation)]
+        for layer in (reversed(perms) if inverse else perms):
+            s, _ = layer.inverse_and_ladj(s) if inverse else layer.call_and_ladj(s)
+        return self.layout.from_sequence(s).reshape(x.shape)
+
     def base_log_prob(self, z: Tensor) -> Tensor:
         """Standard normal log-density over the ``C * V`` coordinates: ``(..., C, V) -> (...)``."""
         return -0.5 * z.square().flatten(-2).sum(-1) - 0.5 * self.num_dims * math.log(2 * math.pi)
