@@ -90,6 +90,17 @@ def test_smoke_profile_end_to_end(script: str, tmp_path: Path, monkeypatch: pyte
     # ... and so are the scores of every evaluated set, exactly as first written
     assert log.count("scores on '") == len(evaluations) and "  gaussian posterior on" not in log
     assert [e["methods"] for e in again["evaluations"]] == [e["methods"] for e in evaluations]
+    # the rerun's wall times are the run's: each loaded stage counts the time it took when it ran
+    first_t, again_t = doc["config"]["timings"], again["config"]["timings"]
+    assert not first_t["loaded_stages"] and set(again_t["loaded_stages"]) == set(again_t["stages_s"])
+    assert again_t["stages_s"]["prior"] == pytest.approx(
+        json.loads((out / "prior" / "complete").read_text())["seconds_last_invocation"])
+    for stage, seconds in first_t["stages_s"].items():
+        if "/evaluate " in stage:
+            assert again_t["stages_s"][stage] == pytest.approx(seconds)
+    assert again_t["total_s"] == pytest.approx(sum(again_t["stages_s"].values()))
+    assert again_t["invocation_s"] < again_t["total_s"]
+    assert "stages ran in earlier invocations of this run" in (out / "results.md").read_text()
 
     if script == "bunny_mnist":
         # scores stored for another sampler are not reused: that set is evaluated again, the log says why

@@ -699,18 +699,31 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tic = time.perf_counter()
     stages: dict[str, float] = {}
+    loaded: list[str] = []
 
-    def timed_stage(name: str, fn: Callable[[], Any]) -> Any:
+    def timed_stage(name: str, fn: Callable[[], Any], marker: Path | None = None,
+                    recorded: Callable[[Any], float | None] | None = None) -> Any:
+        """Run a stage; one whose ``marker`` file existed before (done by an earlier invocation)
+        counts the seconds it took then (``recorded(result)``), not the time it took to load."""
+        done_before = marker is not None and marker.is_file()
         start = time.perf_counter()
         result = fn()
         stages[name] = time.perf_counter() - start
-        _log(f"stage {name}: {stages[name]:.0f} s")
+        before = recorded(result) if done_before and recorded is not None else None
+        if before is not None:
+            _log(f"stage {name}: loaded in {stages[name]:.0f} s (it took {before:.0f} s when it ran)")
+            stages[name] = before
+            loaded.append(name)
+        else:
+            _log(f"stage {name}: {stages[name]:.0f} s")
         return result
 
     gaussian = None
     if any("gaussian" in t.baselines for t in workload.tasks) or config.prior.parameterization in ("wiener", "mixture"):
-        gaussian = timed_stage("gaussian", lambda: stage_gaussian(workload, config, out, device=dev))
-    prior = timed_stage("prior", lambda: stage_prior(workload, config, out, device=dev, progress=progress))
+        gaussian = timed_stage("gaussian", lambda: stage_gaussian(workload, config, out, device=dev),
+                               out / "gaussian" / "gaussian.pt", lambda g: g.fit_info.get("seconds"))
+    prior = timed_stage("prior", lambda: stage_prior(workload, config, out, device=dev, progress=progress),
+                        out / "prior" / "complete", lambda _: _recorded_seconds(out / "prior" / "complete"))
     evaluations: list[BenchmarkResults] = []
     resolved = config.resolved().to_dict()
     set_info = {ev.name: ev for ev in workload.eval_sets}
@@ -722,7 +735,8 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
         if minutes is not None:
             task_config = replace(task_config, flow=replace(task_config.flow, minutes=minutes * task.flow_share / shares))
         posterior = timed_stage(f"{task.name}/flow", lambda: stage_flow(
-            workload, task, task_config, prior, train, out, device=dev, progress=progress))
+            workload, task, task_config, prior, train, out, device=dev, progress=progress),
+            out / task.name / "complete", lambda _: _recorded_seconds(out / task.name / "complete"))
         val = validation_measurements(train, config)
         validation = (f"flow-training measurements {config.eval.n_eval}-{config.eval.n_eval + val.x.shape[0] - 1} "
                       f"({workload.flow_dataset}; disjoint from every evaluation set)")
@@ -730,7 +744,7 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
         if config.eval.tune_measurements > 0 and val.x.shape[0] > 0:
             tuned = timed_stage(f"{task.name}/tuning", lambda: stage_tuning(
                 workload, task, config, prior, val.x.to(dev), val.y.to(dev), val.operator.to(dev), out,
-                validation=validation))
+                validation=validation), out / task.name / "tuning.json", lambda doc: doc.get("seconds"))
         baselines = build_baselines(workload, task, config, prior, tuned, gaussian)
         task_methods: dict[str, dict[str, MethodResult]] = {}
         for set_name, m in evals.items():
@@ -745,6 +759,7 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
             stored = load_evaluation(record, request)
             if stored is not None:  # scored before (a rerun, or a run stopped in a later set)
                 methods, stages[stage] = stored
+                loaded.append(stage)
                 _log(f"{task.name}: scores on '{set_name}' from {record} (evaluated in {stages[stage]:.0f} s)")
             else:
                 methods = timed_stage(stage, lambda: _evaluate_set(
@@ -781,9 +796,11 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
         if figures:
             _calibration_plot(f"{workload.name}, {task.name} ({config.profile} profile)", task_methods,
                               out / "figures" / task.name / CALIBRATION_FIGURE)
-    total = time.perf_counter() - tic
+    invocation = time.perf_counter() - tic
+    total = sum(stages.values())  # every stage as long as it took when it ran, in this invocation or an earlier one
     tuning = sum(v for k, v in stages.items() if k.endswith("/tuning"))
-    timings = {"stages_s": stages, "total_s": total, "tuning_s": tuning, "budgeted_s": total - tuning}
+    timings = {"stages_s": stages, "total_s": total, "tuning_s": tuning, "budgeted_s": total - tuning,
+               "invocation_s": invocation, "loaded_stages": loaded}
     write_config(out / "config.json", {"workload": workload.name, **resolved})
     training = training_record(workload, config, out, command)
     for e in evaluations:
@@ -794,15 +811,26 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
         if workload.notes:
             fh.write("\n" + "\n".join(f"> {n}" for n in workload.notes) + "\n")
         fh.write("\nWall time per stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in stages.items())
-                 + f"; total {total / 60:.1f} min, {tuning / 60:.1f} of them validation tuning (outside the budget).\n")
+                 + f"; total {total / 60:.1f} min, {tuning / 60:.1f} of them validation tuning (outside the budget)."
+                 + (f" {len(loaded)} of the {len(stages)} stages ran in earlier invocations of this run and count the "
+                    f"time they took then; this invocation took {invocation / 60:.1f} min." if loaded else "") + "\n")
         stages_done = {"prior": training["prior"], **{f"{k} flow": v for k, v in training["flows"].items()}}
         fh.write("\nSteps trained: " + ", ".join(
             f"{k} {v['steps']} of {v['train_steps']} (stopped by {v['stopped_by']})" for k, v in stages_done.items()) + ".")
         repeat = training["reproduce"].get("command")
         fh.write(f" Repeat exactly: `{repeat}`\n" if repeat else "\n")
-    _log(f"done in {total / 60:.1f} min ({(total - tuning) / 60:.1f} without tuning); results in {out / 'results.md'}")
+    _log(f"done in {invocation / 60:.1f} min (the run's stages: {total / 60:.1f} min, {(total - tuning) / 60:.1f} "
+         f"without tuning); results in {out / 'results.md'}")
     print((out / "results.md").read_text())
     return doc
+
+
+def _recorded_seconds(marker: Path) -> float | None:
+    """The seconds a finished training stage's ``complete`` file records (``None`` if unreadable)."""
+    try:
+        return float(json.loads(marker.read_text())["seconds_last_invocation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _device_name(dev: torch.device) -> str:
