@@ -34,7 +34,9 @@ flow. The rows (:data:`ROWS`; ``--rows`` picks some):
   ``marginal-noise-tmin0.005``: the sphere benchmark's flow, trained;
 - ``mixture-noise-tmin0.005-step0`` / ``mixture-noise-tmin0.005``: that flow with its input drawn
   from the exact posterior over ``u`` of the prior's Gaussian mixture (``flow.base = "mixture"``,
-  :class:`~manifold_ps.flows.MixtureBase`; a ``"mixture"`` prior only), untrained and trained.
+  :class:`~manifold_ps.flows.MixtureBase`; a ``"mixture"`` prior only), untrained and trained;
+  ``mixture-denoised-tmin0.005-step0`` / ``mixture-denoised-tmin0.005``: the same start under the
+  likelihood of ``y`` given ``D(u)``, which gives the decoder's error no law of its own.
 
 A trained row is also paired with the untrained row it starts from (:attr:`Row.start`, same
 seed): the table gives its PSNR gain, measurement by measurement with the same draws of the
@@ -178,6 +180,13 @@ ROWS: dict[str, Row] = {
                                          "a mixture prior only); **untrained**", _MIXTURE, trained=False),
     "mixture-noise-tmin0.005": Row("mixture-noise-tmin0.005-step0, trained", _MIXTURE,
                                    start="mixture-noise-tmin0.005-step0"),
+    "mixture-denoised-tmin0.005-step0": Row("the mixture start with the likelihood of `y` given `D(u)` (no error law; "
+                                            "the components' bases of that model, no decoder noise), t_min 0.005; "
+                                            "**untrained**", {**_MIXTURE, "flow.likelihood": "denoised",
+                                                              "flow.decoder_noise": False}, trained=False),
+    "mixture-denoised-tmin0.005": Row("mixture-denoised-tmin0.005-step0, trained",
+                                      {**_MIXTURE, "flow.likelihood": "denoised", "flow.decoder_noise": False},
+                                      start="mixture-denoised-tmin0.005-step0"),
 }
 """Row name -> :class:`Row`. Every row sets each lever, so a change of the profile's flow defaults
 changes no row."""
