@@ -1,5 +1,6 @@
-"""Ablation of the one-step sampler (issue 16): one row per lever, on bunny-MNIST inpainting or
-sphere temperature imputation, every row scored exactly as the benchmark scores its flow.
+"""Ablation of the one-step sampler (issue 16): one row per lever, on bunny-MNIST inpainting,
+sphere temperature imputation or an image restoration task, every row scored exactly as the
+benchmark scores its flow.
 
 Every row distils the same prior (``<base-out>/prior``, the benchmark's, trained if missing) into
 a fresh flow on the benchmark's training measurements, under the same wall-clock budget
@@ -47,6 +48,7 @@ rewritten after each row:
 
     python benchmarks/flow_ablation.py                                   # bunny-MNIST, every row, seed 0
     python benchmarks/flow_ablation.py --workload era5-imputation        # the sphere
+    python benchmarks/flow_ablation.py --workload image-restoration --task super-resolution --rows gaussian-step0 gaussian
     python benchmarks/flow_ablation.py --rows gaussian --seeds 0 1 2     # the spread over seeds
     python benchmarks/flow_ablation.py --rows gaussian-step0 gaussian-score --seeds 0 1 2 --tag seeds  # a separate report
     python benchmarks/flow_ablation.py --rows gaussian --curve-every 50  # PSNR against training minutes
@@ -60,7 +62,9 @@ time is not counted in the training minutes) and plots PSNR against training tim
 The report is ``<out>/<stem>.json`` (rows and references with every score), ``<out>/<stem>.md``
 (the table), ``<out>/figures/<stem>-calibration.png`` (nominal against empirical coverage of
 every row and the Gaussian posterior) and, with curves, ``<out>/<stem>.png``, where ``<stem>`` is
-``flow_ablation-<script>-<profile>`` (``-<tag>`` appended with ``--tag``, a report of its own).
+``flow_ablation-<script>-<profile>`` (``-<tag>`` appended with ``--tag``, a report of its own;
+``<script>-<task>`` for a task other than the workload's first, e.g.
+``flow_ablation-image_restoration-super_resolution-cpu``).
 ``--commit`` copies them into ``benchmarks/results/`` (or a given folder) with that layout, which
 the documentation's results page renders, calibration plot included.
 """
@@ -98,8 +102,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 """Where ``--commit`` copies the report (the committed results the docs render)."""
 
-ABLATED = ("bunny-mnist", "era5-imputation")
-"""The workloads this script runs on (their first task is ablated)."""
+ABLATED = ("bunny-mnist", "era5-imputation", "image-restoration")
+"""The workloads this script runs on (their first task unless ``--task`` names another)."""
 
 REFERENCES_VERSION = 3
 """Bumped when the cached ``references.json`` no longer fits the table."""
@@ -196,15 +200,18 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def report_stem(script: str, profile: str, tag: str | None = None) -> str:
-    """File name (without suffix) of the report, e.g. ``flow_ablation-bunny_mnist-cpu``, or
-    ``flow_ablation-bunny_mnist-cpu-seeds`` with the tag ``seeds``."""
-    return f"flow_ablation-{script}-{profile}" + (f"-{tag}" if tag else "")
+def report_stem(script: str, profile: str, tag: str | None = None, task: str | None = None) -> str:
+    """File name (without suffix) of the report, e.g. ``flow_ablation-bunny_mnist-cpu``,
+    ``flow_ablation-bunny_mnist-cpu-seeds`` with the tag ``seeds``, or
+    ``flow_ablation-image_restoration-super_resolution-cpu`` for the task ``super-resolution``
+    (``task`` is named only when it is not the workload's first)."""
+    where = script + (f"-{task.replace('-', '_')}" if task else "")
+    return f"flow_ablation-{where}-{profile}" + (f"-{tag}" if tag else "")
 
 
 @dataclass
 class Setting:
-    """What every row shares: the workload, its first task, the prior and the measurements."""
+    """What every row shares: the workload, the ablated task, the prior and the measurements."""
 
     workload: Workload
     task: Task
@@ -216,14 +223,22 @@ class Setting:
     device: torch.device
 
 
-def setting(workload_name: str, config: Config, base_out: Path) -> Setting:
-    """Load (or make) the benchmark's prior and measurements in ``base_out``."""
+def setting(workload_name: str, config: Config, base_out: Path, task: str | None = None) -> Setting:
+    """Load (or make) the benchmark's prior and the measurements of ``task`` (default the
+    workload's first) in ``base_out``.
+
+    Raises:
+        ValueError: for a task the workload does not have, listing its tasks.
+    """
     workload = WORKLOADS[workload_name](config)
+    names = [t.name for t in workload.tasks]
+    if task is not None and task not in names:
+        raise ValueError(f"{workload_name} has no task {task!r}; its tasks are {names}")
     device = torch.device("cpu")
     prior = stage_prior(workload, config, base_out, device=device, progress=False).eval()
-    task = workload.tasks[0]
-    train, evals = stage_measurements(workload, task, config, base_out)
-    return Setting(workload, task, config, prior, train, evals["heldout"], base_out, device)
+    task_ = workload.tasks[names.index(task) if task else 0]
+    train, evals = stage_measurements(workload, task_, config, base_out)
+    return Setting(workload, task_, config, prior, train, evals["heldout"], base_out, device)
 
 
 def score_flow(s: Setting, posterior: AmortizedPosterior, seed: int, n_posterior: int | None = None
@@ -322,21 +337,25 @@ def _summary(methods: dict[str, dict[str, float]]) -> dict[str, float]:
 # -- references ----------------------------------------------------------------------------------------
 def _tuned_settings(s: Setting) -> tuple[dict[str, Any], str]:
     """Baseline settings chosen on validation measurements: the benchmark's ``tuning.json`` when
-    it was made for these measurements and grids, else the Tikhonov weight tuned here on the same
-    validation measurements (the iterative baselines then keep their defaults)."""
+    it was made for these measurements and grids (DPS's step size only when also for this prior
+    and step count), else the Tikhonov weight tuned here on the same validation measurements (the
+    iterative baselines then keep their defaults; a task without Tikhonov tunes nothing here)."""
     val = validation_measurements(s.train, s.config)
     smoothings = list(s.config.eval.tune_smoothings)
+    tikhonov = "harmonic" in s.task.baselines  # the Tikhonov variant comes with harmonic interpolation
     path = s.base_out / s.task.name / "tuning.json"
     if path.is_file():
         doc = json.loads(path.read_text())
         request = doc.get("request", {})
-        if ("harmonic_tikhonov" in doc and request.get("smoothings") == smoothings
+        if ((not tikhonov or "harmonic_tikhonov" in doc) and request.get("smoothings") == smoothings
                 and request.get("measurements") == int(val.x.shape[0]) and request.get("seed") == s.config.seed):
-            tuned = {"harmonic_tikhonov": doc["harmonic_tikhonov"]}
+            tuned = {"harmonic_tikhonov": doc["harmonic_tikhonov"]} if tikhonov else {}
             if ("dps" in doc and request.get("dps_steps") == s.config.eval.dps_nfe
                     and request.get("prior") == state_digest(s.prior)):  # DPS's step size: tuned for this prior
                 tuned["dps"] = doc["dps"]
             return tuned, f"chosen on {val.x.shape[0]} validation measurements (`{path}`)"
+    if not tikhonov:
+        return {}, "none: no matching `tuning.json`"
     weight = tune_smoothing(s.workload, val.x, val.y, val.operator, tuple(smoothings))
     return ({"harmonic_tikhonov": {"chosen": {"smoothing": weight}}},
             f"chosen here on {val.x.shape[0]} validation measurements (flow-training measurements "
@@ -394,9 +413,10 @@ def references(s: Setting, out: Path, n_dps: int) -> dict[str, Any]:
             o = run_sampler(samplers[name], y, op, n=1, batch_size=c.batch_size, generator=g)
             methods[name] = score_estimate(o.first, x, seconds_per_sample=o.seconds_per_sample, nfe=o.nfe,
                                            **score).to_dict()
-    weight = tuned["harmonic_tikhonov"]["chosen"]["smoothing"]
-    notes["harmonic_tikhonov"] = f"weight {weight:g} {tuned_note}" + (
-        ": plain harmonic interpolation" if weight == 0 else "")
+    if "harmonic_tikhonov" in tuned:
+        weight = tuned["harmonic_tikhonov"]["chosen"]["smoothing"]
+        notes["harmonic_tikhonov"] = f"weight {weight:g} {tuned_note}" + (
+            ": plain harmonic interpolation" if weight == 0 else "")
     if stored is not None:
         methods["dps"], k, source = stored
         notes["dps"] = f"{methods['dps']['nfe']} NFE, from the benchmark run `{source}`"
@@ -415,8 +435,8 @@ def references(s: Setting, out: Path, n_dps: int) -> dict[str, Any]:
             for bound in ("psnr_low", "psnr_high", "psnr_raw_low", "psnr_raw_high"):
                 methods["dps"].pop(bound, None)
         chosen = tuned.get("dps", {}).get("chosen")
-        notes["dps"] = (f"{o.nfe} NFE, run here" + (f" with the validation-tuned {chosen}" if chosen else
-                                                     " with its default step size"))
+        notes["dps"] = (f"{o.nfe} NFE, run here" + (f" with the step size {tuned_note}: {chosen}" if chosen
+                                                     else " with its default step size"))
     else:
         k = 0
     if k:
@@ -697,6 +717,7 @@ def commit(out: Path, stem: str, target: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=ABLATED, default="bunny-mnist")
+    p.add_argument("--task", default=None, help="the workload's task to ablate (default its first)")
     add_config_arguments(p)
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -720,7 +741,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base_out = args.base_out or Path("runs") / script
     out = args.out or Path("runs") / f"flow_ablation-{script}"
     out.mkdir(parents=True, exist_ok=True)
-    stem = report_stem(script, config.profile, args.tag)
+    first = WORKLOADS[args.workload](config).tasks[0].name if args.task else None
+    stem = report_stem(script, config.profile, args.tag, task=args.task if args.task != first else None)
     report = out / f"{stem}.json"
     previous: list[dict[str, Any]] = []
     if report.is_file():  # rows of this table format only (older reports had other rows and scores)
@@ -735,7 +757,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "groups": stored.get("groups")}
         write_report(previous, ref, bench, out, stem, **common)
     else:
-        s = setting(args.workload, config, base_out)
+        s = setting(args.workload, config, base_out, task=args.task)
         ref = references(s, out, args.dps_measurements)
         bench = benchmark_row(s)
         common = dict(workload=s.workload.name, task=s.task.name, profile=config.profile,

@@ -408,6 +408,21 @@ def test_every_ablation_row_sets_every_lever_and_gives_a_valid_config(profile: s
         assert row.description and name in module.__doc__, name
 
 
+@pytest.mark.data
+def test_flow_ablation_names_a_task_other_than_the_first_and_refuses_an_unknown_one(
+        tmp_path: Path, data_dir: Path) -> None:
+    from manifold_ps.config import get_profile
+
+    module = _script("flow_ablation")
+    assert module.report_stem("bunny_mnist", "cpu") == "flow_ablation-bunny_mnist-cpu"
+    assert module.report_stem("image_restoration", "cpu", "long", task="super-resolution") == \
+        "flow_ablation-image_restoration-super_resolution-cpu-long"
+    # the task is checked before the prior is trained: nothing is written for a misspelt task
+    with pytest.raises(ValueError, match=r"no task 'superresolution'.*'super-resolution'"):
+        module.setting("image-restoration", get_profile("smoke"), tmp_path / "bench", task="superresolution")
+    assert not (tmp_path / "bench").exists()
+
+
 def _workload_profiles() -> list[tuple[str, str]]:
     from manifold_ps.benchmarking.workloads import PROFILE_DEFAULTS
 
