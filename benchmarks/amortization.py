@@ -23,10 +23,11 @@ same quality (a bound when no budget reaches it).
     python benchmarks/amortization.py --base-out runs/bunny_mnist          # after the benchmark ran there
     python benchmarks/amortization.py --base-out runs/bunny_mnist --table-only --commit
     python benchmarks/amortization.py --profile smoke --measurements 2 --base-out /tmp/am/bench --out /tmp/am/out
+    python benchmarks/amortization.py --workload image-restoration --task super-resolution --base-out runs/image_restoration
 
 The report is ``<out>/<stem>.json``, ``<out>/<stem>.md`` and ``<out>/figures/<stem>.png``
-(PSNR against per-measurement seconds), with ``<stem>`` = ``amortization-<script>-<profile>``;
-``--commit`` copies them into ``benchmarks/results/`` with that layout.
+(PSNR against per-measurement seconds), with ``<stem>`` = ``amortization-<script>-<profile>``
+(``<script>-<task>`` for a task other than the workload's first); ``--commit`` copies them into ``benchmarks/results/`` with that layout.
 """
 
 import os
@@ -56,17 +57,33 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 """Where ``--commit`` copies the report."""
 
-WORKLOADS_HERE = ("bunny-mnist", "era5-imputation")
-"""Workloads whose first task has the Gaussian base (masking) this comparison needs."""
+WORKLOADS_HERE = ("bunny-mnist", "era5-imputation", "image-restoration")
+"""Workloads whose tasks have the Gaussian base this comparison needs (its first task unless
+``--task`` names another; the image tasks' operators are shared by their measurements, the case the
+dense base factorises)."""
 
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def report_stem(script: str, profile: str) -> str:
-    """File name (without suffix) of the report, e.g. ``amortization-bunny_mnist-cpu``."""
-    return f"amortization-{script}-{profile}"
+def report_stem(script: str, profile: str, task: str | None = None) -> str:
+    """File name (without suffix) of the report, e.g. ``amortization-bunny_mnist-cpu``, or
+    ``amortization-image_restoration-super_resolution-cpu`` for the task ``super-resolution``
+    (``task`` is named only when it is not the workload's first)."""
+    return f"amortization-{script}" + (f"-{task.replace('-', '_')}" if task else "") + f"-{profile}"
+
+
+def pick_task(workload: Any, name: str | None) -> Any:
+    """The workload's task called ``name`` (its first for ``None``).
+
+    Raises:
+        ValueError: for a task the workload does not have, listing its tasks.
+    """
+    names = [t.name for t in workload.tasks]
+    if name is not None and name not in names:
+        raise ValueError(f"{workload.name} has no task {name!r}; its tasks are {names}")
+    return workload.tasks[names.index(name) if name else 0]
 
 
 def scores(out: SamplerOutput, m: Measured, workload: Any) -> dict[str, dict[str, float]]:
@@ -146,7 +163,7 @@ def _row(label: str, what: str, s: dict[str, dict[str, float]], **extra: Any) ->
 
 def run(args: argparse.Namespace, config: Config, out: Path) -> dict[str, Any]:
     workload = WORKLOADS[args.workload](config)
-    task = workload.tasks[0]
+    task = pick_task(workload, args.task)
     device = torch.device("cpu")
     base_out = args.base_out
     prior = stage_prior(workload, config, base_out, device=device, progress=False).eval()
@@ -266,7 +283,7 @@ def write_report(doc: dict[str, Any], out: Path, stem: str) -> None:
              f"Gaussian-posterior base and decoder, the same loss, learning rate {doc['lr']:g} constant after warm-up, "
              f"{doc['n_z']} draws per step) had {doc['budget_seconds_per_measurement']:.1f} s, so that the {k} of them "
              "together cost what the amortized flow cost. PSNR in dB with 95% bootstrap intervals over the fields.", "",
-             "| sampler | PSNR one draw | PSNR mean | cover 90% missing | std missing / observed | s per measurement | what |",
+             "| sampler | PSNR one draw | PSNR mean | cover 90% missing (all without a mask) | std missing / observed | s per measurement | what |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for r in doc["rows"]:
         one, mean = r["methods"]["one"], r["methods"]["mean"]
@@ -327,6 +344,7 @@ def commit(out: Path, stem: str, target: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=WORKLOADS_HERE, default="bunny-mnist")
+    p.add_argument("--task", default=None, help="the workload's task (default its first)")
     add_config_arguments(p)
     p.add_argument("--base-out", type=Path, default=None,
                    help="the benchmark's folder with the prior, measurements and amortized flow (default runs/<script>)")
@@ -348,7 +366,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = config_from_args(args, defaults=profile_defaults(args.workload, args.profile))
     args.base_out = args.base_out or Path("runs") / script
     out = args.out or Path("runs") / f"amortization-{script}"
-    stem = report_stem(script, config.profile)
+    workload = WORKLOADS[args.workload](config)
+    task = pick_task(workload, args.task)  # refused here, before anything trains
+    stem = report_stem(script, config.profile, task.name if task is not workload.tasks[0] else None)
     if args.table_only:
         doc = json.loads((out / f"{stem}.json").read_text())
     else:

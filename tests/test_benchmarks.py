@@ -409,6 +409,19 @@ def test_every_ablation_row_sets_every_lever_and_gives_a_valid_config(profile: s
 
 
 @pytest.mark.data
+def test_amortization_names_a_task_other_than_the_first_and_refuses_an_unknown_one(tmp_path: Path,
+                                                                                    data_dir: Path) -> None:
+    am = _script("amortization")
+    assert am.report_stem("bunny_mnist", "cpu") == "amortization-bunny_mnist-cpu"
+    assert am.report_stem("image_restoration", "cpu", "super-resolution") == \
+        "amortization-image_restoration-super_resolution-cpu"
+    with pytest.raises(ValueError, match=r"no task 'sr'.*'super-resolution'"):
+        am.main(["--workload", "image-restoration", "--task", "sr", "--profile", "smoke",
+                 "--base-out", str(tmp_path / "bench"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "bench").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.data
 def test_flow_ablation_names_a_task_other_than_the_first_and_refuses_an_unknown_one(
         tmp_path: Path, data_dir: Path) -> None:
     from manifold_ps.config import get_profile
