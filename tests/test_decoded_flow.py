@@ -204,7 +204,7 @@ def test_gaussian_base_batches_masks_of_either_side(marginal: bool, gram_chunk: 
 
 # -- the decoded sampler ------------------------------------------------------------------------------
 def _sampler(prior: GaussianPrior, t: float, *, noise: bool = False, likelihood: str = "denoised"):
-    from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, condition_channels
+    from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, condition_channels, fit_single
     from manifold_ps.geometry import VertexLayout
     from manifold_ps.operators import Inpainting
 
@@ -490,6 +490,32 @@ def test_per_measurement_sampler_starts_from_the_same_gaussian_posterior(tmp_pat
     assert loaded.condition == "none" and loaded.base is not None and loaded.decode == t
     torch.testing.assert_close(loaded.sample(y, op, 8, generator=torch.Generator().manual_seed(5)),
                                single.sample(y, op, 8, generator=torch.Generator().manual_seed(5)), rtol=0, atol=0)
+
+def test_per_measurement_sampler_takes_measurements_that_are_not_vertex_shaped() -> None:
+    """Downsampling: the unconditional sampler on the Gaussian base takes the 4-value measurement
+    with its operator, draws what the amortized one draws, and still refuses a malformed one."""
+    from manifold_ps.flows import AmortizedPosterior, ConditionalRealNVP, GaussianBase, condition_channels, fit_single
+    from manifold_ps.geometry import VertexLayout
+
+    t, d = 0.05, 8
+    prior = _gaussian(d, rank=3)
+    op = _dense_op("downsample")
+    y = _dense_y(op, 1).float()
+    assert y.shape == (1, 1, 2)
+    single = AmortizedPosterior(ConditionalRealNVP(1, VertexLayout(d), 0, steps=2, hidden=8, init_scale=1.0),
+                                condition="none", base=GaussianBase(prior, t), decode=t).attach_prior(prior)
+    flow = ConditionalRealNVP(1, VertexLayout(d), condition_channels(1, op, reconstruct=True), steps=2, hidden=8,
+                              init_scale=1.0)
+    amortized = AmortizedPosterior(flow, base=GaussianBase(prior, t), decode=t).attach_prior(prior)
+    draws = [p.sample(y, op, 16, generator=torch.Generator().manual_seed(3)) for p in (amortized, single)]
+    assert draws[1].shape == (1, 16, 1, d)
+    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
+    before = [p.detach().clone() for p in single.flow.parameters()]
+    fit_single(single, prior, y, op, n_z=4, max_steps=3, t_min=t, progress=False)  # and it trains on them
+    assert any(not torch.equal(a, b) for a, b in zip(before, single.flow.parameters()))
+    with pytest.raises(ValueError, match=r"y must have shape \(B, 1, M\)"):
+        single.sample(y[:, 0], op, 2)
+
 
 # -- the pipeline ---------------------------------------------------------------------------------------
 def _toy_workload():

@@ -297,9 +297,10 @@ class AmortizedPosterior(nn.Module):
 
     def _prepare(self, y: Tensor, operator: Operator | None, *, factor: bool = True
                  ) -> tuple[Tensor | None, Tensor | None, BaseState | None]:
-        if self.condition == "operator" and operator is not None and y.shape[-1] != self.num_vertices:
+        if ((self.condition == "operator" or (self.condition == "none" and self.base is not None))
+                and operator is not None and y.shape[-1] != self.num_vertices):
             # measurements that are not vertex-shaped (e.g. a downsampled image): the operator's
-            # condition() maps them to vertex features
+            # condition() maps them to vertex features, and a base takes them with the operator
             if y.ndim != 3 or y.shape[1] != self.channels:
                 raise ValueError(f"y must have shape (B, {self.channels}, M), got {tuple(y.shape)}")
             check_finite(y, "y")
