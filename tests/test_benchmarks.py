@@ -599,6 +599,27 @@ def test_flow_ablation_scores_every_row_as_the_benchmark_scores_its_flow(
     tagged = (out / f"{stem}-seeds.md").read_text()
     assert tagged.splitlines()[0].endswith("; seeds)") and tagged.splitlines()[1:] == md.replace(stem, f"{stem}-seeds").splitlines()[1:]
     assert (out / f"{stem}.md").read_text() == md
+    # --scored-on validation: the same flows scored on the validation measurements, a report of its own
+    # whose untrained row is the sampler above scored on those measurements
+    from manifold_ps.benchmarking.pipeline import validation_measurements
+
+    val_doc, _ = _ablation("--profile", "smoke", "--minutes", "0.05", "--rows", "gaussian-step0", "--dps-measurements",
+                           "2", "--base-out", str(base), "--out", str(out), "--scored-on", "validation")
+    val = validation_measurements(train, config)
+    assert val_doc["references"]["key"]["measurements"] == val.x.shape[0] == config.eval.tune_measurements
+    assert val_doc["references"]["key"]["scored_on"] == "validation"
+    val_md = (out / f"{stem}-validation.md").read_text()
+    assert f"{val.x.shape[0]} validation measurements" in val_md.splitlines()[0]
+    assert (out / f"{stem}.md").read_text() == md
+    found, _ = score_posterior(sampler, val.x, val.y, val.operator, n_posterior=config.eval.n_posterior,
+                               batch_size=config.eval.batch_size, chunk=config.eval.chunk,
+                               generator=torch.Generator().manual_seed(config.seed + config.eval.seed_offset),
+                               **score_arguments(workload, val))
+    assert found["aps_n1"].psnr == pytest.approx(val_doc["rows"][0]["methods"]["aps_n1"]["psnr"], rel=1e-9)
+    assert module.report_stem("bunny_mnist", "cpu", "seeds", scored_on="validation") == \
+        "flow_ablation-bunny_mnist-cpu-validation-seeds"
+    with pytest.raises(ValueError, match="scored_on must be one of"):
+        module.setting("bunny-mnist", config, base, scored_on="test")
 
     # flow_bound.py: the held-out loss of the untrained and the trained row, terms adding up
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
@@ -837,6 +858,30 @@ def test_amortization_break_even_names_what_each_training_bought(amortized: floa
     result = am.break_even(_amortization_doc(amortized, 28.0, singles))
     assert result["bound"] == bound and words in result["text"]
     assert result["measurements"] == (None if measurements is None else pytest.approx(measurements))
+
+
+@pytest.mark.parametrize("budget", [1.0, 4.0])
+def test_amortization_report_states_each_fit_against_the_equal_compute_time(budget: float, tmp_path: Path) -> None:
+    """With ``--budget`` B the fits get B times the equal-compute time: the fraction f of it is f * B of
+    the equal-compute time, and the report says so (the plot's line stays at the equal-compute time)."""
+    am = _script("amortization")
+    doc = _amortization_doc(29.0, 28.0, [(10.0 * budget, 28.5), (40.0 * budget, 29.5)])
+    for r in doc["rows"]:
+        r["methods"]["mean"]["coverage90"] = 0.9
+        r.setdefault("seconds_per_measurement", 0.0)
+        r.setdefault("what", r["label"])
+        if "fraction" in r:
+            r["fraction"], r["steps"] = r["seconds_per_measurement"] / (40.0 * budget), 7.0
+    doc.update(workload="w", task="t", profile="p", measurements=16, n_posterior=8, amortized_steps=9, n_z=2,
+               lr=1e-3, budget=budget, budget_seconds_per_measurement=40.0 * budget,
+               start_check={"one": {"psnr": 28.0}}, start_difference=0.0)
+    doc["break_even"] = am.break_even(doc)
+    am.write_report(doc, tmp_path, "r")  # the equal-compute time: 640 s / 16 = 40 s
+    md = (tmp_path / "r.md").read_text()
+    # the fits at 10 B and 40 B seconds: B / 4 and B times the equal-compute time
+    assert f"| {budget / 4:g} x the equal-compute budget: 7 steps" in md and f"| {budget:g} x the equal-compute" in md
+    assert ("4 x the equal-compute time (40.0 s" in md) == (budget == 4.0)
+    assert json.loads((tmp_path / "r.json").read_text())["rows"][3]["what"].startswith(f"{budget:g} x the equal")
 
 
 @pytest.mark.parametrize("covariance", ["shared", "per-component"])
