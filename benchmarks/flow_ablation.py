@@ -6,10 +6,14 @@ Every row distils the same prior (``<base-out>/prior``, the benchmark's, trained
 a fresh flow on the benchmark's training measurements, under the same wall-clock budget
 (``--minutes``) with a cosine schedule of ``--train-steps`` steps (a slower row is cut by the
 cap: its steps say where). It is scored on the benchmark's held-out measurements
-(``<base-out>/<task>/measurements.pt``) by :func:`~manifold_ps.benchmarking.pipeline.score_posterior`
-with the benchmark's keywords: one draw and the mean of ``eval.n_posterior`` draws (projected onto
-the data range where one is guaranteed, 95% bootstrap intervals), the posterior std on missing and
-observed vertices, and the coverage of central intervals (50/80/90/95%, all and missing vertices).
+(``<base-out>/<task>/measurements.pt``), or with ``--scored-on validation`` on the validation
+measurements the baselines are tuned on (flow-training measurements whose clean signals no method
+sees; there a setting of the flow is chosen, so that the held-out measurements stay unseen, and
+DPS is scored where its step size was chosen), by
+:func:`~manifold_ps.benchmarking.pipeline.score_posterior` with the benchmark's keywords: one draw
+and the mean of ``eval.n_posterior`` draws (projected onto the data range where one is guaranteed,
+95% bootstrap intervals), the posterior std on missing and observed vertices, and the coverage of
+central intervals (50/80/90/95%, all and missing vertices).
 The same table holds, on the same measurements: the exact Gaussian posterior (mean and one draw),
 harmonic interpolation, Tikhonov with its weight chosen on validation measurements (the
 benchmark's ``tuning.json`` when present), DPS (from the benchmark's ``results.json`` when it ran
@@ -27,7 +31,8 @@ flow. The rows (:data:`ROWS`; ``--rows`` picks some):
   ELBO time draws per sample; ``gaussian-score``: the prior term's exact gradient (the prior's
   score at t_min) in place of the ELBO (``gaussian-score-tmin0.005``: at t_min 0.005, the sphere
   benchmark's flow); ``gaussian-score-path``: that, with the path part of the entropy term's
-  gradient only;
+  gradient only; ``gaussian-score-lr4e-3`` / ``gaussian-score-lr8e-3`` / ``gaussian-score-lr1.6e-2``:
+  ``gaussian-score`` at another peak learning rate;
 - ``marginal-step0`` / ``marginal-noise-step0`` / ``marginal`` / ``marginal-noise`` /
   ``marginal-score``: the decoder's error integrated out of the likelihood under the Gaussian's
   law (``flow.likelihood = "marginal"``), on the exact posterior over ``u`` of that model, draws
@@ -52,6 +57,7 @@ rewritten after each row:
     python benchmarks/flow_ablation.py --rows gaussian --seeds 0 1 2     # the spread over seeds
     python benchmarks/flow_ablation.py --rows gaussian-step0 gaussian-score --seeds 0 1 2 --tag seeds  # a separate report
     python benchmarks/flow_ablation.py --rows gaussian --curve-every 50  # PSNR against training minutes
+    python benchmarks/flow_ablation.py --rows gaussian-score --set flow.lr=4e-3 --tag lr4e-3 --scored-on validation
     python benchmarks/flow_ablation.py --table-only --commit             # rewrite the report, copy it
     python benchmarks/flow_ablation.py --profile smoke --minutes 0.05 --rows paper gaussian-step0 gaussian \\
         --dps-measurements 2 --base-out /tmp/abl/bench --out /tmp/abl/out     # end to end in a minute
@@ -64,7 +70,8 @@ The report is ``<out>/<stem>.json`` (rows and references with every score), ``<o
 every row and the Gaussian posterior) and, with curves, ``<out>/<stem>.png``, where ``<stem>`` is
 ``flow_ablation-<script>-<profile>`` (``-<tag>`` appended with ``--tag``, a report of its own;
 ``<script>-<task>`` for a task other than the workload's first, e.g.
-``flow_ablation-image_restoration-super_resolution-cpu``).
+``flow_ablation-image_restoration-super_resolution-cpu``; ``-validation`` before the tag with
+``--scored-on validation``).
 ``--commit`` copies them into ``benchmarks/results/`` (or a given folder) with that layout, which
 the documentation's results page renders, calibration plot included.
 """
@@ -166,6 +173,9 @@ ROWS: dict[str, Row] = {
                                "equals the target", {**_GAUSSIAN, "flow.prior_term": "score",
                                                      "flow.entropy_gradient": "path"},
                                start="gaussian-step0"),
+    **{f"gaussian-score-lr{lr}": Row(f"gaussian-score at peak learning rate {lr} (the rows above take the "
+                                     "profile's)", {**_GAUSSIAN, "flow.prior_term": "score", "flow.lr": float(lr)},
+                                     start="gaussian-step0") for lr in ("4e-3", "8e-3", "1.6e-2")},
     "marginal-step0": Row("the decoder's error integrated out of the likelihood under the Gaussian's law "
                           "(`flow.likelihood = marginal`): base the exact posterior over `u` of that model, draws "
                           "`E[x | u, y]`; **untrained**", {**_MARGINAL}, trained=False),
@@ -200,18 +210,22 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def report_stem(script: str, profile: str, tag: str | None = None, task: str | None = None) -> str:
+def report_stem(script: str, profile: str, tag: str | None = None, task: str | None = None,
+                scored_on: str = "heldout") -> str:
     """File name (without suffix) of the report, e.g. ``flow_ablation-bunny_mnist-cpu``,
-    ``flow_ablation-bunny_mnist-cpu-seeds`` with the tag ``seeds``, or
+    ``flow_ablation-bunny_mnist-cpu-seeds`` with the tag ``seeds``,
     ``flow_ablation-image_restoration-super_resolution-cpu`` for the task ``super-resolution``
-    (``task`` is named only when it is not the workload's first)."""
+    (``task`` is named only when it is not the workload's first), or
+    ``flow_ablation-bunny_mnist-cpu-validation-seeds`` scored on the validation measurements."""
     where = script + (f"-{task.replace('-', '_')}" if task else "")
-    return f"flow_ablation-{where}-{profile}" + (f"-{tag}" if tag else "")
+    return (f"flow_ablation-{where}-{profile}" + ("-validation" if scored_on == "validation" else "")
+            + (f"-{tag}" if tag else ""))
 
 
 @dataclass
 class Setting:
-    """What every row shares: the workload, the ablated task, the prior and the measurements."""
+    """What every row shares: the workload, the ablated task, the prior and the measurements
+    (``held``: the ones the rows are scored on, held-out or validation as ``scored_on`` says)."""
 
     workload: Workload
     task: Task
@@ -221,15 +235,24 @@ class Setting:
     held: Measured
     base_out: Path
     device: torch.device
+    scored_on: str = "heldout"
 
 
-def setting(workload_name: str, config: Config, base_out: Path, task: str | None = None) -> Setting:
+SCORED_ON = {"heldout": "held-out", "validation": "validation"}
+"""The measurement sets a report can be scored on, and the word its table uses for them."""
+
+
+def setting(workload_name: str, config: Config, base_out: Path, task: str | None = None,
+            scored_on: str = "heldout") -> Setting:
     """Load (or make) the benchmark's prior and the measurements of ``task`` (default the
-    workload's first) in ``base_out``.
+    workload's first) in ``base_out``; the rows are scored on its held-out measurements, or on
+    its validation measurements (:func:`validation_measurements`) for ``scored_on="validation"``.
 
     Raises:
-        ValueError: for a task the workload does not have, listing its tasks.
+        ValueError: for a task the workload does not have, listing its tasks, or another ``scored_on``.
     """
+    if scored_on not in SCORED_ON:
+        raise ValueError(f"scored_on must be one of {sorted(SCORED_ON)}, got {scored_on!r}")
     workload = WORKLOADS[workload_name](config)
     names = [t.name for t in workload.tasks]
     if task is not None and task not in names:
@@ -238,7 +261,8 @@ def setting(workload_name: str, config: Config, base_out: Path, task: str | None
     prior = stage_prior(workload, config, base_out, device=device, progress=False).eval()
     task_ = workload.tasks[names.index(task) if task else 0]
     train, evals = stage_measurements(workload, task_, config, base_out)
-    return Setting(workload, task_, config, prior, train, evals["heldout"], base_out, device)
+    scored = evals["heldout"] if scored_on == "heldout" else validation_measurements(train, config)
+    return Setting(workload, task_, config, prior, train, scored, base_out, device, scored_on)
 
 
 def score_flow(s: Setting, posterior: AmortizedPosterior, seed: int, n_posterior: int | None = None
@@ -365,7 +389,7 @@ def _tuned_settings(s: Setting) -> tuple[dict[str, Any], str]:
 def _benchmark_dps(s: Setting) -> tuple[dict[str, float], int, str] | None:
     """The benchmark's DPS entry when its ``results.json`` scored it on these held-out measurements."""
     path = s.base_out / "results.json"
-    if not path.is_file():
+    if s.scored_on != "heldout" or not path.is_file():
         return None
     doc = json.loads(path.read_text())
     for e in doc.get("evaluations") or [doc]:
@@ -387,13 +411,14 @@ def references(s: Setting, out: Path, n_dps: int) -> dict[str, Any]:
            "profile": s.config.profile, "seed": s.config.seed, "prior": state_digest(s.prior),
            "measurements": int(s.held.x.shape[0]),
            "n_posterior": s.config.eval.n_posterior,
-           "dps": {"source": stored[2]} if stored is not None else {"measurements": n_dps}}
+           "dps": {"source": stored[2]} if stored is not None else {"measurements": n_dps},
+           **({} if s.scored_on == "heldout" else {"scored_on": s.scored_on})}
     cache = out / "references.json"
     if cache.is_file():
         ref = json.loads(cache.read_text())
         if ref.get("key") == key:
             return ref
-    _log(f"references on {s.held.x.shape[0]} held-out measurements")
+    _log(f"references on {s.held.x.shape[0]} {SCORED_ON[s.scored_on]} measurements")
     tuned, tuned_note = _tuned_settings(s)
     gaussian = stage_gaussian(s.workload, s.config, s.base_out, device=s.device)
     samplers = build_baselines(s.workload, s.task, s.config, s.prior, tuned, gaussian)
@@ -453,7 +478,7 @@ def benchmark_row(s: Setting) -> dict[str, Any] | None:
     it has not run, or ran on other measurements): its ``aps_n1`` / ``aps_n128`` scores, flow
     settings, and the steps and minutes it trained (from its ``complete`` marker when known)."""
     path = s.base_out / "results.json"
-    if not path.is_file():
+    if s.scored_on != "heldout" or not path.is_file():
         return None
     data = json.loads(path.read_text())
     for e in data.get("evaluations") or [data]:
@@ -502,6 +527,14 @@ def _pair(entries: list[dict[str, float]] | None, a: str, b: str, digits: int) -
     return " / ".join(cells)
 
 
+def _std_cell(entries: list[dict[str, float]] | None) -> str:
+    """The mean posterior std on missing / observed vertices, or over all vertices (``(all)``) where
+    the operator masks none."""
+    if entries and not any("std_missing" in e for e in entries) and all("std_mean" in e for e in entries):
+        return _cell([e["std_mean"] for e in entries], 3) + " (all)"
+    return _pair(entries, "std_missing", "std_observed", 3)
+
+
 def _ratio(entries: list[dict[str, float]] | None) -> str:
     return _cell([e["std_missing"] / e["std_observed"] for e in entries or []
                   if "std_missing" in e and "std_observed" in e])
@@ -512,7 +545,7 @@ def _table_row(label: str, what: str, seeds: str, ones: list[dict[str, float]] |
                paired: str = "–") -> str:
     """One line of the table: ``ones`` score the one-draw column, ``means`` the rest."""
     cells = [label, what, seeds, _psnr_cell(ones) if ones else "–", _psnr_cell(means) if means else "–",
-             _pair(means, "std_missing", "std_observed", 3), _ratio(means),
+             _std_cell(means), _ratio(means),
              _pair(means, "coverage90", "coverage90_missing", 2) if cover is None else cover, paired, minutes, steps]
     return "| " + " | ".join(cells) + " |"
 
@@ -561,17 +594,18 @@ def write_report(results: list[dict[str, Any]], ref: dict[str, Any], bench: dict
     for r in sorted(results, key=lambda r: (list(ROWS).index(r["row"]), r["seed"])):
         by_row.setdefault(r["row"], []).append(r)
     m = ref["methods"]
-    measurements = ref["key"]["measurements"]
+    measurements = f"{ref['key']['measurements']} {SCORED_ON[ref['key'].get('scored_on', 'heldout')]}"
     budgets = {_budget(r) for r in results if r["schedule"]}
     shared = next(iter(budgets)) if len(budgets) == 1 else None
     lines = [
-        f"# Flow ablation: {workload}, {task} ({profile} profile, {measurements} held-out measurements"
+        f"# Flow ablation: {workload}, {task} ({profile} profile, {measurements} measurements"
         + (f"; {tag}" if tag else "") + ")", "",
         "Every row distils the same prior into a fresh flow on the benchmark's training measurements within "
         + (f"{shared}, cut by the cap where a row is slower," if shared else "the budget its row states")
         + " and is scored as the benchmark scores its flow (`score_posterior`): one draw, and the mean of "
         f"{n_posterior} draws, with 95% bootstrap intervals (mean ± sd over seeds when there are several); the mean "
-        f"posterior std of the draws on missing / observed vertices and their ratio; the coverage of the draws' "
+        f"posterior std of the draws on missing / observed vertices (on all, where the operator masks none) and "
+        "their ratio; the coverage of the draws' "
         "central 90% intervals over all / missing vertices; for a trained row, its PSNR minus that of the untrained "
         "sampler it starts from, measurement by measurement with the same draws of the base (paired 95% bootstrap "
         "interval, or mean ± sd of the seeds' differences). The references below the rows are scored on the same "
@@ -628,7 +662,7 @@ def write_report(results: list[dict[str, Any]], ref: dict[str, Any], bench: dict
         notes.append(f"DPS takes {m['dps']['seconds_per_sample']:.2f} s per sample.")
     lines += ["", " ".join(["Rows differ only in the listed settings (every row sets each of them).", *notes])]
     calibration = out / "figures" / f"{stem}-calibration.png"
-    if _plot_calibration(by_row, ref, bench, calibration, title=f"{workload}: flow ablation, {measurements} held-out "
+    if _plot_calibration(by_row, ref, bench, calibration, title=f"{workload}: flow ablation, {measurements} "
                          f"measurements, {n_posterior} draws"):
         lines += ["", f"Calibration of every row (nominal against empirical coverage at 50/80/90/95%): "
                   f"`figures/{stem}-calibration.png`."]
@@ -689,7 +723,7 @@ def _plot_curves(results: list[dict[str, Any]], ref: dict[str, Any], path: Path,
         if key in m:
             ax.axhline(m[key]["psnr"], label=f"{label} {m[key]['psnr']:.1f} dB", **style)
     ax.set_xlabel("flow training time (minutes)")
-    ax.set_ylabel("held-out PSNR (dB)")
+    ax.set_ylabel(f"{SCORED_ON[ref['key'].get('scored_on', 'heldout')]} PSNR (dB)")
     ax.set_title(f"One-step sampler on {workload} against training time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -718,6 +752,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=ABLATED, default="bunny-mnist")
     p.add_argument("--task", default=None, help="the workload's task to ablate (default its first)")
+    p.add_argument("--scored-on", choices=list(SCORED_ON), default="heldout",
+                   help="the measurements the rows are scored on: held-out, or the validation measurements "
+                        "(where a flow setting is chosen)")
     add_config_arguments(p)
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -742,7 +779,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = args.out or Path("runs") / f"flow_ablation-{script}"
     out.mkdir(parents=True, exist_ok=True)
     first = WORKLOADS[args.workload](config).tasks[0].name if args.task else None
-    stem = report_stem(script, config.profile, args.tag, task=args.task if args.task != first else None)
+    stem = report_stem(script, config.profile, args.tag, task=args.task if args.task != first else None,
+                       scored_on=args.scored_on)
     report = out / f"{stem}.json"
     previous: list[dict[str, Any]] = []
     if report.is_file():  # rows of this table format only (older reports had other rows and scores)
@@ -757,7 +795,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "groups": stored.get("groups")}
         write_report(previous, ref, bench, out, stem, **common)
     else:
-        s = setting(args.workload, config, base_out, task=args.task)
+        s = setting(args.workload, config, base_out, task=args.task, scored_on=args.scored_on)
         ref = references(s, out, args.dps_measurements)
         bench = benchmark_row(s)
         common = dict(workload=s.workload.name, task=s.task.name, profile=config.profile,
