@@ -106,6 +106,13 @@ def test_calibration_figure(tmp_path: Path) -> None:
     assert lines["gaussian (exact normal)"].get_color() == lines["gaussian"].get_color()
     assert fig.axes[1].get_lines()[1].get_color() == lines["ours"].get_color()
     _check_png(fig, tmp_path / "calibration.png")
+    # a title longer than one panel's figure is wide is wrapped inside it, not cut at its edges
+    long = "image-restoration: flow ablation, 32 held-out measurements, 128 draws per measurement"
+    fig = calibration_figure({"all vertices": curves}, title=long)
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert "\n" in fig._suptitle.get_text() and fig._suptitle.get_text().replace("\n", " ") == long
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
     with pytest.raises(ValueError, match="2 levels but 1"):
         calibration_figure({"p": {"m": ([0.5, 0.9], [0.5])}})
     with pytest.raises(ValueError, match="at least one panel"):

@@ -9,6 +9,7 @@ A calibrated sampler lies on the diagonal; a curve below it means intervals that
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,9 +51,13 @@ def calibration_figure(panels: Mapping[str, _Curves], *, ncols: int | None = Non
         raise ValueError(f"ncols must be at least 1, got {ncols}")
     nrows = math.ceil(len(panels) / ncols)
     legend_rows = 1 + len({name for curves in panels.values() for name in curves}) // 3  # the diagonal too
-    top, bottom = (0.6 if title else 0.15), 0.55 + 0.2 * legend_rows  # inches above and below the panels
+    width = max(panel_size * ncols + 0.6, 5.0)
+    if title:  # wrapped to the figure's width (about 12 characters of 10-point text per inch)
+        title = textwrap.fill(title, width=int(width * 12))
+    top = 0.4 + 0.2 * (title.count("\n") + 1) if title else 0.15  # inches above the panels
+    bottom = 0.55 + 0.2 * legend_rows  # ... and below them
     height = round(panel_size * nrows + top + bottom, 1)  # whole pixels at the usual dpi
-    fig = Figure(figsize=(max(panel_size * ncols + 0.6, 5.0), height))
+    fig = Figure(figsize=(width, height))
     colours: dict[str, str] = {}
     palette = [f"C{i}" for i in range(10)]
     for i, (panel, curves) in enumerate(panels.items()):
