@@ -74,17 +74,6 @@ def report_stem(script: str, profile: str, task: str | None = None) -> str:
     return f"amortization-{script}" + (f"-{task.replace('-', '_')}" if task else "") + f"-{profile}"
 
 
-def pick_task(workload: Any, name: str | None) -> Any:
-    """The workload's task called ``name`` (its first for ``None``).
-
-    Raises:
-        ValueError: for a task the workload does not have, listing its tasks.
-    """
-    names = [t.name for t in workload.tasks]
-    if name is not None and name not in names:
-        raise ValueError(f"{workload.name} has no task {name!r}; its tasks are {names}")
-    return workload.tasks[names.index(name) if name else 0]
-
 
 def scores(out: SamplerOutput, m: Measured, workload: Any) -> dict[str, dict[str, float]]:
     """One draw and the mean of the draws of ``out``, scored as the benchmark scores its flow."""
@@ -169,7 +158,7 @@ def _row(label: str, what: str, s: dict[str, dict[str, float]], **extra: Any) ->
 
 def run(args: argparse.Namespace, config: Config, out: Path) -> dict[str, Any]:
     workload = WORKLOADS[args.workload](config)
-    task = pick_task(workload, args.task)
+    task = workload.task(args.task)
     device = torch.device("cpu")
     base_out = args.base_out
     prior = stage_prior(workload, config, base_out, device=device, progress=False).eval()
@@ -379,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.base_out = args.base_out or Path("runs") / script
     out = args.out or Path("runs") / f"amortization-{script}"
     workload = WORKLOADS[args.workload](config)
-    task = pick_task(workload, args.task)  # refused here, before anything trains
+    task = workload.task(args.task)  # refused here, before anything trains
     stem = report_stem(script, config.profile, task.name if task is not workload.tasks[0] else None)
     if args.table_only:
         doc = json.loads((out / f"{stem}.json").read_text())

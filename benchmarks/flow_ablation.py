@@ -254,12 +254,9 @@ def setting(workload_name: str, config: Config, base_out: Path, task: str | None
     if scored_on not in SCORED_ON:
         raise ValueError(f"scored_on must be one of {sorted(SCORED_ON)}, got {scored_on!r}")
     workload = WORKLOADS[workload_name](config)
-    names = [t.name for t in workload.tasks]
-    if task is not None and task not in names:
-        raise ValueError(f"{workload_name} has no task {task!r}; its tasks are {names}")
+    task_ = workload.task(task)  # refused before the prior trains
     device = torch.device("cpu")
     prior = stage_prior(workload, config, base_out, device=device, progress=False).eval()
-    task_ = workload.tasks[names.index(task) if task else 0]
     train, evals = stage_measurements(workload, task_, config, base_out)
     scored = evals["heldout"] if scored_on == "heldout" else validation_measurements(train, config)
     return Setting(workload, task_, config, prior, train, scored, base_out, device, scored_on)

@@ -123,6 +123,17 @@ class Workload:
     def channels(self) -> int:
         return int(self.prior_train.shape[1])
 
+    def task(self, name: str | None = None) -> Task:
+        """The task called ``name`` (the first for ``None``).
+
+        Raises:
+            ValueError: for a task the workload does not have, listing its tasks.
+        """
+        names = [t.name for t in self.tasks]
+        if name is not None and name not in names:
+            raise ValueError(f"{self.name} has no task {name!r}; its tasks are {names}")
+        return self.tasks[names.index(name) if name is not None else 0]
+
 
 def _masking(num_vertices: int, missing: float | tuple[float, float], sigma: float) -> OperatorFactory:
     rng = (missing, missing) if isinstance(missing, float) else tuple(missing)
