@@ -242,10 +242,10 @@ SCORED_ON = {"heldout": "held-out", "validation": "validation"}
 """The measurement sets a report can be scored on, and the word its table uses for them."""
 
 
-def setting(workload_name: str, config: Config, base_out: Path, task: str | None = None,
+def setting(workload: str | Workload, config: Config, base_out: Path, task: str | None = None,
             scored_on: str = "heldout") -> Setting:
     """Load (or make) the benchmark's prior and the measurements of ``task`` (default the
-    workload's first) in ``base_out``; the rows are scored on its held-out measurements, or on
+    workload's first) in ``base_out`` (``workload``: its name, or the workload built from ``config``); the rows are scored on its held-out measurements, or on
     its validation measurements (:func:`validation_measurements`) for ``scored_on="validation"``.
 
     Raises:
@@ -253,7 +253,7 @@ def setting(workload_name: str, config: Config, base_out: Path, task: str | None
     """
     if scored_on not in SCORED_ON:
         raise ValueError(f"scored_on must be one of {sorted(SCORED_ON)}, got {scored_on!r}")
-    workload = WORKLOADS[workload_name](config)
+    workload = WORKLOADS[workload](config) if isinstance(workload, str) else workload
     task_ = workload.task(task)  # refused before the prior trains
     device = torch.device("cpu")
     prior = stage_prior(workload, config, base_out, device=device, progress=False).eval()
@@ -775,8 +775,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base_out = args.base_out or Path("runs") / script
     out = args.out or Path("runs") / f"flow_ablation-{script}"
     out.mkdir(parents=True, exist_ok=True)
-    first = WORKLOADS[args.workload](config).tasks[0].name if args.task else None
-    stem = report_stem(script, config.profile, args.tag, task=args.task if args.task != first else None,
+    workload = WORKLOADS[args.workload](config)  # built once: the report's name and the rows need it
+    task = workload.task(args.task)
+    stem = report_stem(script, config.profile, args.tag, task=task.name if task is not workload.tasks[0] else None,
                        scored_on=args.scored_on)
     report = out / f"{stem}.json"
     previous: list[dict[str, Any]] = []
@@ -792,7 +793,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "groups": stored.get("groups")}
         write_report(previous, ref, bench, out, stem, **common)
     else:
-        s = setting(args.workload, config, base_out, task=args.task, scored_on=args.scored_on)
+        s = setting(workload, config, base_out, task=task.name, scored_on=args.scored_on)
         ref = references(s, out, args.dps_measurements)
         bench = benchmark_row(s)
         common = dict(workload=s.workload.name, task=s.task.name, profile=config.profile,
