@@ -21,11 +21,6 @@ Writes ``dps_sweep-<script>-<profile>.{json,md,png}`` into ``--out`` (default: t
 folder), named as the committed copies in ``benchmarks/results/`` are.
 """
 
-import os
-
-# Idle OpenMP threads spin by default; on a shared CPU that made training ~3x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
 import math
@@ -41,7 +36,8 @@ from manifold_ps.benchmarking.evaluate import run_sampler, score_estimate
 from manifold_ps.benchmarking.results import environment_versions
 from manifold_ps.benchmarking.baselines import stage_tuning
 from manifold_ps.benchmarking.pipeline import (build_baselines, score_posterior, stage_gaussian, stage_measurements,
-                                               stage_prior, validation_measurements)
+                                               stage_prior, validation_description,
+                                               validation_measurements)
 from manifold_ps.benchmarking.workloads import WORKLOADS, profile_defaults
 from manifold_ps.config import add_config_arguments, config_from_args
 from manifold_ps.flows import AmortizedPosterior
@@ -333,8 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bench_workload = WORKLOADS[args.workload](bench)
     train, _ = stage_measurements(bench_workload, bench_workload.tasks[0], bench, base)
     val = validation_measurements(train, bench)
-    validation = (f"flow-training measurements {bench.eval.n_eval}-{bench.eval.n_eval + val.x.shape[0] - 1} "
-                  f"({bench_workload.flow_dataset}; disjoint from every evaluation set)")
+    validation = validation_description(bench_workload, bench, val)
     tuned = stage_tuning(bench_workload, bench_workload.tasks[0], bench, prior, val.x, val.y, val.operator, base,
                          validation=validation)
     report["tuning"] = f"{val.x.shape[0]} validation measurements ({validation}; `{base / task.name / 'tuning.json'}`)"

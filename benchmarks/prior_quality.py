@@ -43,11 +43,6 @@ names them ``prior_quality-<script>-<profile>-T`` instead.
 
 from __future__ import annotations
 
-import os
-
-# Idle OpenMP threads spin by default; on a shared CPU that made training ~3x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
 import math
@@ -64,7 +59,8 @@ from torch import Tensor
 from manifold_ps.baselines import GaussianPosterior
 from manifold_ps.benchmarking.evaluate import add_paired_differences, run_sampler, score_estimate
 from manifold_ps.benchmarking.pipeline import (build_baselines, prior_record, stage_gaussian, stage_measurements,
-                                               stage_prior, stage_tuning, validation_measurements)
+                                               stage_prior, stage_tuning, validation_description,
+                                               validation_measurements)
 from manifold_ps.benchmarking.results import environment_versions
 from manifold_ps.benchmarking.workloads import WORKLOADS, Workload, profile_defaults
 from manifold_ps.config import Config, add_config_arguments, add_shortcuts, config_from_args
@@ -272,8 +268,7 @@ def dps_comparison(workload: Workload, config: Config, out: Path, priors: dict[s
     task = workload.tasks[0]
     train, evals = stage_measurements(workload, task, config, out)
     val = validation_measurements(train, config)
-    validation = (f"flow-training measurements {config.eval.n_eval}-{config.eval.n_eval + val.x.shape[0] - 1} "
-                  f"({workload.flow_dataset}; disjoint from every evaluation set)")
+    validation = validation_description(workload, config, val)
     dps_task = replace(task, baselines=("dps",))
     samplers: dict[str, Any] = {}
     tuning: dict[str, Any] = {}

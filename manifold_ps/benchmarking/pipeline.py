@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["run_workload", "gaussian_base", "mixture_base", "stage_prior", "stage_measurements", "check_flow_base", "new_flow",
            "stage_flow", "build_baselines", "tune_smoothing", "score_arguments", "score_posterior", "score_gaussian", "CLOSED_FORM", "evaluation_request", "load_evaluation",
            "save_evaluation", "prior_record", "flow_record",
-           "stage_gaussian", "stage_tuning", "validation_measurements", "Measured", "CALIBRATION_FIGURE"]
+           "stage_gaussian", "stage_tuning", "validation_measurements", "validation_description", "Measured", "CALIBRATION_FIGURE"]
 
 
 def _log(msg: str) -> None:
@@ -219,6 +219,13 @@ def validation_measurements(train: Measured, config: Config) -> Measured:
     start = min(config.eval.n_eval, train.x.shape[0])
     stop = min(start + config.eval.tune_measurements, train.x.shape[0])
     return train.subset(torch.arange(start, stop))
+
+
+def validation_description(workload: Workload, config: Config, val: Measured) -> str:
+    """How the validation measurements ``val`` (:func:`validation_measurements`) are named where a
+    tuning is stored (``tuning.json``'s request compares it, so every caller must name them so)."""
+    return (f"flow-training measurements {config.eval.n_eval}-{config.eval.n_eval + val.x.shape[0] - 1} "
+            f"({workload.flow_dataset}; disjoint from every evaluation set)")
 
 
 # -- stage 3: the amortized flow ------------------------------------------------------------------------
@@ -738,8 +745,7 @@ def run_workload(workload: Workload, config: Config, out: str | Path, *, device:
             workload, task, task_config, prior, train, out, device=dev, progress=progress),
             out / task.name / "complete", lambda _: _recorded_seconds(out / task.name / "complete"))
         val = validation_measurements(train, config)
-        validation = (f"flow-training measurements {config.eval.n_eval}-{config.eval.n_eval + val.x.shape[0] - 1} "
-                      f"({workload.flow_dataset}; disjoint from every evaluation set)")
+        validation = validation_description(workload, config, val)
         tuned: dict[str, Any] = {}
         if config.eval.tune_measurements > 0 and val.x.shape[0] > 0:
             tuned = timed_stage(f"{task.name}/tuning", lambda: stage_tuning(
