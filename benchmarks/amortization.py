@@ -30,11 +30,6 @@ The report is ``<out>/<stem>.json``, ``<out>/<stem>.md`` and ``<out>/figures/<st
 (``<script>-<task>`` for a task other than the workload's first); ``--commit`` copies them into ``benchmarks/results/`` with that layout.
 """
 
-import os
-
-# Idle OpenMP threads spin by default; on a shared CPU that made training ~3x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
 import math
@@ -72,7 +67,6 @@ def report_stem(script: str, profile: str, task: str | None = None) -> str:
     ``amortization-image_restoration-super_resolution-cpu`` for the task ``super-resolution``
     (``task`` is named only when it is not the workload's first)."""
     return f"amortization-{script}" + (f"-{task.replace('-', '_')}" if task else "") + f"-{profile}"
-
 
 
 def scores(out: SamplerOutput, m: Measured, workload: Any) -> dict[str, dict[str, float]]:

@@ -6,11 +6,6 @@ from ``--out``), then compares with DPS, MCG, RED-diff and harmonic interpolatio
     python benchmarks/bunny_mnist.py --profile smoke    # < 1 min
 """
 
-import os
-
-# Idle OpenMP threads spin by default; on a shared CPU that made training ~3x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from manifold_ps.benchmarking.cli import benchmark_main
 from manifold_ps.benchmarking.workloads import bunny_mnist
 

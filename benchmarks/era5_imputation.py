@@ -8,11 +8,6 @@ the same sampler on real ERA5 snapshots (cross-dataset). Stand-in numbers are la
     python benchmarks/era5_imputation.py [--profile smoke|cpu|paper]
 """
 
-import os
-
-# Idle OpenMP threads spin by default; on a shared CPU that made training ~3x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from manifold_ps.benchmarking.cli import benchmark_main
 from manifold_ps.benchmarking.workloads import sphere_temperature
 

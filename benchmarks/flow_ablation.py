@@ -76,11 +76,6 @@ every row and the Gaussian posterior) and, with curves, ``<out>/<stem>.png``, wh
 the documentation's results page renders, calibration plot included.
 """
 
-import os
-
-# Idle OpenMP threads spin by default; on a shared CPU that made training ~3x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
 import shutil

@@ -19,10 +19,6 @@ writes ``<ablation>/flow_bound-<script>-<profile>.{json,md}`` (``--commit`` copi
 ``benchmarks/results/``).
 """
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
 import shutil

@@ -23,10 +23,6 @@ copies them to ``benchmarks/results/gaussian_mixture-<script>-<profile>.*`` (``-
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
 import shutil

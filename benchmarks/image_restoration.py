@@ -5,11 +5,6 @@ faces as a cross-dataset check.
     python benchmarks/image_restoration.py [--profile smoke|cpu|paper]
 """
 
-import os
-
-# Idle OpenMP threads spin by default; on a shared CPU that made training ~3x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from manifold_ps.benchmarking.cli import benchmark_main
 from manifold_ps.benchmarking.workloads import image_restoration
 

@@ -39,11 +39,6 @@ goes to ``--out/<table-name>.{json,md}``.
 
 from __future__ import annotations
 
-import os
-
-# Idle OpenMP threads spin by default; on a shared CPU that made training ~3x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import copy
 import json
