@@ -32,7 +32,9 @@ flow. The rows (:data:`ROWS`; ``--rows`` picks some):
   score at t_min) in place of the ELBO (``gaussian-score-tmin0.005``: at t_min 0.005, the sphere
   benchmark's flow); ``gaussian-score-path``: that, with the path part of the entropy term's
   gradient only; ``gaussian-score-lr4e-3`` / ``gaussian-score-lr8e-3`` / ``gaussian-score-lr1.6e-2``:
-  ``gaussian-score`` at another peak learning rate;
+  ``gaussian-score`` at another peak learning rate; ``gaussian-score-wide``: coupling networks twice
+  as wide (``flow.hidden`` 64); ``gaussian-score-wide-encoder``: a condition encoder twice as wide
+  with twice the context channels (``flow.encoder_hidden`` 64, ``flow.context_channels`` 32);
 - ``marginal-step0`` / ``marginal-noise-step0`` / ``marginal`` / ``marginal-noise`` /
   ``marginal-score``: the decoder's error integrated out of the likelihood under the Gaussian's
   law (``flow.likelihood = "marginal"``), on the exact posterior over ``u`` of that model, draws
@@ -171,6 +173,13 @@ ROWS: dict[str, Row] = {
     **{f"gaussian-score-lr{lr}": Row(f"gaussian-score at peak learning rate {lr} (the rows above take the "
                                      "profile's)", {**_GAUSSIAN, "flow.prior_term": "score", "flow.lr": float(lr)},
                                      start="gaussian-step0") for lr in ("4e-3", "8e-3", "1.6e-2")},
+    "gaussian-score-wide": Row("gaussian-score with coupling networks twice as wide (`flow.hidden = 64`; the "
+                               "other rows take the profile's)", {**_GAUSSIAN, "flow.prior_term": "score",
+                                                                  "flow.hidden": 64}, start="gaussian-step0"),
+    "gaussian-score-wide-encoder": Row("gaussian-score with a condition encoder twice as wide, with twice the "
+                                       "context channels (`flow.encoder_hidden = 64`, `flow.context_channels = 32`)",
+                                       {**_GAUSSIAN, "flow.prior_term": "score", "flow.encoder_hidden": 64,
+                                        "flow.context_channels": 32}, start="gaussian-step0"),
     "marginal-step0": Row("the decoder's error integrated out of the likelihood under the Gaussian's law "
                           "(`flow.likelihood = marginal`): base the exact posterior over `u` of that model, draws "
                           "`E[x | u, y]`; **untrained**", {**_MARGINAL}, trained=False),
